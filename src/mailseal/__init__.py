@@ -1,0 +1,73 @@
+"""mailseal: DKIM signing and verification (RFC 6376, RFC 8301, RFC 8463, RFC 8601).
+
+Sign::
+
+    key = mailseal.load_private_key(open("mail.key", "rb").read())
+    field = mailseal.sign(message, key=key, domain="example.com", selector="mail")
+    signed = field + message
+
+Verify (results are values, never exceptions for bad mail)::
+
+    report = mailseal.verify_sync(signed)
+    for sig in report.signatures:
+        print(sig.result, sig.domain, sig.reason, sig.detail)
+
+FAQ. *Does a pass mean the From address is genuine?* No: it means the domain
+in d= took responsibility for the signed header fields and body. Check
+``aligned`` to see whether d= matches the From domain. *Why is rsa-sha1 not a
+pass?* RFC 8301 forbids counting it; ``allow_rsa_sha1=True`` is the legacy
+switch.
+"""
+
+from mailseal.api import render_authentication_results, sign, sign_many, signing_request, verify, verify_sync
+from mailseal.core.keymaterial import PrivateKey, generate_private_key, load_private_key
+from mailseal.core.options import SignOptions, VerifyOptions
+from mailseal.core.results import Alignment, DKIMResult, Reason, SignatureResult, VerificationReport
+from mailseal.core.signer import SigningRequest
+from mailseal.core.txtanswer import TxtAnswer, TxtStatus
+from mailseal.dns.interface import KeyResolver, SyncKeyResolver
+from mailseal.errors import KeyFileError, MailsealError, UsageError
+
+__all__ = [
+    "Alignment",
+    "DKIMResult",
+    "KeyFileError",
+    "KeyResolver",
+    "MailsealError",
+    "PrivateKey",
+    "Reason",
+    "SignOptions",
+    "SignatureResult",
+    "SigningRequest",
+    "SyncKeyResolver",
+    "TxtAnswer",
+    "TxtStatus",
+    "UsageError",
+    "VerificationReport",
+    "VerifyOptions",
+    "ZoneFileResolver",
+    "generate_private_key",
+    "load_private_key",
+    "render_authentication_results",
+    "sign",
+    "sign_many",
+    "signing_request",
+    "verify",
+    "verify_sync",
+]
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """Load the DNS-backed resolvers only when used (dnspython import is not free)."""
+    if name == "ZoneFileResolver":
+        from mailseal.dns.zonefile import ZoneFileResolver
+
+        return ZoneFileResolver
+    if name in ("DnsResolver", "CachingResolver", "InMemoryResolver"):
+        import importlib
+
+        module = {"DnsResolver": "resolver", "CachingResolver": "cache", "InMemoryResolver": "memory"}[name]
+        return getattr(importlib.import_module(f"mailseal.dns.{module}"), name)
+    raise AttributeError(name)

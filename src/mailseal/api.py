@@ -1,0 +1,210 @@
+"""The library surface: short drivers that join the sans-IO core to DNS and the clock.
+
+``sign`` and ``verify`` never raise for the content of a message or of a DNS
+answer; they raise :class:`~mailseal.errors.UsageError` for options that
+cannot work. Any other exception is a bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from mailseal.core.algorithms import ALGORITHMS, Algorithm
+from mailseal.core.authres import authentication_results
+from mailseal.core.canonicalization import Canon
+from mailseal.core.keymaterial import PrivateKey, load_private_key
+from mailseal.core.message import Message
+from mailseal.core.options import SignOptions, VerifyOptions
+from mailseal.core.results import VerificationReport
+from mailseal.core.signer import Signing, SigningRequest
+from mailseal.core.txtanswer import TxtAnswer
+from mailseal.core.verifier import Verification
+from mailseal.dns.interface import KeyResolver, SyncKeyResolver
+from mailseal.errors import UsageError
+
+__all__ = ["load_private_key", "sign", "sign_many", "verify", "verify_sync"]
+
+BODY_CHUNK: Final = 1 << 20
+
+
+def sign(
+    message: bytes,
+    *,
+    key: PrivateKey,
+    domain: str,
+    selector: str,
+    algorithm: str | None = None,
+    canonicalization: str = "relaxed/relaxed",
+    headers: Sequence[str] | None = None,
+    oversign: Sequence[str] = ("from",),
+    body_length: bool = False,
+    identity: str | None = None,
+    expire_after: int | None = None,
+    now: int | None = None,
+) -> bytes:
+    """Return the DKIM-Signature header field (ending in CRLF) to prepend to ``message``.
+
+    The message itself is not modified. LF-only input is read as CRLF.
+    """
+    request = signing_request(
+        key=key,
+        domain=domain,
+        selector=selector,
+        algorithm=algorithm,
+        canonicalization=canonicalization,
+        headers=headers,
+        oversign=oversign,
+        body_length=body_length,
+        identity=identity,
+        expire_after=expire_after,
+    )
+    return sign_many(message, [request], now=now)
+
+
+def sign_many(message: bytes, requests: Sequence[SigningRequest], *, now: int | None = None) -> bytes:
+    """Sign once per request in one pass (e.g. RSA and Ed25519); the fields joined, first on top."""
+    parsed = Message.from_bytes(message)
+    signing = Signing(parsed.headers, requests, now=int(time.time()) if now is None else now)
+    signing.feed_body(parsed.body)
+    return b"".join(signing.finish())
+
+
+def signing_request(
+    *,
+    key: PrivateKey,
+    domain: str,
+    selector: str,
+    algorithm: str | None = None,
+    canonicalization: str = "relaxed/relaxed",
+    headers: Sequence[str] | None = None,
+    oversign: Sequence[str] = ("from",),
+    body_length: bool = False,
+    identity: str | None = None,
+    expire_after: int | None = None,
+) -> SigningRequest:
+    """Build and check one :class:`SigningRequest` from plain arguments."""
+    if not isinstance(key, PrivateKey):
+        raise UsageError("key must come from mailseal.load_private_key()")
+    return SigningRequest(
+        key=key,
+        domain=domain,
+        selector=selector,
+        algorithm=_algorithm(algorithm),
+        options=SignOptions(
+            *parse_canonicalization(canonicalization),
+            headers=tuple(headers) if headers is not None else None,
+            oversign=tuple(oversign),
+            body_length=body_length,
+            auid=identity,
+            expire_after=expire_after,
+        ),
+    )
+
+
+def parse_canonicalization(value: str) -> tuple[Canon, Canon]:
+    """``relaxed/simple`` -> (header, body); a single word applies to the header only."""
+    header, _, body = value.lower().partition("/")
+    try:
+        return Canon(header), Canon(body or "simple")
+    except ValueError:
+        raise UsageError(f"unknown canonicalization {value!r}: use simple or relaxed, e.g. relaxed/relaxed") from None
+
+
+def _algorithm(name: str | None) -> Algorithm | None:
+    if name is None:
+        return None
+    algorithm = ALGORITHMS.get(name.lower())
+    if algorithm is None:
+        raise UsageError(f"unknown algorithm {name!r}: use rsa-sha256 or ed25519-sha256")
+    return algorithm
+
+
+def _verify_options(options: VerifyOptions | None, allow_rsa_sha1: bool | None, max_signatures: int | None) -> VerifyOptions:
+    base = options or VerifyOptions()
+    if allow_rsa_sha1 is not None or max_signatures is not None:
+        base = VerifyOptions(
+            max_signatures=base.max_signatures if max_signatures is None else max_signatures,
+            allow_rsa_sha1=base.allow_rsa_sha1 if allow_rsa_sha1 is None else allow_rsa_sha1,
+            min_rsa_bits=base.min_rsa_bits,
+            clock_skew=base.clock_skew,
+        )
+    if base.max_signatures < 1:
+        raise UsageError("max_signatures must be at least 1")
+    return base
+
+
+def _default_resolver() -> KeyResolver | SyncKeyResolver:
+    from mailseal.dns.cache import CachingResolver
+    from mailseal.dns.resolver import DnsResolver
+
+    return CachingResolver(DnsResolver())
+
+
+_shared_resolver: list[KeyResolver | SyncKeyResolver] = []
+
+
+def _resolver() -> KeyResolver | SyncKeyResolver:
+    """One process-wide caching resolver for callers that pass none."""
+    if not _shared_resolver:
+        _shared_resolver.append(_default_resolver())
+    return _shared_resolver[0]
+
+
+def _start(message: bytes, options: VerifyOptions, now: int | None) -> tuple[Verification, bytes]:
+    parsed = Message.from_bytes(message)
+    verification = Verification(parsed.headers, options, now=int(time.time()) if now is None else now)
+    return verification, parsed.body
+
+
+def _finish(verification: Verification, body: bytes) -> VerificationReport:
+    for offset in range(0, len(body), BODY_CHUNK):
+        verification.feed_body(body[offset : offset + BODY_CHUNK])
+    return verification.finish()
+
+
+async def verify(
+    message: bytes,
+    *,
+    resolver: KeyResolver | None = None,
+    options: VerifyOptions | None = None,
+    allow_rsa_sha1: bool | None = None,
+    max_signatures: int | None = None,
+    now: int | None = None,
+) -> VerificationReport:
+    """Verify every DKIM-Signature of ``message``; key lookups run concurrently."""
+    verification, body = _start(message, _verify_options(options, allow_rsa_sha1, max_signatures), now)
+    chosen = resolver or _resolver()
+    if not isinstance(chosen, KeyResolver):
+        raise UsageError("verify() needs a resolver with an async lookup_txt(); use verify_sync() otherwise")
+    names = verification.key_queries()
+    answers: Iterable[TxtAnswer] = await asyncio.gather(*(chosen.lookup_txt(n) for n in names))
+    for name, answer in zip(names, answers, strict=True):
+        verification.add_key_answer(name, answer)
+    return _finish(verification, body)
+
+
+def verify_sync(
+    message: bytes,
+    *,
+    resolver: SyncKeyResolver | None = None,
+    options: VerifyOptions | None = None,
+    allow_rsa_sha1: bool | None = None,
+    max_signatures: int | None = None,
+    now: int | None = None,
+) -> VerificationReport:
+    """Blocking :func:`verify`, for scripts and code without an event loop."""
+    verification, body = _start(message, _verify_options(options, allow_rsa_sha1, max_signatures), now)
+    chosen = resolver or _resolver()
+    if not isinstance(chosen, SyncKeyResolver):
+        raise UsageError("verify_sync() needs a resolver with lookup_txt_sync()")
+    for name in verification.key_queries():
+        verification.add_key_answer(name, chosen.lookup_txt_sync(name))
+    return _finish(verification, body)
+
+
+def render_authentication_results(authserv_id: str, report: VerificationReport) -> str:
+    """The Authentication-Results value for ``report`` (RFC 8601)."""
+    return authentication_results(authserv_id, report)

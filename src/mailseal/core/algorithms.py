@@ -1,0 +1,97 @@
+"""Signing algorithms (a=): RFC 6376 rsa-sha256/rsa-sha1, RFC 8463 ed25519-sha256.
+
+RFC 8301 retires rsa-sha1 ("Verifiers MUST NOT consider signatures using
+RSA-SHA1 as valid") and sets 1024 bits as the smallest RSA key a verifier
+must accept; we verify rsa-sha1 only to explain the result, and count it as
+a pass only behind an option whose name says it is legacy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+PrivateKeyObject = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+MIN_RSA_BITS: Final = 1024
+
+
+class KeyType(StrEnum):
+    """k= values of the key record."""
+
+    RSA = "rsa"
+    ED25519 = "ed25519"
+
+
+@dataclass(frozen=True, slots=True)
+class Algorithm:
+    """One a= value: its key type and hash."""
+
+    name: str
+    key_type: KeyType
+    hash_name: str  # as in the key record's h= tag
+
+    @property
+    def legacy(self) -> bool:
+        """True for rsa-sha1, which RFC 8301 forbids counting as valid."""
+        return self.hash_name == "sha1"
+
+    def new_hash(self) -> hashlib._Hash:
+        """A fresh hashlib object for the body and header hashes."""
+        return hashlib.new(self.hash_name)
+
+
+RSA_SHA256: Final = Algorithm("rsa-sha256", KeyType.RSA, "sha256")
+RSA_SHA1: Final = Algorithm("rsa-sha1", KeyType.RSA, "sha1")
+ED25519_SHA256: Final = Algorithm("ed25519-sha256", KeyType.ED25519, "sha256")
+
+ALGORITHMS: Final = {a.name: a for a in (RSA_SHA256, RSA_SHA1, ED25519_SHA256)}
+
+_CRYPTO_HASH: Final = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
+
+
+def sign_digest(algorithm: Algorithm, key: PrivateKeyObject, header_hash: hashlib._Hash) -> bytes:
+    """Sign the hash of the canonicalized header block (RFC 6376 3.7, RFC 8463 3).
+
+    RSA signs the digest with PKCS#1 v1.5; Ed25519 signs the 32-byte SHA-256
+    digest itself as its message (PureEdDSA over the hash).
+    """
+    digest = header_hash.digest()
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(digest, padding.PKCS1v15(), Prehashed(_CRYPTO_HASH[algorithm.hash_name]()))
+    return key.sign(digest)
+
+
+def verify_digest(algorithm: Algorithm, key: PublicKey, signature: bytes, header_hash: hashlib._Hash) -> bool:
+    """Check ``signature`` over the header hash; False for any mismatch."""
+    digest = header_hash.digest()
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+                key.verify(signature, digest, padding.PKCS1v15(), Prehashed(_CRYPTO_HASH[algorithm.hash_name]()))
+        else:
+            key.verify(signature, digest)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def key_type_of(key: PublicKey | PrivateKeyObject) -> KeyType:
+    """The k= key type for a key object."""
+    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
+        return KeyType.RSA
+    return KeyType.ED25519
+
+
+def key_bits(key: PublicKey | PrivateKeyObject) -> int:
+    """RSA modulus size, or 256 for Ed25519 (its security is about 128 bits)."""
+    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
+        return key.key_size
+    return 256

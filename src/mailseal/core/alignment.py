@@ -1,0 +1,58 @@
+"""Whether d= speaks for the visible From domain (the DMARC notion of alignment).
+
+A DKIM pass for ``d=unrelated.example`` says nothing about the From address a
+reader sees; alignment is what ties the two together (RFC 7489 3.1.1).
+Organizational domains come from the Public Suffix List package's bundled
+copy, read once, with no network access.
+"""
+
+from __future__ import annotations
+
+from email.utils import getaddresses
+from functools import lru_cache
+
+from publicsuffixlist import PublicSuffixList
+
+from mailseal.core.message import HeaderField
+from mailseal.core.results import Alignment
+
+
+@lru_cache(maxsize=1)
+def _psl() -> PublicSuffixList:
+    return PublicSuffixList()
+
+
+@lru_cache(maxsize=8192)
+def organizational_domain(domain: str) -> str:
+    """The registrable domain (public suffix plus one label); the name itself if unknown."""
+    domain = domain.lower().removesuffix(".")
+    try:
+        org = _psl().privatesuffix(domain)
+    except (ValueError, UnicodeError):
+        return domain
+    return org if isinstance(org, str) and org else domain
+
+
+def from_domain(headers: tuple[HeaderField, ...]) -> str | None:
+    """The domain of the single From address; None when there is not exactly one."""
+    froms = [f for f in headers if f.key == "from"]
+    if len(froms) != 1:
+        return None
+    value = froms[0].value.replace(b"\r\n", b"").decode("utf-8", "replace")
+    addresses = [addr for _, addr in getaddresses([value]) if addr]
+    if len(addresses) != 1 or "@" not in addresses[0]:
+        return None
+    domain = addresses[0].rpartition("@")[2].strip().lower().removesuffix(".")
+    return domain or None
+
+
+def alignment(signing_domain: str, author_domain: str | None) -> Alignment:
+    """Exact, organizational (same registrable domain) or none."""
+    if author_domain is None:
+        return Alignment.UNKNOWN
+    signing_domain = signing_domain.lower()
+    if signing_domain == author_domain:
+        return Alignment.EXACT
+    if organizational_domain(signing_domain) == organizational_domain(author_domain):
+        return Alignment.ORGANIZATIONAL
+    return Alignment.NONE

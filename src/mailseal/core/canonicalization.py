@@ -1,0 +1,135 @@
+"""Simple and relaxed canonicalization (RFC 6376 section 3.4), headers and body.
+
+The body canonicalizers are streaming: ``feed()`` any chunks (a CRLF may be
+split between two), ``finish()`` once; output goes to a sink callback, so
+memory stays flat whatever the message size. Only complete lines are
+transformed; empty lines at the end are held back because RFC 6376 removes
+them (3.4.3, 3.4.4) and we cannot know they are at the end until ``finish()``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Final
+
+from mailseal.core.message import HeaderField
+
+
+class Canon(StrEnum):
+    """The two canonicalization algorithms of RFC 6376 section 3.4."""
+
+    SIMPLE = "simple"
+    RELAXED = "relaxed"
+
+
+_WSP_RUN: Final = re.compile(rb"[ \t]+")
+_SPACES: Final = re.compile(rb"  +")
+_TRAILING_CRLFS: Final = re.compile(rb"(?:\r\n)+\Z")
+
+
+def canonicalize_header(field: HeaderField, canon: Canon) -> bytes:
+    """Canonicalize one header field, CRLF included (3.4.1, 3.4.2)."""
+    if canon is Canon.SIMPLE:
+        return field.raw if field.raw.endswith(b"\r\n") else field.raw + b"\r\n"
+    return relaxed_header(field.raw)
+
+
+def relaxed_header(raw: bytes) -> bytes:
+    """3.4.2: lower-case the name, unfold, collapse WSP, trim around the colon."""
+    colon = raw.find(b":")
+    name = raw[:colon].rstrip(b" \t").lower()
+    value = raw[colon + 1 :].replace(b"\r\n", b"")
+    value = _WSP_RUN.sub(b" ", value).strip(b" ")
+    return name + b":" + value + b"\r\n"
+
+
+def relaxed_lines(data: bytes) -> bytes:
+    """3.4.4 a+b on complete lines: WSP runs become one SP; WSP before CRLF goes.
+
+    Fast paths matter: typical text has no tabs, double spaces or trailing
+    spaces, and ``in`` on bytes is a memchr-speed scan.
+    """
+    if b"\t" in data:
+        data = data.replace(b"\t", b" ")
+    if b"  " in data:
+        data = _SPACES.sub(b" ", data)
+    if b" \r\n" in data:
+        data = data.replace(b" \r\n", b"\r\n")
+    return data
+
+
+class BodyCanonicalizer:
+    """Streaming body canonicalizer; emits canonical bytes to ``sink``.
+
+    Simple (3.4.3) keeps lines as they are; relaxed (3.4.4) also reduces
+    whitespace. Both drop empty lines at the end. An empty body is CRLF
+    under simple and nothing under relaxed (RFC 6376 errata 1384).
+    """
+
+    __slots__ = ("_content", "_held", "_pending", "_relaxed", "_sink")
+
+    def __init__(self, canon: Canon, sink: Callable[[bytes], object]) -> None:
+        self._relaxed = canon is Canon.RELAXED
+        self._sink = sink
+        self._pending = b""  # an incomplete last line
+        self._held = 0  # CRLFs of possibly-trailing empty lines, not yet emitted
+        self._content = False  # any non-empty line emitted yet
+
+    def feed(self, chunk: bytes) -> None:
+        """Add the next body bytes; lines may span chunks."""
+        if self._pending:
+            chunk = self._pending + chunk
+        cut = chunk.rfind(b"\r\n")
+        if cut < 0:
+            self._pending = chunk
+            return
+        cut += 2
+        self._pending = chunk[cut:]
+        self._emit_lines(chunk[:cut] if cut != len(chunk) else chunk)
+
+    def _emit_lines(self, lines: bytes) -> None:
+        if self._relaxed:
+            lines = relaxed_lines(lines)
+        if lines.endswith(b"\r\n\r\n"):
+            match = _TRAILING_CRLFS.search(lines)
+            assert match is not None  # noqa: S101 - the endswith above guarantees it
+            start = match.start()
+            text = lines[:start]
+            crlfs = (len(lines) - start) // 2
+        else:
+            text = lines[:-2]
+            crlfs = 1
+        if text:
+            if self._held:
+                self._sink(b"\r\n" * self._held)
+            self._sink(text)
+            self._content = True
+            self._held = crlfs
+        else:
+            self._held += crlfs
+
+    def finish(self) -> None:
+        """Flush the last line and the one CRLF that ends the body, if any."""
+        last = self._pending
+        self._pending = b""
+        if last and self._relaxed:
+            last = relaxed_lines(last + b"\r\n")[:-2]
+        if last:
+            if self._held:
+                self._sink(b"\r\n" * self._held)
+            self._sink(last + b"\r\n")
+        elif self._content:
+            self._sink(b"\r\n")
+        elif not self._relaxed:
+            self._sink(b"\r\n")
+
+
+def canonicalize_body(body: bytes, canon: Canon) -> bytes:
+    """Whole-body convenience over :class:`BodyCanonicalizer` (tests, small bodies)."""
+    out: list[bytes] = []
+    canonicalizer = BodyCanonicalizer(canon, out.append)
+    canonicalizer.feed(body)
+    canonicalizer.finish()
+    return b"".join(out)

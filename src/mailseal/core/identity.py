@@ -1,0 +1,39 @@
+"""Domain names, selectors and AUIDs (RFC 6376 sections 3.1, 3.5): syntax checks.
+
+    selector   = sub-domain *( "." sub-domain )
+    sub-domain = Let-dig [Ldh-str]         ; RFC 5321
+    domain-name = sub-domain 1*("." sub-domain)
+
+U-labels (RFC 8616) are accepted and compared after IDNA-style lowering;
+underscores are tolerated in selectors, as deployed DNS names use them.
+"""
+
+from __future__ import annotations
+
+import re
+
+_LABEL = r"(?:[A-Za-z0-9_\x80-\U0010ffff](?:[A-Za-z0-9_\x80-\U0010ffff-]{0,61}[A-Za-z0-9_\x80-\U0010ffff])?)"
+_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
+
+
+def is_domain_name(value: str, *, min_labels: int = 1) -> bool:
+    """True for a syntactically valid name of at least ``min_labels`` labels."""
+    value = value.removesuffix(".")
+    return bool(value) and len(value) <= 253 and bool(_NAME.match(value)) and value.count(".") + 1 >= min_labels  # noqa: PLR2004
+
+
+def is_selector(value: str) -> bool:
+    """True for a valid selector (dot-separated labels)."""
+    return is_domain_name(value)
+
+
+def domain_of_auid(auid: str) -> str:
+    """The domain part of an i= value (``[local-part] "@" domain``)."""
+    return auid.rpartition("@")[2]
+
+
+def is_within(domain: str, parent: str) -> bool:
+    """True when ``domain`` equals ``parent`` or is a subdomain of it (case-insensitive)."""
+    domain = domain.lower().removesuffix(".")
+    parent = parent.lower().removesuffix(".")
+    return domain == parent or domain.endswith("." + parent)

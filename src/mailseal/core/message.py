@@ -1,0 +1,109 @@
+"""Raw message bytes -> header fields (folding and bytes kept) and the body offset.
+
+RFC 5322 section 2.2: a field is a name, a colon and a value that may be folded
+onto continuation lines starting with whitespace. We never re-encode anything:
+canonicalization and signing work on the exact bytes received.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_HEADER_END = re.compile(rb"\r\n\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderField:
+    """One header field: its name as written and its raw bytes including the final CRLF."""
+
+    name: str
+    raw: bytes
+
+    @property
+    def key(self) -> str:
+        """The lower-cased name, for the case-insensitive comparisons RFC 5322 asks for."""
+        return self.name.lower()
+
+    @property
+    def value(self) -> bytes:
+        """The raw bytes after the colon, without the final CRLF (folding kept)."""
+        colon = self.raw.find(b":")
+        end = len(self.raw) - 2 if self.raw.endswith(b"\r\n") else len(self.raw)
+        return self.raw[colon + 1 : end]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A parsed message: header fields in order, top to bottom, and the body bytes."""
+
+    headers: tuple[HeaderField, ...]
+    body: bytes
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Message:
+        """Split a CRLF (or LF-only) message; never raises for any content."""
+        data = to_crlf(data)
+        headers, offset = parse_header_block(data)
+        return cls(headers, data[offset:])
+
+
+def to_crlf(data: bytes) -> bytes:
+    """Turn bare LF line ends into CRLF, for messages read from Unix files.
+
+    Mail on the wire is CRLF (RFC 5322 section 2.1); files on disk often use
+    LF alone. DKIM canonicalization is defined over CRLF, so a bare LF is read
+    as a line end. Input that is already CRLF is returned unchanged (fast path).
+    """
+    lf = data.count(b"\n")
+    if lf == 0 or data.count(b"\r\n") == lf:
+        return data
+    return _BARE_LF.sub(b"\r\n", data)
+
+
+def is_lf_only(data: bytes) -> bool:
+    """True when the data has line ends and none of them is CRLF."""
+    return b"\n" in data and b"\r\n" not in data
+
+
+def parse_header_block(data: bytes) -> tuple[tuple[HeaderField, ...], int]:
+    """Return the header fields and the offset where the body starts.
+
+    The header ends at the first empty line; a message without one is all
+    header and has an empty body. A line that is neither a field nor a
+    continuation is kept as a nameless field so no byte is lost, and can never
+    be selected by ``h=``.
+    """
+    end = _HEADER_END.search(data)
+    if data.startswith(b"\r\n"):
+        return (), 2
+    if end is None:
+        block = data
+        offset = len(data)
+    else:
+        block = data[: end.start() + 2]
+        offset = end.end()
+    fields: list[HeaderField] = []
+    current: list[bytes] = []
+    for line in block.split(b"\r\n"):
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t") and current:
+            current.append(line)
+            continue
+        if current:
+            fields.append(_make_field(current))
+        current = [line]
+    if current:
+        fields.append(_make_field(current, final=block.endswith(b"\r\n")))
+    return tuple(fields), offset
+
+
+def _make_field(lines: list[bytes], *, final: bool = True) -> HeaderField:
+    raw = b"\r\n".join(lines) + (b"\r\n" if final else b"")
+    colon = lines[0].find(b":")
+    if colon < 0:
+        return HeaderField("", raw)
+    name = lines[0][:colon].rstrip(b" \t").decode("utf-8", "replace")
+    return HeaderField(name, raw)

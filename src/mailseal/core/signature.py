@@ -1,0 +1,163 @@
+"""The DKIM-Signature header field (RFC 6376 section 3.5) as a value type.
+
+``DKIMSignature.from_header()`` parses strictly and raises ``SyntaxProblem``
+with a precise reason; ``to_header()`` writes a folded field with b= last.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+
+from mailseal.core.algorithms import ALGORITHMS, Algorithm
+from mailseal.core.canonicalization import Canon
+from mailseal.core.identity import domain_of_auid, is_domain_name, is_selector, is_within
+from mailseal.core.problems import SyntaxProblem
+from mailseal.core.quotedprintable import decode_dkim_qp
+from mailseal.core.results import Reason
+from mailseal.core.taglist import parse_tag_list, strip_fws
+
+REQUIRED_TAGS = ("v", "a", "b", "bh", "d", "h", "s")
+_DIGITS = re.compile(r"[0-9]{1,76}\Z")
+_B_VALUE = re.compile(rb"((?:^|;)[ \t\r\n]*b[ \t\r\n]*=)[^;]*")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class DKIMSignature:
+    """The parsed tags of one DKIM-Signature; names are the RFC's in words."""
+
+    algorithm: Algorithm
+    signature: bytes
+    body_hash: bytes
+    header_canon: Canon
+    body_canon: Canon
+    domain: str
+    selector: str
+    signed_headers: tuple[str, ...]
+    auid: str
+    body_length: int | None
+    timestamp: int | None
+    expiration: int | None
+    signature_b64: str
+    copied_headers: str | None = None
+
+    @property
+    def key_query_name(self) -> str:
+        """Where the public key lives: ``selector._domainkey.domain`` (3.6.2.1)."""
+        return f"{self.selector}._domainkey.{self.domain}"
+
+    @property
+    def canonicalization(self) -> str:
+        """The c= value in its full form, e.g. ``relaxed/simple``."""
+        return f"{self.header_canon}/{self.body_canon}"
+
+    @classmethod
+    def from_header(cls, value: bytes) -> DKIMSignature:
+        """Parse the value of a DKIM-Signature field (the bytes after the colon)."""
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SyntaxProblem(Reason.SIG_SYNTAX, "the signature contains bytes that are not UTF-8") from None
+        return cls.from_tags(parse_tag_list(text))
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> DKIMSignature:
+        """Check every tag RFC 6376 section 3.5 defines; unknown tags are ignored."""
+        missing = [t for t in REQUIRED_TAGS if t not in tags]
+        if missing:
+            raise SyntaxProblem(Reason.SIG_MISSING_TAG, f"required tag(s) {', '.join(missing)} missing")
+        if tags["v"] != "1":
+            raise SyntaxProblem(Reason.SIG_VERSION, f"unsupported signature version v={tags['v']}")
+        algorithm = ALGORITHMS.get(tags["a"].lower())
+        if algorithm is None:
+            raise SyntaxProblem(Reason.SIG_ALGORITHM_UNKNOWN, f"unknown signing algorithm a={tags['a']}")
+        signature_b64 = strip_fws(tags["b"])
+        signature = _b64(signature_b64, "b")
+        if not signature:
+            raise SyntaxProblem(Reason.SIG_BAD_BASE64, "b= is empty")
+        body_hash = _b64(strip_fws(tags["bh"]), "bh")
+        header_canon, body_canon = _canonicalization(tags.get("c", "simple/simple"))
+        domain = tags["d"]
+        if not is_domain_name(domain):
+            raise SyntaxProblem(Reason.SIG_BAD_DOMAIN, f"d={domain} is not a valid domain name")
+        selector = tags["s"]
+        if not is_selector(selector):
+            raise SyntaxProblem(Reason.SIG_BAD_SELECTOR, f"s={selector} is not a valid selector")
+        signed = tuple(h.strip(" \t\r\n") for h in tags["h"].split(":"))
+        if any(not h for h in signed):
+            raise SyntaxProblem(Reason.SIG_SYNTAX, "h= contains an empty header name")
+        if "from" not in (h.lower() for h in signed):
+            raise SyntaxProblem(Reason.SIG_FROM_NOT_SIGNED, "h= does not include From (RFC 6376 5.4)")
+        auid = _auid(tags.get("i"), domain)
+        if "q" in tags:
+            methods = [m.strip(" \t\r\n").lower() for m in tags["q"].split(":")]
+            if "dns/txt" not in methods and "dns" not in methods:
+                raise SyntaxProblem(Reason.SIG_QUERY_METHOD_UNKNOWN, f"no supported query method in q={tags['q']}")
+        body_length = _number(tags, "l", Reason.SIG_BAD_BODY_LENGTH)
+        timestamp = _number(tags, "t", Reason.SIG_BAD_TIMESTAMP)
+        expiration = _number(tags, "x", Reason.SIG_BAD_TIMESTAMP)
+        if timestamp is not None and expiration is not None and expiration <= timestamp:
+            raise SyntaxProblem(
+                Reason.SIG_EXPIRY_BEFORE_TIMESTAMP, f"x={expiration} is not after t={timestamp} (RFC 6376 3.5)"
+            )
+        return cls(
+            algorithm=algorithm,
+            signature=signature,
+            body_hash=body_hash,
+            header_canon=header_canon,
+            body_canon=body_canon,
+            domain=domain.lower().removesuffix("."),
+            selector=selector,
+            signed_headers=signed,
+            auid=auid,
+            body_length=body_length,
+            timestamp=timestamp,
+            expiration=expiration,
+            signature_b64=signature_b64,
+            copied_headers=tags.get("z"),
+        )
+
+
+def without_b_value(raw_value: bytes) -> bytes:
+    """The field value with b='s value removed, everything else byte-exact (3.7)."""
+    return _B_VALUE.sub(rb"\1", raw_value, count=1)
+
+
+def _b64(value: str, tag: str) -> bytes:
+    if not _BASE64.match(value) or len(value) % 4:
+        raise SyntaxProblem(Reason.SIG_BAD_BASE64, f"{tag}= is not valid base64")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise SyntaxProblem(Reason.SIG_BAD_BASE64, f"{tag}= is not valid base64") from None
+
+
+def _canonicalization(value: str) -> tuple[Canon, Canon]:
+    header, _, body = value.lower().partition("/")
+    try:
+        return Canon(header), Canon(body or "simple")
+    except ValueError:
+        raise SyntaxProblem(Reason.SIG_CANONICALIZATION_UNKNOWN, f"unknown canonicalization c={value}") from None
+
+
+def _auid(value: str | None, domain: str) -> str:
+    if value is None:
+        return "@" + domain.lower()
+    auid = decode_dkim_qp(value)
+    if "@" not in auid:
+        raise SyntaxProblem(Reason.SIG_SYNTAX, f"i={value} has no '@'")
+    if not is_within(domain_of_auid(auid), domain):
+        raise SyntaxProblem(Reason.SIG_AUID_NOT_IN_DOMAIN, f"i={auid} is not within d={domain} (RFC 6376 3.5)")
+    return auid
+
+
+def _number(tags: dict[str, str], name: str, reason: Reason) -> int | None:
+    value = tags.get(name)
+    if value is None:
+        return None
+    if not _DIGITS.match(value):
+        raise SyntaxProblem(reason, f"{name}={value} is not a decimal number")
+    return int(value)

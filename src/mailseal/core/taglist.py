@@ -1,0 +1,75 @@
+"""Tag=value lists (RFC 6376 section 3.2): strict parsing and formatting.
+
+    tag-list  =  tag-spec *( ";" tag-spec ) [ ";" ]
+    tag-spec  =  [FWS] tag-name [FWS] "=" [FWS] tag-value [FWS]
+    tag-name  =  ALPHA *ALNUMPUNC          ; ALNUMPUNC = ALPHA / DIGIT / "_"
+    tag-value =  [ tval *( 1*(WSP / FWS) tval ) ]
+    tval      =  1*VALCHAR                 ; VALCHAR = %x21-3A / %x3C-7E
+
+"Tags with duplicate names MUST NOT occur within a single tag-list; if a tag
+name does occur more than once, the entire tag-list is invalid."
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailseal.core.problems import SyntaxProblem
+from mailseal.core.results import Reason
+
+_TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+# VALCHAR plus folding whitespace inside the value; 8-bit allowed for RFC 8616 (EAI).
+_BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_FWS = " \t\r\n"
+
+
+def parse_tag_list(text: str, *, reason_prefix: str = "sig") -> dict[str, str]:
+    """Parse a tag-list into a dict of tag name -> value (FWS around values removed).
+
+    Raises :class:`SyntaxProblem` with ``SIG_DUPLICATE_TAG``/``SIG_SYNTAX`` (or the
+    ``KEY_*`` equivalents when ``reason_prefix="key"``).
+    """
+    syntax = Reason.KEY_SYNTAX if reason_prefix == "key" else Reason.SIG_SYNTAX
+    duplicate = Reason.KEY_SYNTAX if reason_prefix == "key" else Reason.SIG_DUPLICATE_TAG
+    tags: dict[str, str] = {}
+    parts = text.split(";")
+    if parts and not parts[-1].strip(_FWS):
+        parts.pop()  # the optional trailing ";"
+    for part in parts:
+        name, eq, value = part.partition("=")
+        name = name.strip(_FWS)
+        if not eq:
+            if not name:
+                raise SyntaxProblem(syntax, "empty tag between two semicolons")
+            raise SyntaxProblem(syntax, f"tag {name!r} has no '='")
+        if not _TAG_NAME.match(name):
+            raise SyntaxProblem(syntax, f"invalid tag name {name!r}")
+        value = value.strip(_FWS)
+        if _BAD_VALUE_CHAR.search(value):
+            raise SyntaxProblem(syntax, f"tag {name}= contains a control character")
+        if "\r" in value or "\n" in value:
+            value = _unfold(value, name, syntax)
+        if name in tags:
+            raise SyntaxProblem(duplicate, f"tag {name}= appears more than once")
+        tags[name] = value
+    return tags
+
+
+def _unfold(value: str, name: str, syntax: Reason) -> str:
+    """Remove CRLF that folds a value; a CR or LF anywhere else is a syntax error."""
+    unfolded = value.replace("\r\n ", " ").replace("\r\n\t", "\t")
+    if "\r" in unfolded or "\n" in unfolded:
+        raise SyntaxProblem(syntax, f"tag {name}= contains a bare line break")
+    return unfolded
+
+
+def strip_fws(value: str) -> str:
+    """Remove all whitespace, as base64 values (b=, bh=, p=) allow FWS anywhere."""
+    if " " in value or "\t" in value or "\r" in value or "\n" in value:
+        return "".join(value.split())
+    return value
+
+
+def format_tag_list(tags: list[tuple[str, str]]) -> str:
+    """Join tags as ``a=b; c=d``; the caller chooses order and folding."""
+    return "; ".join(f"{name}={value}" for name, value in tags)

@@ -1,0 +1,1 @@
+"""The DNS edge: the only package that imports dnspython."""
