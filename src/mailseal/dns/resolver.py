@@ -25,7 +25,7 @@ __all__ = ["DEFAULT_EDNS_PAYLOAD", "DnsResolver"]
 _log = logging.getLogger(__name__)
 
 DEFAULT_EDNS_PAYLOAD = 1232
-"""UDP payload size advertised with EDNS (RFC 6891 §6.2.5); 1232 avoids IP fragmentation (DNS flag day 2020)."""
+"""EDNS UDP payload size (RFC 6891 §6.2.5); 1232 avoids IP fragmentation (DNS flag day 2020)."""
 
 # dnspython's ErrorTuple: (server, used_tcp, port, exception or rcode text, response).
 _ErrorTuple = tuple[str, bool, int, "Exception | str", "dns.message.Message | None"]
@@ -105,8 +105,11 @@ class DnsResolver:
             raise UsageError("nameservers is empty; pass None to use the system resolver configuration")
         self._timeout = float(timeout)
         self._want_dnssec = want_dnssec
-        self._sync = dns.resolver.Resolver(configure=servers is None)
-        self._async = dns.asyncresolver.Resolver(configure=servers is None)
+        try:
+            self._sync = dns.resolver.Resolver(configure=servers is None)
+            self._async = dns.asyncresolver.Resolver(configure=servers is None)
+        except dns.resolver.NoResolverConfiguration as exc:
+            raise UsageError(f"cannot read the system resolver configuration: {exc}") from None
         for resolver in (self._sync, self._async):
             self._configure(resolver, servers, edns_payload)
 
@@ -138,13 +141,18 @@ class DnsResolver:
     @property
     def nameservers(self) -> tuple[str, ...]:
         """The servers asked, as ``address@port`` (for messages and logs)."""
-        return tuple(_server_text(ns) for ns in self._sync.nameservers)
+        return tuple(
+            f"{ns.address}@{ns.port}"
+            if isinstance(ns, dns.nameserver.AddressAndPortNameserver)
+            else f"{ns}@{self._sync.nameserver_ports.get(str(ns), self._sync.port)}"
+            for ns in self._sync.nameservers
+        )
 
     def __repr__(self) -> str:
         return f"DnsResolver(nameservers={list(self.nameservers)!r}, timeout={self._timeout!r})"
 
     async def lookup_txt(self, name: str) -> TxtAnswer:
-        """Return the TXT records at ``name`` without blocking the event loop; never raises for DNS trouble."""
+        """Return the TXT records at ``name`` without blocking the loop; never raises for DNS trouble."""
         qname = _qname(name)
         if isinstance(qname, TxtAnswer):
             return qname
@@ -207,7 +215,8 @@ class DnsResolver:
     def _nxdomain(self, name: str, exc: dns.resolver.NXDOMAIN) -> TxtAnswer:
         ttl = 0
         authenticated = False
-        for response in exc.responses().values():
+        responses: dict[dns.name.Name, dns.message.QueryMessage] = exc.kwargs.get("responses", {})
+        for response in responses.values():
             authenticated = self._authenticated(response)
             try:
                 ttl = response.resolve_chaining().minimum_ttl  # RFC 2308 §5: from the SOA
@@ -226,17 +235,19 @@ def _qname(name: str) -> dns.name.Name | TxtAnswer:
         return TxtAnswer.failure(TxtStatus.ERROR, f"invalid DNS name {name!r}: {_exception_text(exc)}")
 
 
-def _server_text(ns: str | dns.nameserver.Nameserver) -> str:
-    if isinstance(ns, dns.nameserver.AddressAndPortNameserver):
-        return f"{ns.address}@{ns.port}"
-    return str(ns)
-
-
 def _error_text(error: _ErrorTuple) -> str:
+    """One server's failure, e.g. ``127.0.0.1@53/udp: replied REFUSED``."""
     server, tcp, port, problem, _response = error
-    address = server.removeprefix("Do53:").rsplit("@", 1)[0]
-    what = problem if isinstance(problem, str) else _exception_text(problem)
-    return f"{address}@{port} over {'TCP' if tcp else 'UDP'} answered {what}"
+    where = f"{server.removeprefix('Do53:').rsplit('@', 1)[0]}@{port}/{'tcp' if tcp else 'udp'}"
+    if isinstance(problem, str):  # dnspython passes an unwanted rcode as its text
+        return f"{where}: replied {problem}"
+    if isinstance(problem, dns.message.Truncated):
+        return f"{where}: reply truncated even over TCP"
+    if isinstance(problem, dns.exception.FormError | EOFError):
+        return f"{where}: malformed reply ({_exception_text(problem)})"
+    if isinstance(problem, OSError):
+        return f"{where}: network error ({_exception_text(problem)})"
+    return f"{where}: {_exception_text(problem)}"
 
 
 def _exception_text(exc: BaseException) -> str:

@@ -1,0 +1,5 @@
+"""``python -m mailseal``."""
+
+from mailseal.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The ``mailseal`` command line (application code, not a library API)."""

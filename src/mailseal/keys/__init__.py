@@ -1,0 +1,1 @@
+"""Key files and key lifecycle (application code, not a stable library API)."""

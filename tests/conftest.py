@@ -1,0 +1,25 @@
+"""Shared fixtures: keys made once per session, a fixed clock, in-memory DNS."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mailseal import PrivateKey, generate_private_key  # noqa: E402
+from mailseal.core.algorithms import KeyType  # noqa: E402
+
+FIXED_NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+
+@pytest.fixture(scope="session")
+def rsa_key() -> PrivateKey:
+    return generate_private_key(KeyType.RSA, 2048)
+
+
+@pytest.fixture(scope="session")
+def ed_key() -> PrivateKey:
+    return generate_private_key(KeyType.ED25519)
