@@ -8,7 +8,9 @@ from pathlib import Path
 from mailseal.core.txtanswer import TxtAnswer, TxtStatus
 from mailseal.dns.memory import InMemoryResolver
 
-CONFORMANCE = Path(os.environ.get("MAILSEAL_CONFORMANCE", Path(__file__).resolve().parents[3] / "shared" / "conformance"))
+CONFORMANCE = Path(
+    os.environ.get("MAILSEAL_CONFORMANCE", Path(__file__).resolve().parents[3] / "shared" / "conformance")
+)
 
 
 def records_then_message(path: Path) -> tuple[InMemoryResolver, bytes]:
