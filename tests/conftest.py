@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from mailseal import PrivateKey, generate_private_key  # noqa: E402
-from mailseal.core.algorithms import KeyType  # noqa: E402
+from mailseal import PrivateKey, generate_private_key
+from mailseal.core.algorithms import KeyType
 
 FIXED_NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
 

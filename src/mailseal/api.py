@@ -110,7 +110,9 @@ def parse_canonicalization(value: str) -> tuple[Canon, Canon]:
     try:
         return Canon(header), Canon(body or "simple")
     except ValueError:
-        raise UsageError(f"unknown canonicalization {value!r}: use simple or relaxed, e.g. relaxed/relaxed") from None
+        raise UsageError(
+            f"unknown canonicalization {value!r}: use simple or relaxed, e.g. relaxed/relaxed"
+        ) from None
 
 
 def _algorithm(name: str | None) -> Algorithm | None:
@@ -122,7 +124,9 @@ def _algorithm(name: str | None) -> Algorithm | None:
     return algorithm
 
 
-def _verify_options(options: VerifyOptions | None, allow_rsa_sha1: bool | None, max_signatures: int | None) -> VerifyOptions:
+def _verify_options(
+    options: VerifyOptions | None, *, allow_rsa_sha1: bool | None, max_signatures: int | None
+) -> VerifyOptions:
     base = options or VerifyOptions()
     if allow_rsa_sha1 is not None or max_signatures is not None:
         base = VerifyOptions(
@@ -175,9 +179,11 @@ async def verify(
     now: int | None = None,
 ) -> VerificationReport:
     """Verify every DKIM-Signature of ``message``; key lookups run concurrently."""
-    verification, body = _start(message, _verify_options(options, allow_rsa_sha1, max_signatures), now)
-    chosen = resolver or _resolver()
-    if not isinstance(chosen, KeyResolver):
+    verification, body = _start(
+        message, _verify_options(options, allow_rsa_sha1=allow_rsa_sha1, max_signatures=max_signatures), now
+    )
+    chosen = resolver if resolver is not None else _resolver()
+    if not hasattr(chosen, "lookup_txt"):
         raise UsageError("verify() needs a resolver with an async lookup_txt(); use verify_sync() otherwise")
     names = verification.key_queries()
     answers: Iterable[TxtAnswer] = await asyncio.gather(*(chosen.lookup_txt(n) for n in names))
@@ -196,9 +202,11 @@ def verify_sync(
     now: int | None = None,
 ) -> VerificationReport:
     """Blocking :func:`verify`, for scripts and code without an event loop."""
-    verification, body = _start(message, _verify_options(options, allow_rsa_sha1, max_signatures), now)
-    chosen = resolver or _resolver()
-    if not isinstance(chosen, SyncKeyResolver):
+    verification, body = _start(
+        message, _verify_options(options, allow_rsa_sha1=allow_rsa_sha1, max_signatures=max_signatures), now
+    )
+    chosen = resolver if resolver is not None else _resolver()
+    if not hasattr(chosen, "lookup_txt_sync"):
         raise UsageError("verify_sync() needs a resolver with lookup_txt_sync()")
     for name in verification.key_queries():
         verification.add_key_answer(name, chosen.lookup_txt_sync(name))

@@ -140,13 +140,17 @@ def test_corpus_default_options(name: str, resolver: mailseal.SyncKeyResolver) -
 @pytest.mark.parametrize("name", LEGACY_PASS)
 def test_corpus_legacy_options_pass(name: str, resolver: mailseal.SyncKeyResolver) -> None:
     legacy = VerifyOptions(allow_rsa_sha1=True, min_rsa_bits=512)
-    report = mailseal.verify_sync((CORPUS / "corpus" / name).read_bytes(), resolver=resolver, options=legacy, now=NOW)
+    report = mailseal.verify_sync(
+        (CORPUS / "corpus" / name).read_bytes(), resolver=resolver, options=legacy, now=NOW
+    )
     assert report.result is DKIMResult.PASS
 
 
 def test_multiple_2_per_signature(resolver: mailseal.SyncKeyResolver) -> None:
     """Mail::DKIM asserts [0]=invalid [1]=pass [2]=fail; our RFC 8301 reading of [1] is policy."""
-    report = mailseal.verify_sync((CORPUS / "corpus" / "multiple_2.txt").read_bytes(), resolver=resolver, now=NOW)
+    report = mailseal.verify_sync(
+        (CORPUS / "corpus" / "multiple_2.txt").read_bytes(), resolver=resolver, now=NOW
+    )
     assert [s.result for s in report.signatures[:3]] == [P, DKIMResult.POLICY, DKIMResult.FAIL]
     assert report.signatures[2].reason is Reason.SIGNATURE_MISMATCH
 

@@ -63,7 +63,9 @@ def test_rfc8463_signing_reproduces_printed_b(index: int) -> None:
 def test_rfc6376_appendix_a_passes() -> None:
     message = (RFC6376 / "appendix-a-signed.eml").read_bytes()
     record = (RFC6376 / "appendix-c-txt-record.txt").read_text().strip()
-    report = mailseal.verify_sync(message, resolver=InMemoryResolver({"brisbane._domainkey.example.com": record}))
+    report = mailseal.verify_sync(
+        message, resolver=InMemoryResolver({"brisbane._domainkey.example.com": record})
+    )
     (sig,) = report.signatures
     assert sig.result is DKIMResult.PASS
     assert sig.domain == "example.com"

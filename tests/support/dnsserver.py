@@ -106,6 +106,10 @@ class ServerStartError(RuntimeError):
     """knotd did not come up; the message carries its log."""
 
 
+class _PortTaken(ServerStartError):
+    """knotd could not have the port to itself; another port may work."""
+
+
 def _stop_process(process: subprocess.Popen[bytes], cleanup: Sequence[Path]) -> None:
     """Stop knotd's process group and remove its directories (also run by a finalizer at exit)."""
     if process.poll() is None:
@@ -178,6 +182,11 @@ class KnotServer:
         return self._rundir / "knot.sock"
 
     @property
+    def zone_file(self) -> Path:
+        """The zone file knotd serves (and rewrites after UPDATE or signing; ``knotc zone-flush``)."""
+        return self._workdir / "zones" / f"{self.zone_name}.zone"
+
+    @property
     def log_path(self) -> Path:
         """knotd's stdout and stderr."""
         return self._workdir / "knotd.log"
@@ -210,12 +219,21 @@ class KnotServer:
             cleanup.append(self._workdir)
         else:
             self._workdir = Path(tempfile.mkdtemp(prefix="knot-", dir=self._tmpdir))
-        if len(os.fsencode(self.control_socket)) >= 100:
-            raise ServerStartError(f"control socket path too long for knotd: {self.control_socket}")
-        (self._workdir / "zones").mkdir()
-        (self._workdir / "db").mkdir()
-        (self._workdir / "zones" / f"{self.zone_name}.zone").write_text(self.zone_text)
-        last_error = ""
+        try:
+            if len(os.fsencode(self.control_socket)) >= 100:
+                raise ServerStartError(f"control socket path too long for knotd: {self.control_socket}")
+            (self._workdir / "zones").mkdir()
+            (self._workdir / "db").mkdir()
+            self.zone_file.write_text(self.zone_text)
+            self._launch(cleanup)
+        except BaseException:
+            for path in cleanup:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        return self
+
+    def _launch(self, cleanup: Sequence[Path]) -> None:
+        problem = ""
         for _ in range(5):  # another process may take the port between free_port() and knotd's bind
             self.port = free_port()
             conf = self._workdir / "knot.conf"
@@ -229,18 +247,18 @@ class KnotServer:
                     process_group=0,
                 )
             self._process = process
-            self._finalizer = weakref.finalize(self, _stop_process, process, tuple(cleanup))
             try:
-                self._wait_ready()
-            except ServerStartError as exc:
-                last_error = str(exc)
-                self._finalizer.detach()
+                self._wait_ready(process)
+            except BaseException as exc:
                 _stop_process(process, ())
                 self._process = None
+                if not isinstance(exc, _PortTaken):
+                    raise
+                problem = str(exc)
                 continue
-            return self
-        shutil.rmtree(self._rundir, ignore_errors=True)
-        raise ServerStartError(last_error)
+            self._finalizer = weakref.finalize(self, _stop_process, process, tuple(cleanup))
+            return
+        raise ServerStartError(problem)
 
     def stop(self) -> None:
         """Stop knotd (SIGTERM to its process group) and remove the short-lived directories."""
@@ -337,37 +355,36 @@ class KnotServer:
             sections += [f"  - domain: {zone}.", f'    file: "{zone}.zone"']
         return "\n".join(sections) + "\n"
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        ready = False
         while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise ServerStartError(
-                    f"knotd exited with status {self._process.returncode}:\n{self.log_text()}"
-                )
-            if self._is_mine() and self._zone_loaded():
-                ready = True
-                break
+            if process.poll() is not None:  # e.g. the TCP port was taken: try another port
+                raise _PortTaken(f"knotd exited with status {process.returncode}:\n{self.log_text()}")
+            identity = self._identity()
+            if identity not in (None, self.identity):
+                raise _PortTaken(f"another server ({identity!r}) answers on port {self.port}")
+            if identity is not None and self._zone_loaded():
+                return
             time.sleep(0.01)
-        if not ready:
-            raise ServerStartError(f"knotd not ready after {self.startup_timeout} s:\n{self.log_text()}")
+        raise ServerStartError(f"knotd not ready after {self.startup_timeout} s:\n{self.log_text()}")
 
-    def _is_mine(self) -> bool:
+    def _identity(self) -> str | None:
+        """The identity the server on our port reports over UDP and TCP; None until both answer alike."""
+        seen = set()
         for tcp in (False, True):
             try:
                 reply = self.query("id.server.", "TXT", rdclass="CH", tcp=tcp, timeout=0.2)
             except (dns.exception.DNSException, OSError):
-                return False
-            strings = [
-                b"".join(rd.strings)
-                for rrset in reply.answer
-                for rd in rrset
-                if isinstance(rd, dns.rdtypes.txtbase.TXTBase)
-            ]
-            if strings != [self.identity.encode()]:
-                return False
-        return True
+                return None
+            seen.add(
+                b"".join(
+                    rd.strings[0]
+                    for rrset in reply.answer
+                    for rd in rrset
+                    if isinstance(rd, dns.rdtypes.txtbase.TXTBase)
+                ).decode(errors="replace")
+            )
+        return seen.pop() if len(seen) == 1 else f"mixed: {sorted(seen)}"
 
     def _zone_loaded(self) -> bool:
         try:

@@ -53,6 +53,10 @@ VARIANTS: dict[str, bytes] = {
     "empty-body": b"From: a@example.com\r\nTo: b@example.net\r\nSubject: empty\r\n\r\n",
     "no-final-crlf": b"From: a@example.com\r\nTo: b@example.net\r\nSubject: no crlf\r\n\r\nlast line without end",
     "trailing-blank-lines": b"From: a@example.com\r\nSubject: blanks\r\n\r\nbody\r\n\r\n\r\n \r\n\t\r\n\r\n",
-    "long-folded-headers": b"From: a@example.com\r\n" + _long_header() + b"Subject: " + b"long " * 40 + b"\r\n\r\nx\r\n",
+    "long-folded-headers": b"From: a@example.com\r\n"
+    + _long_header()
+    + b"Subject: "
+    + b"long " * 40
+    + b"\r\n\r\nx\r\n",
     "whitespace": b"From: a@example.com\r\nSubject: spaced   out\t here\r\n\r\n a  b\t\tc \r\n\t\r\nend  \r\n",
 }

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mailseal.cli import keygen, sign, verify
+from mailseal.cli import demo, keygen, sign, verify
 from mailseal.errors import MailsealError, UsageError
 
 EXIT_USAGE = 2
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.register(commands)
     sign.register(commands)
     verify.register(commands)
+    demo.register(commands)
     return parser
 
 

@@ -50,7 +50,11 @@ def explain(label: str, report: VerificationReport, authres: str) -> str:
 
 def _explain_one(number: int, sig: SignatureResult) -> list[str]:
     head = f"  signature {number}: {sig.result}"
-    ids = [f"d={sig.domain}" if sig.domain else "", f"s={sig.selector}" if sig.selector else "", sig.algorithm or ""]
+    ids = [
+        f"d={sig.domain}" if sig.domain else "",
+        f"s={sig.selector}" if sig.selector else "",
+        sig.algorithm or "",
+    ]
     head += " — " + " ".join(i for i in ids if i)
     if sig.key_bits:
         head += f" ({sig.key_bits}-bit key)"
@@ -66,8 +70,14 @@ def _explain_one(number: int, sig: SignatureResult) -> list[str]:
         if sig.unsigned_headers:
             out.append(f"    all unsigned header fields: {', '.join(sig.unsigned_headers)}")
         if sig.body_length_limited:
-            extra = f"; {sig.unsigned_body_bytes} bytes were appended after signing" if sig.unsigned_body_bytes else ""
-            out.append(f"    l= limits the signature to part of the body: text after it is not covered{extra}")
+            extra = (
+                f"; {sig.unsigned_body_bytes} bytes were appended after signing"
+                if sig.unsigned_body_bytes
+                else ""
+            )
+            out.append(
+                f"    l= limits the signature to part of the body: text after it is not covered{extra}"
+            )
         out.append(
             "    From is oversigned: a second From added later would break the signature"
             if sig.from_oversigned
@@ -82,7 +92,12 @@ def _explain_one(number: int, sig: SignatureResult) -> list[str]:
             )
         if sig.key_testing:
             out.append("    the key is in testing mode (t=y): treat this like unsigned mail")
-        if sig.key_bits is not None and sig.key_bits < 2048 and sig.algorithm and sig.algorithm.startswith("rsa"):  # noqa: PLR2004
+        if (
+            sig.key_bits is not None
+            and sig.key_bits < 2048
+            and sig.algorithm
+            and sig.algorithm.startswith("rsa")
+        ):
             out.append(f"    a {sig.key_bits}-bit RSA key is weak; 2048 bits is the norm today")
     return out
 

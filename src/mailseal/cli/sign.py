@@ -18,8 +18,12 @@ def register(commands: Any) -> None:
     """Add the ``sign`` subcommand."""
     p = commands.add_parser("sign", help="sign a message (file or stdin) and write it to stdout")
     p.add_argument("file", nargs="?", help="message file (default: standard input)")
-    p.add_argument("--key", action="append", required=True, help="private key file (repeat for several signatures)")
-    p.add_argument("--domain", action="append", required=True, help="signing domain d= (once, or once per --key)")
+    p.add_argument(
+        "--key", action="append", required=True, help="private key file (repeat for several signatures)"
+    )
+    p.add_argument(
+        "--domain", action="append", required=True, help="signing domain d= (once, or once per --key)"
+    )
     p.add_argument("--selector", action="append", required=True, help="selector s= (once per --key)")
     p.add_argument(
         "--algorithm",
@@ -27,7 +31,9 @@ def register(commands: Any) -> None:
         choices=["rsa-sha256", "ed25519-sha256"],
         help="a= (default: from the key type; once, or once per --key)",
     )
-    p.add_argument("--canonicalization", default="relaxed/relaxed", help="HEADER/BODY (default relaxed/relaxed)")
+    p.add_argument(
+        "--canonicalization", default="relaxed/relaxed", help="HEADER/BODY (default relaxed/relaxed)"
+    )
     p.add_argument("--headers", help="colon-separated header names to sign (default: the recommended set)")
     p.add_argument("--oversign", default="from", help="colon-separated names to oversign (default from)")
     p.add_argument("--body-length", action="store_true", help="add l= (lets others append to the body)")

@@ -13,6 +13,7 @@ from mailseal.cli.io import read_message
 from mailseal.cli.render import explain, to_json
 from mailseal.core.results import VerificationReport
 from mailseal.dns.interface import SyncKeyResolver
+from mailseal.errors import UsageError
 
 EXIT_FAIL = 1
 EXIT_TEMPFAIL = 75
@@ -23,13 +24,23 @@ def register(commands: Any) -> None:
     p = commands.add_parser("verify", help="verify messages (files or stdin)")
     p.add_argument("files", nargs="*", help="message files (default: standard input)")
     p.add_argument("--dns-zone", metavar="ZONEFILE", help="answer key lookups from this zone file (offline)")
-    p.add_argument("--zone-origin", metavar="DOMAIN", help="origin for a zone file that has no $ORIGIN or SOA")
-    p.add_argument("--nameserver", metavar="IP[:PORT]", action="append", help="DNS server to ask (repeatable)")
+    p.add_argument(
+        "--zone-origin", metavar="DOMAIN", help="origin for a zone file that has no $ORIGIN or SOA"
+    )
+    p.add_argument(
+        "--nameserver", metavar="IP[:PORT]", action="append", help="DNS server to ask (repeatable)"
+    )
     p.add_argument("--timeout", type=float, default=5.0, help="DNS timeout in seconds (default 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per message")
-    p.add_argument("--authserv-id", default=None, help="authserv-id for Authentication-Results (default: host name)")
-    p.add_argument("--allow-rsa-sha1", action="store_true", help="legacy: count rsa-sha1 as pass (RFC 8301 forbids)")
-    p.add_argument("--max-signatures", type=int, default=8, help="signatures evaluated per message (default 8)")
+    p.add_argument(
+        "--authserv-id", default=None, help="authserv-id for Authentication-Results (default: host name)"
+    )
+    p.add_argument(
+        "--allow-rsa-sha1", action="store_true", help="legacy: count rsa-sha1 as pass (RFC 8301 forbids)"
+    )
+    p.add_argument(
+        "--max-signatures", type=int, default=8, help="signatures evaluated per message (default 8)"
+    )
     p.add_argument("--now", type=int, help="verify as of this Unix time (for old messages and tests)")
     p.set_defaults(handler=run)
 
@@ -47,6 +58,8 @@ def _resolver(args: argparse.Namespace) -> SyncKeyResolver:
 
 def run(args: argparse.Namespace) -> int:
     """Verify each message; exit 0 all pass, 75 only temporary errors, else 1."""
+    if args.max_signatures < 1:
+        raise UsageError("--max-signatures must be at least 1")
     resolver = _resolver(args)
     authserv_id = args.authserv_id or socket.getfqdn()
     names: list[str | None] = list(args.files) or [None]

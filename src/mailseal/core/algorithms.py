@@ -75,7 +75,7 @@ def verify_digest(algorithm: Algorithm, key: PublicKey, signature: bytes, header
     digest = header_hash.digest()
     try:
         if isinstance(key, rsa.RSAPublicKey):
-                key.verify(signature, digest, padding.PKCS1v15(), Prehashed(_CRYPTO_HASH[algorithm.hash_name]()))
+            key.verify(signature, digest, padding.PKCS1v15(), Prehashed(_CRYPTO_HASH[algorithm.hash_name]()))
         else:
             key.verify(signature, digest)
     except InvalidSignature:

@@ -8,6 +8,7 @@ copy, read once, with no network access.
 
 from __future__ import annotations
 
+import re
 from email.utils import getaddresses
 from functools import lru_cache
 
@@ -15,6 +16,9 @@ from publicsuffixlist import PublicSuffixList
 
 from mailseal.core.message import HeaderField
 from mailseal.core.results import Alignment
+
+# `Name <local@domain>` or `local@domain` with a plain display name and no comments.
+_SIMPLE_FROM = re.compile(r"\s*(?:[\w .-]*<)?[\w.+-]+@([A-Za-z0-9.-]+)>?\s*\Z")
 
 
 @lru_cache(maxsize=1)
@@ -39,6 +43,9 @@ def from_domain(headers: tuple[HeaderField, ...]) -> str | None:
     if len(froms) != 1:
         return None
     value = froms[0].value.replace(b"\r\n", b"").decode("utf-8", "replace")
+    simple = _SIMPLE_FROM.match(value)
+    if simple:  # the common shapes, without the cost of the full RFC 5322 parser
+        return simple.group(1).lower().removesuffix(".")
     addresses = [addr for _, addr in getaddresses([value]) if addr]
     if len(addresses) != 1 or "@" not in addresses[0]:
         return None

@@ -25,7 +25,6 @@ class Canon(StrEnum):
 
 
 _WSP_RUN: Final = re.compile(rb"[ \t]+")
-_SPACES: Final = re.compile(rb"  +")
 _TRAILING_CRLFS: Final = re.compile(rb"(?:\r\n)+\Z")
 
 
@@ -53,8 +52,8 @@ def relaxed_lines(data: bytes) -> bytes:
     """
     if b"\t" in data:
         data = data.replace(b"\t", b" ")
-    if b"  " in data:
-        data = _SPACES.sub(b" ", data)
+    while b"  " in data:  # each pass halves every run of spaces, at C speed
+        data = data.replace(b"  ", b" ")
     if b" \r\n" in data:
         data = data.replace(b" \r\n", b"\r\n")
     return data
@@ -120,9 +119,7 @@ class BodyCanonicalizer:
             if self._held:
                 self._sink(b"\r\n" * self._held)
             self._sink(last + b"\r\n")
-        elif self._content:
-            self._sink(b"\r\n")
-        elif not self._relaxed:
+        elif self._content or not self._relaxed:
             self._sink(b"\r\n")
 
 

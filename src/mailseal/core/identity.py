@@ -19,7 +19,9 @@ _NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
 def is_domain_name(value: str, *, min_labels: int = 1) -> bool:
     """True for a syntactically valid name of at least ``min_labels`` labels."""
     value = value.removesuffix(".")
-    return bool(value) and len(value) <= 253 and bool(_NAME.match(value)) and value.count(".") + 1 >= min_labels  # noqa: PLR2004
+    return (
+        bool(value) and len(value) <= 253 and bool(_NAME.match(value)) and value.count(".") + 1 >= min_labels
+    )
 
 
 def is_selector(value: str) -> bool:

@@ -75,7 +75,7 @@ def load_private_key(data: bytes, *, password: bytes | None = None) -> PrivateKe
             seed = base64.b64decode(stripped, validate=True)
         except binascii.Error:
             raise KeyFileError("private key is neither PEM nor a base64 Ed25519 seed") from None
-        if len(seed) != 32:  # noqa: PLR2004 - Ed25519 seeds are 32 bytes (RFC 8032)
+        if len(seed) != 32:
             raise KeyFileError("a base64 Ed25519 seed must decode to 32 bytes")
         key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
     if not isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
@@ -93,7 +93,7 @@ def generate_private_key(key_type: KeyType, bits: int = DEFAULT_RSA_BITS) -> Pri
     else:
         if bits < MIN_RSA_BITS:
             raise UsageError(f"RSA keys must have at least {MIN_RSA_BITS} bits (RFC 8301)")
-        if bits > 8192:  # noqa: PLR2004 - beyond this, records no longer fit DNS comfortably
+        if bits > 8192:
             raise UsageError("RSA keys above 8192 bits are not supported")
         key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     return PrivateKey(key, key_type_of(key), key_bits(key))
@@ -120,7 +120,7 @@ def parse_public_key(key_type: KeyType, der: bytes) -> PublicKey:
     PKCS#1 RSAPublicKey (the form RFC 6376 section 3.6.1 names).
     """
     if key_type is KeyType.ED25519:
-        if len(der) != 32:  # noqa: PLR2004 - RFC 8463: the raw 32-byte public key
+        if len(der) != 32:
             raise PublicKeyError(f"an Ed25519 key is 32 bytes, this one is {len(der)}")
         return ed25519.Ed25519PublicKey.from_public_bytes(der)
     try:
@@ -136,9 +136,5 @@ def parse_public_key(key_type: KeyType, der: bytes) -> PublicKey:
 
 
 def _load_pkcs1_rsa(der: bytes) -> object:
-    pem = (
-        b"-----BEGIN RSA PUBLIC KEY-----\n"
-        + base64.encodebytes(der)
-        + b"-----END RSA PUBLIC KEY-----\n"
-    )
+    pem = b"-----BEGIN RSA PUBLIC KEY-----\n" + base64.encodebytes(der) + b"-----END RSA PUBLIC KEY-----\n"
     return serialization.load_pem_public_key(pem)

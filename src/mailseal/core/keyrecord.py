@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from functools import lru_cache
 
 from mailseal.core.algorithms import KeyType, PublicKey
 from mailseal.core.keymaterial import PublicKeyError, parse_public_key
@@ -104,6 +105,18 @@ class KeyRecord:
     def to_txt_strings(self) -> tuple[str, ...]:
         """The record split into DNS character-strings of at most 255 bytes."""
         return split_txt(self.to_text())
+
+
+@lru_cache(maxsize=4096)
+def parse_key_record(data: bytes) -> KeyRecord | SyntaxProblem:
+    """Memoized :meth:`KeyRecord.from_txt` that returns the problem instead of raising.
+
+    The same few records answer most lookups, and parsing is pure.
+    """
+    try:
+        return KeyRecord.from_txt(data)
+    except SyntaxProblem as problem:
+        return problem
 
 
 def split_txt(text: str) -> tuple[str, ...]:

@@ -50,21 +50,23 @@ class Message:
 
 
 def to_crlf(data: bytes) -> bytes:
-    """Turn bare LF line ends into CRLF, for messages read from Unix files.
+    """Turn LF line ends into CRLF when the message came from a Unix file.
 
     Mail on the wire is CRLF (RFC 5322 section 2.1); files on disk often use
-    LF alone. DKIM canonicalization is defined over CRLF, so a bare LF is read
-    as a line end. Input that is already CRLF is returned unchanged (fast path).
+    LF alone. DKIM canonicalization is defined over CRLF, so a file whose
+    first line ends in a bare LF has every bare LF read as a line end. A
+    message whose first line ends in CRLF is taken as wire format and left
+    untouched: a stray bare LF inside it is content, as RFC 6376 treats it.
     """
-    lf = data.count(b"\n")
-    if lf == 0 or data.count(b"\r\n") == lf:
+    if not is_lf_only(data):
         return data
     return _BARE_LF.sub(b"\r\n", data)
 
 
 def is_lf_only(data: bytes) -> bool:
-    """True when the data has line ends and none of them is CRLF."""
-    return b"\n" in data and b"\r\n" not in data
+    """True when the first line end is a bare LF (a Unix file, not wire format)."""
+    first = data.find(b"\n")
+    return first >= 0 and (first == 0 or data[first - 1] != 0x0D)
 
 
 def parse_header_block(data: bytes) -> tuple[tuple[HeaderField, ...], int]:

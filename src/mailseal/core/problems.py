@@ -10,7 +10,7 @@ from __future__ import annotations
 from mailseal.core.results import Reason
 
 
-class SyntaxProblem(Exception):  # noqa: N818 - it is a problem report, not an error of ours
+class SyntaxProblem(Exception):
     """Input that breaks a rule; carries the stable reason and one plain sentence."""
 
     def __init__(self, reason: Reason, detail: str) -> None:

@@ -23,7 +23,7 @@ def encode_dkim_qp(value: str) -> str:
     """Encode for i=: everything outside VALCHAR minus ';' and '=' becomes ``=XX``."""
     out = []
     for byte in value.encode("utf-8"):
-        if 0x21 <= byte <= 0x7E and byte not in (0x3B, 0x3D):  # noqa: PLR2004
+        if 0x21 <= byte <= 0x7E and byte not in (0x3B, 0x3D):
             out.append(chr(byte))
         else:
             out.append(f"={byte:02X}")

@@ -17,7 +17,7 @@ class DKIMResult(StrEnum):
     """RFC 8601 section 2.7.1 result words for the ``dkim`` method."""
 
     NONE = "none"
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105 - the RFC 8601 word, not a password
     FAIL = "fail"
     POLICY = "policy"
     NEUTRAL = "neutral"
@@ -185,11 +185,15 @@ class VerificationReport:
     @property
     def only_temporary_errors(self) -> bool:
         """True when nothing passed and every problem was a temporary one."""
-        return bool(self.signatures) and all(
-            s.result in (DKIMResult.TEMPERROR, DKIMResult.NEUTRAL)
-            and (s.result is DKIMResult.TEMPERROR or s.reason is Reason.NOT_EVALUATED)
-            for s in self.signatures
-        ) and any(s.result is DKIMResult.TEMPERROR for s in self.signatures)
+        return (
+            bool(self.signatures)
+            and all(
+                s.result in (DKIMResult.TEMPERROR, DKIMResult.NEUTRAL)
+                and (s.result is DKIMResult.TEMPERROR or s.reason is Reason.NOT_EVALUATED)
+                for s in self.signatures
+            )
+            and any(s.result is DKIMResult.TEMPERROR for s in self.signatures)
+        )
 
 
 _PRECEDENCE: Final = (

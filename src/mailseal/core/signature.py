@@ -60,7 +60,9 @@ class DKIMSignature:
         try:
             text = value.decode("utf-8")
         except UnicodeDecodeError:
-            raise SyntaxProblem(Reason.SIG_SYNTAX, "the signature contains bytes that are not UTF-8") from None
+            raise SyntaxProblem(
+                Reason.SIG_SYNTAX, "the signature contains bytes that are not UTF-8"
+            ) from None
         return cls.from_tags(parse_tag_list(text))
 
     @classmethod
@@ -95,13 +97,16 @@ class DKIMSignature:
         if "q" in tags:
             methods = [m.strip(" \t\r\n").lower() for m in tags["q"].split(":")]
             if "dns/txt" not in methods and "dns" not in methods:
-                raise SyntaxProblem(Reason.SIG_QUERY_METHOD_UNKNOWN, f"no supported query method in q={tags['q']}")
+                raise SyntaxProblem(
+                    Reason.SIG_QUERY_METHOD_UNKNOWN, f"no supported query method in q={tags['q']}"
+                )
         body_length = _number(tags, "l", Reason.SIG_BAD_BODY_LENGTH)
         timestamp = _number(tags, "t", Reason.SIG_BAD_TIMESTAMP)
         expiration = _number(tags, "x", Reason.SIG_BAD_TIMESTAMP)
         if timestamp is not None and expiration is not None and expiration <= timestamp:
             raise SyntaxProblem(
-                Reason.SIG_EXPIRY_BEFORE_TIMESTAMP, f"x={expiration} is not after t={timestamp} (RFC 6376 3.5)"
+                Reason.SIG_EXPIRY_BEFORE_TIMESTAMP,
+                f"x={expiration} is not after t={timestamp} (RFC 6376 3.5)",
             )
         return cls(
             algorithm=algorithm,
@@ -140,7 +145,9 @@ def _canonicalization(value: str) -> tuple[Canon, Canon]:
     try:
         return Canon(header), Canon(body or "simple")
     except ValueError:
-        raise SyntaxProblem(Reason.SIG_CANONICALIZATION_UNKNOWN, f"unknown canonicalization c={value}") from None
+        raise SyntaxProblem(
+            Reason.SIG_CANONICALIZATION_UNKNOWN, f"unknown canonicalization c={value}"
+        ) from None
 
 
 def _auid(value: str | None, domain: str) -> str:
@@ -150,7 +157,9 @@ def _auid(value: str | None, domain: str) -> str:
     if "@" not in auid:
         raise SyntaxProblem(Reason.SIG_SYNTAX, f"i={value} has no '@'")
     if not is_within(domain_of_auid(auid), domain):
-        raise SyntaxProblem(Reason.SIG_AUID_NOT_IN_DOMAIN, f"i={auid} is not within d={domain} (RFC 6376 3.5)")
+        raise SyntaxProblem(
+            Reason.SIG_AUID_NOT_IN_DOMAIN, f"i={auid} is not within d={domain} (RFC 6376 3.5)"
+        )
     return auid
 
 

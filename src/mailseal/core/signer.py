@@ -33,7 +33,7 @@ class SigningRequest:
     domain: str
     selector: str
     algorithm: Algorithm | None = None
-    options: SignOptions = SignOptions()
+    options: SignOptions = field(default_factory=SignOptions)
 
     def checked_algorithm(self) -> Algorithm:
         """The a= to use; refuses a mismatch with the key and rsa-sha1 (RFC 8301)."""
@@ -48,7 +48,9 @@ class SigningRequest:
 class Signing:
     """Sign one message: create with its headers, feed the body, then ``finish()``."""
 
-    def __init__(self, headers: Sequence[HeaderField], requests: Sequence[SigningRequest], *, now: int) -> None:
+    def __init__(
+        self, headers: Sequence[HeaderField], requests: Sequence[SigningRequest], *, now: int
+    ) -> None:
         if not requests:
             raise UsageError("nothing to sign with: give at least one key")
         if not any(h.key == "from" for h in headers):
@@ -66,9 +68,10 @@ class Signing:
         if not is_selector(request.selector):
             raise UsageError(f"{request.selector!r} is not a valid selector")
         options = request.options
-        if options.auid is not None:
-            if "@" not in options.auid or not is_within(domain_of_auid(options.auid), domain):
-                raise UsageError(f"identity {options.auid!r} must be an address at {domain} or a subdomain")
+        if options.auid is not None and (
+            "@" not in options.auid or not is_within(domain_of_auid(options.auid), domain)
+        ):
+            raise UsageError(f"identity {options.auid!r} must be an address at {domain} or a subdomain")
         if options.expire_after is not None and options.expire_after <= 0:
             raise UsageError("expiry must be a positive number of seconds")
         names = self._header_names(options)
@@ -132,7 +135,9 @@ class Signing:
             else:
                 digest.update(unsigned)
             signature = sign_digest(plan.algorithm, plan.request.key.key, digest)
-            fields.append(unsigned + fold_b64(base64.b64encode(signature), _last_line_length(unsigned)) + b"\r\n")
+            fields.append(
+                unsigned + fold_b64(base64.b64encode(signature), _last_line_length(unsigned)) + b"\r\n"
+            )
         return fields
 
 

@@ -34,9 +34,11 @@ class TxtAnswer:
     @classmethod
     def found(cls, records: tuple[bytes, ...], *, ttl: int = 300, authenticated: bool = False) -> TxtAnswer:
         """Records were returned (possibly several at the name)."""
-        return cls(TxtStatus.FOUND if records else TxtStatus.NO_DATA, records, ttl, authenticated)
+        return cls(
+            TxtStatus.FOUND if records else TxtStatus.NO_DATA, records, ttl, authenticated=authenticated
+        )
 
     @classmethod
     def failure(cls, status: TxtStatus, detail: str = "", *, ttl: int = 0) -> TxtAnswer:
         """No usable records: NXDOMAIN, no data, timeout, SERVFAIL or another error."""
-        return cls(status, (), ttl, False, detail)
+        return cls(status, (), ttl, authenticated=False, detail=detail)

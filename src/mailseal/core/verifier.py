@@ -26,7 +26,7 @@ from mailseal.core.alignment import alignment, from_domain
 from mailseal.core.bodyhash import BodyHasher, BodyHashSpec
 from mailseal.core.canonicalization import Canon, canonicalize_header, relaxed_header
 from mailseal.core.identity import domain_of_auid
-from mailseal.core.keyrecord import KeyRecord
+from mailseal.core.keyrecord import KeyRecord, parse_key_record
 from mailseal.core.message import HeaderField
 from mailseal.core.options import VerifyOptions
 from mailseal.core.problems import SyntaxProblem
@@ -59,7 +59,7 @@ class _Candidate:
     """One DKIM-Signature field and what we have learnt about it so far."""
 
     position: int
-    field: HeaderField
+    header: HeaderField
     info: dict[str, Any]
     signature: DKIMSignature | None = None
     verdict: SignatureResult | None = None
@@ -71,7 +71,9 @@ class _Candidate:
 class Verification:
     """Verify one message's signatures; see the module docstring for the stages."""
 
-    def __init__(self, headers: Sequence[HeaderField], options: VerifyOptions | None = None, *, now: int) -> None:
+    def __init__(
+        self, headers: Sequence[HeaderField], options: VerifyOptions | None = None, *, now: int
+    ) -> None:
         self._headers = tuple(headers)
         self._options = options or VerifyOptions()
         self._now = now
@@ -102,9 +104,9 @@ class Verification:
 
     def _parse(self, candidate: _Candidate) -> None:
         try:
-            sig = DKIMSignature.from_header(candidate.field.value)
+            sig = DKIMSignature.from_header(candidate.header.value)
         except SyntaxProblem as problem:
-            candidate.info = _loose_info(candidate.field)
+            candidate.info = _loose_info(candidate.header)
             self._decide(candidate, problem.reason, problem.detail)
             return
         candidate.signature = sig
@@ -122,7 +124,9 @@ class Verification:
             "canonicalization": sig.canonicalization,
             "signed_headers": tuple(self._headers[p].key for p in chosen),
             "unsigned_headers": _unique(
-                h.key for p, h in enumerate(self._headers) if p not in covered and p != candidate.position and h.key
+                h.key
+                for p, h in enumerate(self._headers)
+                if p not in covered and p != candidate.position and h.key
             ),
             "body_length_limited": sig.body_length is not None,
             "from_oversigned": froms_signed > froms_present,
@@ -136,7 +140,11 @@ class Verification:
         if sig.expiration is not None and self._now > sig.expiration + skew:
             self._decide(candidate, Reason.SIG_EXPIRED, f"the signature expired (x={sig.expiration})")
         elif sig.timestamp is not None and sig.timestamp > self._now + skew:
-            self._decide(candidate, Reason.SIG_TIMESTAMP_IN_FUTURE, f"the signature is dated in the future (t={sig.timestamp})")
+            self._decide(
+                candidate,
+                Reason.SIG_TIMESTAMP_IN_FUTURE,
+                f"the signature is dated in the future (t={sig.timestamp})",
+            )
 
     # -- stage 2: keys from DNS ----------------------------------------------------
 
@@ -170,14 +178,16 @@ class Verification:
         record: KeyRecord | None = None
         first_problem: SyntaxProblem | None = None
         for data in answer.records:
-            try:
-                record = KeyRecord.from_txt(data)
+            parsed = parse_key_record(data)
+            if isinstance(parsed, KeyRecord):
+                record = parsed
                 break
-            except SyntaxProblem as problem:
-                first_problem = first_problem or problem
+            first_problem = first_problem or parsed
         if record is None:
             assert first_problem is not None  # noqa: S101 - FOUND answers carry records
-            self._decide(c, first_problem.reason, f"key record at {sig.key_query_name}: {first_problem.detail}")
+            self._decide(
+                c, first_problem.reason, f"key record at {sig.key_query_name}: {first_problem.detail}"
+            )
             return
         problem = _check_record(record, sig)
         if problem is not None:
@@ -193,7 +203,9 @@ class Verification:
         c.info["key_testing"] = record.testing
         if key_type_of(key) is KeyType.RSA and bits < self._options.min_rsa_bits:
             self._decide(
-                c, Reason.KEY_TOO_SMALL, f"the RSA key has {bits} bits; at least {self._options.min_rsa_bits} are required (RFC 8301)"
+                c,
+                Reason.KEY_TOO_SMALL,
+                f"the RSA key has {bits} bits; at least {self._options.min_rsa_bits} are required (RFC 8301)",
             )
             return
         c.key = key
@@ -235,18 +247,22 @@ class Verification:
             c.info["unsigned_body_bytes"] = body_length - sig.body_length
         spec = (sig.body_canon, sig.algorithm.hash_name, sig.body_length)
         if self._body.digest(spec) != sig.body_hash:
-            self._decide(c, Reason.BODY_HASH_MISMATCH, "the body was changed after signing (body hash mismatch)")
+            self._decide(
+                c, Reason.BODY_HASH_MISMATCH, "the body was changed after signing (body hash mismatch)"
+            )
             return
         digest = sig.algorithm.new_hash()
         canon = sig.header_canon
         for position in c.chosen:
             digest.update(canonicalize_header(self._headers[position], canon))
-        raw = c.field.raw
+        raw = c.header.raw
         colon = raw.find(b":")
         stripped = raw[: colon + 1] + without_b_value(raw[colon + 1 :].removesuffix(b"\r\n"))
         digest.update(relaxed_header(stripped)[:-2] if canon is Canon.RELAXED else stripped)
         if not verify_digest(sig.algorithm, c.key, sig.signature, digest):
-            self._decide(c, Reason.SIGNATURE_MISMATCH, "the signature does not match the signed header fields")
+            self._decide(
+                c, Reason.SIGNATURE_MISMATCH, "the signature does not match the signed header fields"
+            )
             return
         if sig.algorithm.legacy and not self._options.allow_rsa_sha1:
             self._decide(
@@ -269,17 +285,20 @@ def _check_record(record: KeyRecord, sig: DKIMSignature) -> SyntaxProblem | None
         return SyntaxProblem(Reason.KEY_REVOKED, f"the key at {where} has been revoked (empty p=)")
     if record.key_type is not sig.algorithm.key_type:
         return SyntaxProblem(
-            Reason.KEY_TYPE_MISMATCH, f"the key at {where} is {record.key_type} but the signature uses {sig.algorithm.name}"
+            Reason.KEY_TYPE_MISMATCH,
+            f"the key at {where} is {record.key_type} but the signature uses {sig.algorithm.name}",
         )
     if record.hash_algorithms is not None and sig.algorithm.hash_name not in record.hash_algorithms:
         return SyntaxProblem(
-            Reason.KEY_HASH_NOT_ALLOWED, f"the key at {where} allows only h={':'.join(record.hash_algorithms)}"
+            Reason.KEY_HASH_NOT_ALLOWED,
+            f"the key at {where} allows only h={':'.join(record.hash_algorithms)}",
         )
     if "*" not in record.service_types and "email" not in record.service_types:
         return SyntaxProblem(Reason.KEY_SERVICE_NOT_EMAIL, f"the key at {where} is not for email (s=)")
     if record.strict_subdomains and domain_of_auid(sig.auid).lower() != sig.domain:
         return SyntaxProblem(
-            Reason.KEY_STRICT_SUBDOMAIN, f"the key at {where} has t=s, but i={sig.auid} is in a subdomain of d={sig.domain}"
+            Reason.KEY_STRICT_SUBDOMAIN,
+            f"the key at {where} has t=s, but i={sig.auid} is in a subdomain of d={sig.domain}",
         )
     return None
 

@@ -22,7 +22,7 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 
 def name_key(name: str) -> str:
-    """Fold a DNS name for comparison: ASCII case only (RFC 4343 §3), trailing dot optional."""
+    """Fold a DNS name for comparison: ASCII case only (RFC 4343), trailing dot optional."""
     return name.removesuffix(".").translate(_ASCII_LOWER)
 
 
@@ -61,6 +61,9 @@ class CachingResolver:
         if negative_ttl < 0:
             raise UsageError(f"negative_ttl must not be negative, not {negative_ttl}")
         self.inner = inner
+        # Checked once: isinstance() against a runtime Protocol is too slow for every lookup.
+        self._async_inner = inner if isinstance(inner, KeyResolver) else None
+        self._sync_inner = inner if isinstance(inner, SyncKeyResolver) else None
         self._clock = clock
         self._max_entries = max_entries
         self._min_ttl = min_ttl
@@ -81,7 +84,8 @@ class CachingResolver:
 
     async def lookup_txt(self, name: str) -> TxtAnswer:
         """Answer from the cache, from a lookup already under way, or by asking ``inner``."""
-        if not isinstance(self.inner, KeyResolver):
+        inner = self._async_inner
+        if inner is None:
             raise UsageError(f"{self.inner!r} has no async lookup_txt; use lookup_txt_sync")
         key = name_key(name)
         cached = self._get(key)
@@ -90,7 +94,7 @@ class CachingResolver:
         loop = asyncio.get_running_loop()
         task = self._inflight.get(key)
         if task is None or task.get_loop() is not loop:
-            task = loop.create_task(self._fetch(self.inner, key, name))
+            task = loop.create_task(self._fetch(inner, key, name))
             self._inflight[key] = task
             task.add_done_callback(lambda done: self._forget_inflight(key, done))
         # shield: one cancelled caller must not cancel the lookup the others wait for.
@@ -98,13 +102,14 @@ class CachingResolver:
 
     def lookup_txt_sync(self, name: str) -> TxtAnswer:
         """Answer from the cache or by asking ``inner``, blocking."""
-        if not isinstance(self.inner, SyncKeyResolver):
+        inner = self._sync_inner
+        if inner is None:
             raise UsageError(f"{self.inner!r} has no lookup_txt_sync; use the async lookup_txt")
         key = name_key(name)
         cached = self._get(key)
         if cached is not None:
             return cached
-        answer = self.inner.lookup_txt_sync(name)
+        answer = inner.lookup_txt_sync(name)
         self._put(key, answer)
         return answer
 

@@ -20,7 +20,7 @@ import dns.resolver
 from mailseal.core.txtanswer import TxtAnswer, TxtStatus
 from mailseal.errors import UsageError
 
-__all__ = ["DEFAULT_EDNS_PAYLOAD", "DnsResolver"]
+__all__ = ["DEFAULT_EDNS_PAYLOAD", "DnsResolver", "parse_nameserver"]
 
 _log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ DEFAULT_EDNS_PAYLOAD = 1232
 """EDNS UDP payload size (RFC 6891 §6.2.5); 1232 avoids IP fragmentation (DNS flag day 2020)."""
 
 # dnspython's ErrorTuple: (server, used_tcp, port, exception or rcode text, response).
-_ErrorTuple = tuple[str, bool, int, "Exception | str", "dns.message.Message | None"]
+_ErrorTuple = tuple[str, bool, int, Exception | str, dns.message.Message | None]
 
 
 def parse_nameserver(spec: str) -> dns.nameserver.Do53Nameserver:
@@ -42,11 +42,12 @@ def parse_nameserver(spec: str) -> dns.nameserver.Do53Nameserver:
     host = text
     if text.startswith("["):
         close = text.find("]")
-        rest = text[close + 1 :] if close != -1 else ""
-        if close == -1 or not rest.startswith(":"):
-            raise UsageError(f"nameserver {spec!r}: expected [IPv6]:PORT")
-        host, port_text = text[1:close], rest[1:]
-        port = _parse_port(spec, port_text)
+        rest = text[close + 1 :] if close != -1 else "?"
+        if rest and not rest.startswith(":"):
+            raise UsageError(f"nameserver {spec!r}: expected [IPv6] or [IPv6]:PORT")
+        host = text[1:close]
+        if rest:
+            port = _parse_port(spec, rest[1:])
     elif text.count(":") == 1:
         host, port_text = text.split(":")
         port = _parse_port(spec, port_text)

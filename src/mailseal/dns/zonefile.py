@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,10 +29,6 @@ DEFAULT_TTL = 3600
 
 MAX_CNAME_CHAIN = 16
 """How many aliases a lookup follows before giving up (a loop, or a chain no resolver would follow)."""
-
-# Relative owner names in a file without $ORIGIN land under this name when probing; no real
-# zone can hold it (RFC 6761 §6.4 reserves .invalid).
-_PROBE_ORIGIN = dns.name.from_text("origin-unknown.mailseal.invalid.")
 
 
 class ZoneFileResolver:
@@ -71,7 +68,7 @@ class ZoneFileResolver:
     @property
     def origin(self) -> str | None:
         """The zone's origin without the trailing dot, or ``None`` for a file without SOA."""
-        return None if self._apex is None else self._apex.to_text(omit_final_dot=True)
+        return None if self._apex is None else self._apex.canonicalize().to_text(omit_final_dot=True)
 
     def __repr__(self) -> str:
         return f"ZoneFileResolver({self.path!r}, origin={self.origin!r})"
@@ -137,34 +134,70 @@ class ZoneFileResolver:
         """Find the origin (see the class docstring) and return it with the zone's RRsets."""
         if apex is not None:
             return apex, self._parse(text, apex)
-        # Relative names before any $ORIGIN are exactly the records that land under the probe.
-        relative = self._parse(text, _PROBE_ORIGIN)
-        everything = self._parse(text, dns.name.root)
-        relative_soa = [r for r in relative if r.rdtype == dns.rdatatype.SOA]
-        soa_owners = {r.name for r in everything if r.rdtype == dns.rdatatype.SOA}
-        if relative_soa or (relative and not soa_owners):
-            example = relative[0].name.relativize(_PROBE_ORIGIN)
+        relative, soa_owners = self._scan_owners(text)
+        absolute_soa = {owner for owner in soa_owners if owner.is_absolute()}
+        relative_soa = any(not owner.is_absolute() for owner in soa_owners)
+        if relative and (relative_soa or not absolute_soa):
             raise UsageError(
-                f"{self.path}: cannot tell the zone's origin: owner names such as {example} are relative, "
-                "there is no $ORIGIN before them and no absolute SOA owner; "
+                f"{self.path}: cannot tell the zone's origin: owner names such as {relative[0]} are "
+                "relative, with no $ORIGIN before them and no absolute SOA owner; "
                 "pass origin= (mailseal: --origin DOMAIN)"
             )
-        if len(soa_owners) > 1:
-            names = ", ".join(sorted(n.to_text() for n in soa_owners))
+        if len(absolute_soa) > 1:
+            names = ", ".join(sorted(n.to_text() for n in absolute_soa))
             raise UsageError(
                 f"{self.path}: SOA records at several names ({names}); pass origin= to pick the zone"
             )
-        if not soa_owners:
-            return None, everything
-        (apex,) = soa_owners
-        if relative:
-            return apex, self._parse(text, apex)
-        return apex, [r for r in everything if r.name.is_subdomain(apex)]
+        if not absolute_soa:
+            return None, self._parse(text, dns.name.root)
+        (apex,) = absolute_soa
+        return apex, self._parse(text, apex)
+
+    def _scan_owners(self, text: str) -> tuple[list[dns.name.Name], list[dns.name.Name]]:
+        """Return the owners that are relative with no $ORIGIN before them, and the SOA owners.
+
+        dnspython's reader needs the origin before it reads a line, and refuses
+        an SOA anywhere but at that origin, so the SOA owner is found first
+        with its tokenizer; the full parse then checks everything.
+        """
+        tokenizer = _RecordTokenizer(text, self.path)
+        origin: dns.name.Name | None = None
+        owner: dns.name.Name | None = None
+        relative: list[dns.name.Name] = []
+        soa_owners: list[dns.name.Name] = []
+        try:
+            while not (token := tokenizer.get(want_leading=True)).is_eof():
+                if token.is_eol():
+                    continue
+                fields = _rest_of_line(tokenizer)
+                if token.is_whitespace():  # the owner of the previous record, RFC 1035 §5.1
+                    pass
+                elif token.value.upper() == "$ORIGIN" and fields:
+                    origin = dns.name.from_text(fields[0].value, origin)
+                    continue
+                elif token.value.upper() == "$GENERATE" and len(fields) > 1:  # $GENERATE range lhs ...
+                    generated = dns.name.from_text(fields[1].value, origin)
+                    if not generated.is_absolute():
+                        relative.append(generated)
+                    continue
+                elif token.value.startswith("$"):  # $TTL, $INCLUDE: checked by the full parse
+                    continue
+                else:
+                    owner = tokenizer.as_name(token, origin)
+                if owner is None:
+                    continue
+                if not owner.is_absolute():
+                    relative.append(owner)
+                if _record_type(fields) == "SOA":
+                    soa_owners.append(owner)
+        except (dns.exception.DNSException, ValueError) as exc:
+            raise self._syntax_error(tokenizer, exc) from None
+        return relative, soa_owners
 
     def _parse(self, text: str, origin: dns.name.Name) -> list[dns.rrset.RRset]:
         """Parse with ``origin`` for leading relative names; lines outside it are ignored, as servers do."""
         manager = dns.zonefile.RRSetsReaderManager(origin, relativize=False, rdclass=dns.rdataclass.IN)
-        tokenizer = dns.tokenizer.Tokenizer(text, self.path)
+        tokenizer = _RecordTokenizer(text, self.path)
         try:
             # The transaction manager read_rrsets uses, but with directives allowed ($ORIGIN, $TTL).
             with manager.writer(replacement=True) as txn:  # type: ignore[no-untyped-call]
@@ -173,10 +206,13 @@ class ZoneFileResolver:
                 )
                 reader.read()
         except (dns.exception.DNSException, ValueError) as exc:
-            _, line = tokenizer.where()
-            reason = str(exc).removeprefix(f"{self.path}:{line}: ") or type(exc).__name__
-            raise UsageError(f"{self.path}:{line}: invalid zone file: {reason}") from None
+            raise self._syntax_error(tokenizer, exc) from None
         return manager.rrsets
+
+    def _syntax_error(self, tokenizer: _RecordTokenizer, exc: Exception) -> UsageError:
+        """Report dnspython's reason with the file and line, not as a dnspython traceback."""
+        reason = re.sub(rf"^{re.escape(self.path)}:\d+: ", "", str(exc)) or type(exc).__name__
+        return UsageError(f"{self.path}:{tokenizer.record_line}: invalid zone file: {reason}")
 
     def _index(self, rrsets: Iterable[dns.rrset.RRset]) -> None:
         for rrset in rrsets:
@@ -202,3 +238,49 @@ class ZoneFileResolver:
             if name == self._apex or name == dns.name.root:
                 break
             name = name.parent()
+
+
+class _RecordTokenizer(dns.tokenizer.Tokenizer):
+    """A tokenizer that remembers the line where the current record began.
+
+    dnspython reports the line it stopped on, which is the next line when a
+    record's problem shows only at its end; the record's first line is where
+    a user should look.
+    """
+
+    record_line = 1
+    _line_done = True
+
+    def get(self, want_leading: bool = False, want_comment: bool = False) -> dns.tokenizer.Token:  # noqa: FBT001, FBT002 - dnspython's signature
+        token = super().get(want_leading, want_comment)
+        if token.is_eol_or_eof():
+            self._line_done = True
+        elif self._line_done:
+            self._line_done = False
+            self.record_line = self.line_number
+        return token
+
+
+def _rest_of_line(tokenizer: dns.tokenizer.Tokenizer) -> list[dns.tokenizer.Token]:
+    fields: list[dns.tokenizer.Token] = []
+    while not (token := tokenizer.get()).is_eol_or_eof():
+        fields.append(token)
+    return fields
+
+
+def _record_type(fields: list[dns.tokenizer.Token]) -> str | None:
+    """The type field of an RR line after its owner: the first that is neither a TTL nor a class."""
+    for field in fields:
+        if not field.is_identifier():
+            return None
+        try:
+            dns.ttl.from_text(field.value)
+            continue
+        except dns.ttl.BadTTL:
+            pass
+        try:
+            dns.rdataclass.from_text(field.value)
+            continue
+        except dns.rdataclass.UnknownRdataclass:
+            return str(field.value).upper()
+    return None

@@ -18,7 +18,9 @@ NOW = "1767225600"
 
 
 def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "mailseal", *args], input=stdin, capture_output=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "mailseal", *args], input=stdin, capture_output=True, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,17 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     zone = folder / "example.com.zone"
     lines = ["$ORIGIN example.com.", "$TTL 300", "@ IN SOA ns hostmaster 1 3600 600 86400 300"]
     for selector, algorithm in (("rsa", "rsa"), ("ed", "ed25519")):
-        done = run("keygen", "--domain", "example.com", "--selector", selector, "--algorithm", algorithm, "--out", str(folder))
+        done = run(
+            "keygen",
+            "--domain",
+            "example.com",
+            "--selector",
+            selector,
+            "--algorithm",
+            algorithm,
+            "--out",
+            str(folder),
+        )
         assert done.returncode == 0, done.stderr
         lines.append(done.stdout.decode())
     zone.write_text("\n".join(lines) + "\n")
@@ -72,7 +84,16 @@ def test_sign_then_verify_with_zone_file(keys: tuple[Path, Path], tmp_path: Path
 
 def test_verify_many_files_and_exit_status(keys: tuple[Path, Path], tmp_path: Path) -> None:
     folder, zone = keys
-    signed = run("sign", "--key", str(folder / "ed.example.com.key"), "--domain", "example.com", "--selector", "ed", stdin=SAMPLE)
+    signed = run(
+        "sign",
+        "--key",
+        str(folder / "ed.example.com.key"),
+        "--domain",
+        "example.com",
+        "--selector",
+        "ed",
+        stdin=SAMPLE,
+    )
     good, bad = tmp_path / "good.eml", tmp_path / "bad.eml"
     good.write_bytes(signed.stdout)
     bad.write_bytes(signed.stdout.replace(b"noon", b"one"))
@@ -89,7 +110,16 @@ def test_verify_many_files_and_exit_status(keys: tuple[Path, Path], tmp_path: Pa
 def test_lf_only_file_stays_lf(keys: tuple[Path, Path]) -> None:
     folder, zone = keys
     lf = SAMPLE.replace(b"\r\n", b"\n")
-    signed = run("sign", "--key", str(folder / "rsa.example.com.key"), "--domain", "example.com", "--selector", "rsa", stdin=lf)
+    signed = run(
+        "sign",
+        "--key",
+        str(folder / "rsa.example.com.key"),
+        "--domain",
+        "example.com",
+        "--selector",
+        "rsa",
+        stdin=lf,
+    )
     assert signed.returncode == 0 and b"\r" not in signed.stdout
     assert run("verify", "--dns-zone", str(zone), stdin=signed.stdout).returncode == 0
 
@@ -98,12 +128,23 @@ def test_temperror_exit_75(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     import socket
 
     folder, _ = keys
-    signed = run("sign", "--key", str(folder / "ed.example.com.key"), "--domain", "example.com", "--selector", "ed", stdin=SAMPLE)
+    signed = run(
+        "sign",
+        "--key",
+        str(folder / "ed.example.com.key"),
+        "--domain",
+        "example.com",
+        "--selector",
+        "ed",
+        stdin=SAMPLE,
+    )
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a DNS server that never answers
     silent.bind(("127.0.0.1", 0))
     try:
         port = silent.getsockname()[1]
-        done = run("verify", "--nameserver", f"127.0.0.1:{port}", "--timeout", "0.3", "--json", stdin=signed.stdout)
+        done = run(
+            "verify", "--nameserver", f"127.0.0.1:{port}", "--timeout", "0.3", "--json", stdin=signed.stdout
+        )
     finally:
         silent.close()
     assert done.returncode == 75, done.stdout + done.stderr
@@ -118,7 +159,20 @@ def test_insecure_key_file_is_refused(keys: tuple[Path, Path], tmp_path: Path) -
     done = run("sign", "--key", str(loose), "--domain", "example.com", "--selector", "ed", stdin=SAMPLE)
     assert done.returncode == 1
     assert b"chmod 600" in done.stderr and b"Traceback" not in done.stderr
-    assert run("sign", "--key", str(loose), "--allow-insecure-key", "--domain", "example.com", "--selector", "ed", stdin=SAMPLE).returncode == 0
+    assert (
+        run(
+            "sign",
+            "--key",
+            str(loose),
+            "--allow-insecure-key",
+            "--domain",
+            "example.com",
+            "--selector",
+            "ed",
+            stdin=SAMPLE,
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,7 @@ EXAMPLE = b"A: <SP> X <CRLF>B <SP> : <SP> Y <HTAB><CRLF> <HTAB> Z <SP><SP><CRLF>
 
 def _spell(text: bytes) -> bytes:
     return (
-        text.replace(b" ", b"")
-        .replace(b"<SP>", b" ")
-        .replace(b"<HTAB>", b"\t")
-        .replace(b"<CRLF>", b"\r\n")
+        text.replace(b" ", b"").replace(b"<SP>", b" ").replace(b"<HTAB>", b"\t").replace(b"<CRLF>", b"\r\n")
     )
 
 
@@ -65,7 +62,9 @@ def test_body_end_rules(body: bytes, simple: bytes, relaxed: bytes) -> None:
 
 
 @pytest.mark.parametrize("canon", list(Canon))
-@pytest.mark.parametrize("body", [Message.from_bytes(SAMPLE).body, _example().body, b"a\r\n\r\n \r\nb \r\n\r\n"])
+@pytest.mark.parametrize(
+    "body", [Message.from_bytes(SAMPLE).body, _example().body, b"a\r\n\r\n \r\nb \r\n\r\n"]
+)
 def test_chunking_does_not_change_output(canon: Canon, body: bytes) -> None:
     expected = canonicalize_body(body, canon)
     for chunks in chunkings(body):

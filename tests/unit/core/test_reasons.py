@@ -53,7 +53,9 @@ def _key_case(record: Callable[[PrivateKey, PrivateKey], object], *, signer: str
     return build
 
 
-def _small_key_case(rsa: PrivateKey, _ed: PrivateKey) -> tuple[bytes, dict[str, object], VerifyOptions | None, int]:
+def _small_key_case(
+    rsa: PrivateKey, _ed: PrivateKey
+) -> tuple[bytes, dict[str, object], VerifyOptions | None, int]:
     return _signed(rsa), {NAME: _record(rsa)}, VerifyOptions(min_rsa_bits=4096), NOW
 
 
@@ -64,7 +66,9 @@ def _clock_case(now: int, **sign: object) -> Case:
     return build
 
 
-def _sha1_case(rsa: PrivateKey, _ed: PrivateKey) -> tuple[bytes, dict[str, object], VerifyOptions | None, int]:
+def _sha1_case(
+    rsa: PrivateKey, _ed: PrivateKey
+) -> tuple[bytes, dict[str, object], VerifyOptions | None, int]:
     """Our signer refuses rsa-sha1, so assemble one from core pieces."""
     import base64
 
@@ -93,7 +97,9 @@ def _sha1_case(rsa: PrivateKey, _ed: PrivateKey) -> tuple[bytes, dict[str, objec
     return unsigned + signature + b"\r\n" + SAMPLE, {NAME: _record(rsa)}, None, NOW
 
 
-def _many_case(rsa: PrivateKey, _ed: PrivateKey) -> tuple[bytes, dict[str, object], VerifyOptions | None, int]:
+def _many_case(
+    rsa: PrivateKey, _ed: PrivateKey
+) -> tuple[bytes, dict[str, object], VerifyOptions | None, int]:
     message = SAMPLE
     for _ in range(3):
         message = mailseal.sign(message, key=rsa, domain="example.com", selector="sel", now=NOW) + message
@@ -164,7 +170,9 @@ def test_reason_is_produced(reason: Reason, rsa_key: PrivateKey, ed_key: Private
 
 
 def test_pass_has_no_reason(rsa_key: PrivateKey) -> None:
-    report = mailseal.verify_sync(_signed(rsa_key), resolver=InMemoryResolver({NAME: _record(rsa_key)}), now=NOW)
+    report = mailseal.verify_sync(
+        _signed(rsa_key), resolver=InMemoryResolver({NAME: _record(rsa_key)}), now=NOW
+    )
     (sig,) = report.signatures
     assert sig.result is DKIMResult.PASS and sig.reason is None
 

@@ -18,7 +18,10 @@ CANONS = ["simple/simple", "simple/relaxed", "relaxed/simple", "relaxed/relaxed"
 
 def _resolver(*keys: tuple[str, PrivateKey]) -> InMemoryResolver:
     return InMemoryResolver(
-        {f"{sel}._domainkey.example.com": f"v=DKIM1; k={k.key_type}; p={k.public_key_b64()}" for sel, k in keys}
+        {
+            f"{sel}._domainkey.example.com": f"v=DKIM1; k={k.key_type}; p={k.public_key_b64()}"
+            for sel, k in keys
+        }
     )
 
 
@@ -95,7 +98,9 @@ def test_tampering_fails(edit: object, reason: Reason, rsa_key: PrivateKey) -> N
 @pytest.mark.parametrize(("canon", "passes"), [("relaxed/relaxed", True), ("simple/simple", False)])
 def test_whitespace_change_relaxed_vs_simple(canon: str, passes: bool, rsa_key: PrivateKey) -> None:
     signed = _sign(SAMPLE, rsa_key, canonicalization=canon)
-    changed = signed.replace(b"meet at  noon", b"meet at \t noon").replace(b"Subject: Lunch", b"Subject:  Lunch")
+    changed = signed.replace(b"meet at  noon", b"meet at \t noon").replace(
+        b"Subject: Lunch", b"Subject:  Lunch"
+    )
     assert mailseal.verify_sync(changed, resolver=_resolver(("sel", rsa_key)), now=NOW).passed is passes
 
 
@@ -124,7 +129,9 @@ def test_multiple_signatures_in_one_call(rsa_key: PrivateKey, ed_key: PrivateKey
     ]
     fields = mailseal.sign_many(SAMPLE, requests, now=NOW)
     assert fields.count(b"DKIM-Signature:") == 2
-    report = mailseal.verify_sync(fields + SAMPLE, resolver=_resolver(("rsa", rsa_key), ("ed", ed_key)), now=NOW)
+    report = mailseal.verify_sync(
+        fields + SAMPLE, resolver=_resolver(("rsa", rsa_key), ("ed", ed_key)), now=NOW
+    )
     assert [s.algorithm for s in report.signatures] == ["rsa-sha256", "ed25519-sha256"]
     assert all(s.passed for s in report.signatures)
 
@@ -148,10 +155,14 @@ def test_one_bad_signature_does_not_hide_a_good_one(rsa_key: PrivateKey, ed_key:
 )
 def test_alignment(from_line: bytes, alignment: Alignment, rsa_key: PrivateKey) -> None:
     message = SAMPLE.replace(b"From: Alice Example <alice@example.com>", from_line)
-    (sig,) = mailseal.verify_sync(_sign(message, rsa_key), resolver=_resolver(("sel", rsa_key)), now=NOW).signatures
+    (sig,) = mailseal.verify_sync(
+        _sign(message, rsa_key), resolver=_resolver(("sel", rsa_key)), now=NOW
+    ).signatures
     assert sig.passed
     assert sig.alignment is alignment
-    assert sig.aligned is {Alignment.EXACT: True, Alignment.ORGANIZATIONAL: True, Alignment.NONE: False}.get(alignment)
+    assert sig.aligned is {Alignment.EXACT: True, Alignment.ORGANIZATIONAL: True, Alignment.NONE: False}.get(
+        alignment
+    )
 
 
 def test_identity_and_expiry_tags(rsa_key: PrivateKey) -> None:
@@ -186,7 +197,9 @@ def test_sign_refuses_message_without_from(rsa_key: PrivateKey) -> None:
 def test_lf_only_message_signs_and_verifies(rsa_key: PrivateKey) -> None:
     lf = SAMPLE.replace(b"\r\n", b"\n")
     field = mailseal.sign(lf, key=rsa_key, domain="example.com", selector="sel", now=NOW)
-    report = mailseal.verify_sync(field.replace(b"\r\n", b"\n") + lf, resolver=_resolver(("sel", rsa_key)), now=NOW)
+    report = mailseal.verify_sync(
+        field.replace(b"\r\n", b"\n") + lf, resolver=_resolver(("sel", rsa_key)), now=NOW
+    )
     assert report.passed
     assert mailseal.verify_sync(field + SAMPLE, resolver=_resolver(("sel", rsa_key)), now=NOW).passed
 
@@ -212,7 +225,11 @@ def test_authentication_results(rsa_key: PrivateKey, ed_key: PrivateKey) -> None
     assert text.startswith("mx.example.org;")
     clauses = text.split(";")[1:]
     assert len(clauses) == 2
-    assert "dkim=pass" in clauses[0] and "header.s=ed" in clauses[0] and "header.a=ed25519-sha256" in clauses[0]
+    assert (
+        "dkim=pass" in clauses[0] and "header.s=ed" in clauses[0] and "header.a=ed25519-sha256" in clauses[0]
+    )
     assert "header.d=example.com" in clauses[1] and "header.b=" in clauses[1]
-    empty = mailseal.render_authentication_results("mx", mailseal.verify_sync(SAMPLE, resolver=InMemoryResolver({})))
+    empty = mailseal.render_authentication_results(
+        "mx", mailseal.verify_sync(SAMPLE, resolver=InMemoryResolver({}))
+    )
     assert empty == "mx; dkim=none"

@@ -57,7 +57,9 @@ def test_key_record_fields() -> None:
 
 def test_key_record_defaults() -> None:
     record = KeyRecord.from_txt(b"p=AAAA")
-    assert record.key_type is KeyType.RSA and record.hash_algorithms is None and record.service_types == ("*",)
+    assert (
+        record.key_type is KeyType.RSA and record.hash_algorithms is None and record.service_types == ("*",)
+    )
 
 
 @pytest.mark.parametrize(

@@ -147,6 +147,25 @@ def test_relative_names_without_soa_or_origin_ask_for_origin(tmp_path: Path) -> 
     assert ZoneFileResolver(path, origin="example.com").lookup_txt_sync(KEY).status is TxtStatus.FOUND
 
 
+def test_generate_directive_is_understood(tmp_path: Path) -> None:
+    text = WITH_ORIGIN + "$GENERATE 1-3 s$._domainkey TXT p=k$\n"
+    resolver = ZoneFileResolver(write(tmp_path, text))
+    assert resolver.lookup_txt_sync("s2._domainkey.example.com").records == (b"p=k2",)
+
+
+def test_relative_generate_without_origin_asks_for_one(tmp_path: Path) -> None:
+    path = write(tmp_path, "$TTL 300\n$GENERATE 1-3 s$._domainkey TXT p=k$\n")
+    with pytest.raises(UsageError, match="origin="):
+        ZoneFileResolver(path)
+
+
+def test_duplicate_soa_lines_at_one_absolute_name_are_one_origin(tmp_path: Path) -> None:
+    soa = "example.com. IN SOA ns1.example.com. hostmaster.example.com. 1 3600 600 86400 300\n"
+    resolver = ZoneFileResolver(write(tmp_path, ABSOLUTE_SOA_NO_ORIGIN + soa))
+    assert resolver.origin == "example.com"
+    assert resolver.lookup_txt_sync(KEY).status is TxtStatus.FOUND
+
+
 def test_rsa_2048_record_split_into_255_byte_strings(tmp_path: Path) -> None:
     record = rsa2048_sized_record()
     assert len(record) == 410
