@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import asyncio
 import base64
+import os
 import random
 import socket
 import time
