@@ -14,17 +14,28 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 _HEADER_END = re.compile(rb"\r\n\r\n")
 
 
-@dataclass(frozen=True, slots=True)
 class HeaderField:
-    """One header field: its name as written and its raw bytes including the final CRLF."""
+    """One header field: its name as written and its raw bytes including the final CRLF.
 
-    name: str
-    raw: bytes
+    ``key`` is the lower-cased name, for the case-insensitive comparisons RFC
+    5322 asks for; it is computed once because selection compares it often.
+    """
 
-    @property
-    def key(self) -> str:
-        """The lower-cased name, for the case-insensitive comparisons RFC 5322 asks for."""
-        return self.name.lower()
+    __slots__ = ("key", "name", "raw")
+
+    def __init__(self, name: str, raw: bytes) -> None:
+        self.name = name
+        self.raw = raw
+        self.key = name.lower()
+
+    def __repr__(self) -> str:
+        return f"HeaderField({self.name!r}, {self.raw!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HeaderField) and (self.name, self.raw) == (other.name, other.raw)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.raw))
 
     @property
     def value(self) -> bytes:
