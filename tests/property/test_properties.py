@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -124,3 +125,14 @@ def test_verify_never_raises(data: bytes, record: bytes) -> None:
 @pytest.mark.parametrize("seed", [b"Subject: x\r\n\r\n", b"\r\n"])
 def test_verify_fixed_odd_inputs(seed: bytes) -> None:
     assert not mailseal.verify_sync(seed, resolver=InMemoryResolver({}), now=NOW).signatures
+
+
+@given(data=st.one_of(st.binary(max_size=300), st.text(alphabet=" \t\r\nab", max_size=60).map(str.encode)))
+def test_c_and_python_relaxed_lines_agree(data: bytes) -> None:
+    from mailseal.core import canonicalization
+
+    if not canonicalization.SPEEDUPS:
+        if os.environ.get("MAILSEAL_REQUIRE_SPEEDUPS"):
+            pytest.fail("the C speedup was not built, but MAILSEAL_REQUIRE_SPEEDUPS is set")
+        pytest.skip("the C speedup is not built on this install")
+    assert canonicalization.relaxed_lines(data) == canonicalization.relaxed_lines_py(data)

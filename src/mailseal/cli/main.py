@@ -6,7 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from mailseal import __version__
 from mailseal.cli import demo, keygen, sign, verify
+from mailseal.core.canonicalization import SPEEDUPS
 from mailseal.errors import MailsealError, UsageError
 
 EXIT_USAGE = 2
@@ -22,7 +24,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to document the CLI)."""
     parser = _Parser(prog="mailseal", description="DKIM signing, verification and keys.")
-    parser.add_argument("--version", action="version", version="mailseal 0.1.0")
+    speedups = "C speedups" if SPEEDUPS else "pure Python"
+    parser.add_argument("--version", action="version", version=f"mailseal {__version__} ({speedups})")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     keygen.register(commands)
     sign.register(commands)

@@ -48,11 +48,11 @@ def relaxed_header(raw: bytes) -> bytes:
     return name + b":" + value.strip(b" ") + b"\r\n"
 
 
-def relaxed_lines(data: bytes) -> bytes:
+def relaxed_lines_py(data: bytes) -> bytes:
     """3.4.4 a+b on complete lines: WSP runs become one SP; WSP before CRLF goes.
 
-    Fast paths matter: typical text has no tabs, double spaces or trailing
-    spaces, and ``in`` on bytes is a memchr-speed scan.
+    The reference version. Fast paths matter: typical text has no tabs,
+    double spaces or trailing spaces, and ``in`` on bytes is a C-speed scan.
     """
     if b"\t" in data:
         data = data.replace(b"\t", b" ")
@@ -61,6 +61,16 @@ def relaxed_lines(data: bytes) -> bytes:
     if b" \r\n" in data:
         data = data.replace(b" \r\n", b"\r\n")
     return data
+
+
+try:  # the same transformation in one C pass, built when a compiler was present
+    from mailseal.core._canon import relaxed_lines as _relaxed_lines_c
+except ImportError:  # pragma: no cover - exercised on installs without a C compiler
+    relaxed_lines: Callable[[bytes], bytes] = relaxed_lines_py
+    SPEEDUPS = False
+else:
+    relaxed_lines = _relaxed_lines_c
+    SPEEDUPS = True
 
 
 class BodyCanonicalizer:

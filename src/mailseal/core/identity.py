@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import re
 
+MAX_NAME = 253  # RFC 1035 2.3.4, in presentation form without the final dot
+
 _LABEL = r"(?:[A-Za-z0-9_\x80-\U0010ffff](?:[A-Za-z0-9_\x80-\U0010ffff-]{0,61}[A-Za-z0-9_\x80-\U0010ffff])?)"
 _NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
+_ASCII_NAME = re.compile(
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\Z"
+)
 
 
 def is_domain_name(value: str, *, min_labels: int = 1) -> bool:

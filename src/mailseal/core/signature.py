@@ -6,7 +6,6 @@ with a precise reason; ``to_header()`` writes a folded field with b= last.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from mailseal.core.taglist import parse_tag_list, strip_fws
 REQUIRED_TAGS = ("v", "a", "b", "bh", "d", "h", "s")
 _DIGITS = re.compile(r"[0-9]{1,76}\Z")
 _B_VALUE = re.compile(rb"((?:^|;)[ \t\r\n]*b[ \t\r\n]*=)[^;]*")
-_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +130,9 @@ def without_b_value(raw_value: bytes) -> bytes:
 
 
 def _b64(value: str, tag: str) -> bytes:
-    if not _BASE64.match(value) or len(value) % 4:
-        raise SyntaxProblem(Reason.SIG_BAD_BASE64, f"{tag}= is not valid base64")
-    try:
-        return base64.b64decode(value, validate=True)
-    except binascii.Error:
+    try:  # strict: only the base64 alphabet, correct padding, nothing after it
+        return binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError):
         raise SyntaxProblem(Reason.SIG_BAD_BASE64, f"{tag}= is not valid base64") from None
 
 
