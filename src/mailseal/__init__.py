@@ -25,12 +25,19 @@ from mailseal.core.options import SignOptions, VerifyOptions
 from mailseal.core.results import Alignment, DKIMResult, Reason, SignatureResult, VerificationReport
 from mailseal.core.signer import SigningRequest
 from mailseal.core.txtanswer import TxtAnswer, TxtStatus
+from mailseal.dns.cache import CachingResolver
 from mailseal.dns.interface import KeyResolver, SyncKeyResolver
+from mailseal.dns.memory import InMemoryResolver
+from mailseal.dns.resolver import DnsResolver
+from mailseal.dns.zonefile import ZoneFileResolver
 from mailseal.errors import KeyFileError, MailsealError, UsageError
 
 __all__ = [
     "Alignment",
+    "CachingResolver",
     "DKIMResult",
+    "DnsResolver",
+    "InMemoryResolver",
     "KeyFileError",
     "KeyResolver",
     "MailsealError",
@@ -57,17 +64,3 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str) -> object:
-    """Load the DNS-backed resolvers only when used (dnspython import is not free)."""
-    if name == "ZoneFileResolver":
-        from mailseal.dns.zonefile import ZoneFileResolver
-
-        return ZoneFileResolver
-    if name in ("DnsResolver", "CachingResolver", "InMemoryResolver"):
-        import importlib
-
-        module = {"DnsResolver": "resolver", "CachingResolver": "cache", "InMemoryResolver": "memory"}[name]
-        return getattr(importlib.import_module(f"mailseal.dns.{module}"), name)
-    raise AttributeError(name)

@@ -58,5 +58,13 @@ VARIANTS: dict[str, bytes] = {
     + b"Subject: "
     + b"long " * 40
     + b"\r\n\r\nx\r\n",
+    "many-headers": (  # every recommended field present, so h= folds across several lines
+        b"From: a@example.com\r\nReply-To: r@example.com\r\nTo: b@example.net\r\nCc: c@example.net\r\n"
+        b"Subject: many\r\nDate: Thu, 1 Jan 2026 10:00:00 +0000\r\nMessage-ID: <m@example.com>\r\n"
+        b"In-Reply-To: <p@example.com>\r\nReferences: <p@example.com>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain\r\nContent-Transfer-Encoding: 7bit\r\nList-Id: <list.example.com>\r\n"
+        b"List-Unsubscribe: <mailto:u@example.com>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        b"List-Post: <mailto:l@example.com>\r\nSender: s@example.com\r\n\r\nbody\r\n"
+    ),
     "whitespace": b"From: a@example.com\r\nSubject: spaced   out\t here\r\n\r\n a  b\t\tc \r\n\t\r\nend  \r\n",
 }

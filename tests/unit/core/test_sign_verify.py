@@ -233,3 +233,14 @@ def test_authentication_results(rsa_key: PrivateKey, ed_key: PrivateKey) -> None
         "mx", mailseal.verify_sync(SAMPLE, resolver=InMemoryResolver({}))
     )
     assert empty == "mx; dkim=none"
+
+
+def test_an_empty_caching_resolver_is_still_used(rsa_key: PrivateKey) -> None:
+    """Regression: a cache with no entries is falsy; it must not be swapped for the system resolver."""
+    from mailseal.dns.cache import CachingResolver
+
+    inner = _resolver(("sel", rsa_key))
+    cache = CachingResolver(inner)
+    assert len(cache) == 0
+    assert mailseal.verify_sync(_sign(SAMPLE, rsa_key), resolver=cache, now=NOW).passed
+    assert inner.queries == ["sel._domainkey.example.com"]
