@@ -136,3 +136,27 @@ def test_c_and_python_relaxed_lines_agree(data: bytes) -> None:
             pytest.fail("the C speedup was not built, but MAILSEAL_REQUIRE_SPEEDUPS is set")
         pytest.skip("the C speedup is not built on this install")
     assert canonicalization.relaxed_lines(data) == canonicalization.relaxed_lines_py(data)
+
+
+@given(
+    raw=st.one_of(
+        st.binary(max_size=200).map(lambda b: b"Na me \t:" + b),
+        st.text(alphabet=" \t\r\nab:", max_size=60).map(lambda t: ("X:" + t).encode()),
+    )
+)
+def test_c_and_python_relaxed_header_agree(raw: bytes) -> None:
+    from mailseal.core import canonicalization
+
+    if not canonicalization.SPEEDUPS:
+        pytest.skip("the C speedup is not built on this install")
+    assert canonicalization.relaxed_header(raw) == canonicalization.relaxed_header_py(raw)
+
+
+@given(value=st.text(alphabet="bh =;\t\r\nAZ/+", max_size=60).map(str.encode))
+def test_b_value_removal_matches_the_rfc_pattern(value: bytes) -> None:
+    import re
+
+    from mailseal.core.signature import without_b_value
+
+    pattern = re.compile(rb"((?:^|;)[ \t\r\n]*b[ \t\r\n]*=)[^;]*")
+    assert without_b_value(value) == pattern.sub(rb"\1", value, count=1)

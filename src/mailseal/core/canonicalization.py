@@ -34,8 +34,8 @@ def canonicalize_header(field: HeaderField, canon: Canon) -> bytes:
     return relaxed_header(field.raw)
 
 
-def relaxed_header(raw: bytes) -> bytes:
-    """3.4.2: lower-case the name, unfold, collapse WSP, trim around the colon."""
+def relaxed_header_py(raw: bytes) -> bytes:
+    """3.4.2: lower-case the name, unfold, collapse WSP, trim around the colon (reference)."""
     colon = raw.find(b":")
     name = raw[:colon].rstrip(b" \t").lower()
     value = raw[colon + 1 :]
@@ -63,13 +63,15 @@ def relaxed_lines_py(data: bytes) -> bytes:
     return data
 
 
-try:  # the same transformation in one C pass, built when a compiler was present
-    from mailseal.core._canon import relaxed_lines as _relaxed_lines_c
+try:  # the same transformations in one C pass each, built when a compiler was present
+    from mailseal.core import _canon
 except ImportError:  # pragma: no cover - exercised on installs without a C compiler
     relaxed_lines: Callable[[bytes], bytes] = relaxed_lines_py
+    relaxed_header: Callable[[bytes], bytes] = relaxed_header_py
     SPEEDUPS = False
 else:
-    relaxed_lines = _relaxed_lines_c
+    relaxed_lines = _canon.relaxed_lines
+    relaxed_header = _canon.relaxed_header
     SPEEDUPS = True
 
 
