@@ -275,7 +275,30 @@ class Verification:
 
     def _decide(self, c: _Candidate, reason: Reason | None, detail: str) -> None:
         result = DKIMResult.PASS if reason is None else REASON_RESULT[reason]
-        c.verdict = SignatureResult(result, reason, detail, **c.info)
+        warnings = _warnings(c.info) if result is DKIMResult.PASS else ()
+        c.verdict = SignatureResult(result, reason, detail, warnings=warnings, **c.info)
+
+
+WEAK_RSA_BITS = 2048
+
+
+def _warnings(info: dict[str, Any]) -> tuple[str, ...]:
+    """What a pass does not cover, as short stable phrases (for JSON and A-R readers)."""
+    out = []
+    bits = info.get("key_bits")
+    if bits is not None and str(info.get("algorithm", "")).startswith("rsa") and bits < WEAK_RSA_BITS:
+        out.append(f"weak-key: {bits}-bit RSA")
+    if info.get("key_testing"):
+        out.append("testing: the key record has t=y")
+    if info.get("body_length_limited"):
+        out.append(f"partial-body: {info.get('unsigned_body_bytes', 0)} body bytes after l= are unsigned")
+    if not info.get("from_oversigned"):
+        out.append("from-not-oversigned: a From field added above would not break the signature")
+    if info.get("aligned") is False:
+        out.append("not-aligned: d= is not the From domain")
+    if info.get("dnssec") is False:
+        out.append("no-dnssec: the key was not DNSSEC-validated")
+    return tuple(out)
 
 
 def _check_record(record: KeyRecord, sig: DKIMSignature) -> SyntaxProblem | None:

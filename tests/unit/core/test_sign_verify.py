@@ -244,3 +244,16 @@ def test_an_empty_caching_resolver_is_still_used(rsa_key: PrivateKey) -> None:
     assert len(cache) == 0
     assert mailseal.verify_sync(_sign(SAMPLE, rsa_key), resolver=cache, now=NOW).passed
     assert inner.queries == ["sel._domainkey.example.com"]
+
+
+def test_pass_warnings_say_what_is_not_covered(rsa_key: PrivateKey) -> None:
+    message = SAMPLE.replace(b"alice@example.com", b"alice@example.net")
+    signed = _sign(message, rsa_key, oversign=(), body_length=True)
+    (sig,) = mailseal.verify_sync(
+        signed + b"extra\r\n", resolver=_resolver(("sel", rsa_key)), now=NOW
+    ).signatures
+    assert sig.passed
+    codes = {w.split(":")[0] for w in sig.warnings}
+    assert codes == {"partial-body", "from-not-oversigned", "not-aligned", "no-dnssec"}
+    clean = mailseal.verify_sync(_sign(SAMPLE, rsa_key), resolver=_resolver(("sel", rsa_key)), now=NOW)
+    assert {w.split(":")[0] for w in clean.signatures[0].warnings} == {"no-dnssec"}
