@@ -20,13 +20,11 @@ from typing import Any, Final
 from mailseal.core.algorithms import KeyType
 from mailseal.core.identity import is_domain_name, is_selector
 from mailseal.core.keyrecord import split_txt, zone_file_record
-from mailseal.dns.authoritative import find_zone
-from mailseal.dns.update import TSIG_ALGORITHMS, DnsUpdater, TsigCredentials
+from mailseal.dns.update import TSIG_ALGORITHMS, TsigCredentials
 from mailseal.errors import UsageError
 from mailseal.keys.check import Finding, Level, analyse, exit_status, gather
 from mailseal.keys.config import KeysConfig, default_config_path, load_config, read_tsig_file
-from mailseal.keys.lifecycle import DnsObserver, Lifecycle, TickReport
-from mailseal.keys.publish import DnsUpdatePublisher, ManualPublisher, Publisher
+from mailseal.keys.lifecycle import TickReport, lifecycle_from_config
 from mailseal.keys.rotation import Event, Generation, duration_text, outlook
 from mailseal.keys.selectors import check_scheme, selector_for
 from mailseal.keys.sqlite_store import SqliteKeyStore
@@ -151,33 +149,10 @@ class _Session:
         self.config = _with_overrides(config, args)
         self.fixed_now: int | None = args.now
         self.store = SqliteKeyStore(self.config.store)
-        self.lifecycle = Lifecycle(
-            self.store,
-            publisher_for=self.publisher_for,
-            observer=DnsObserver(
-                authoritative=self.config.authoritative,
-                resolvers=self.config.resolvers,
-                timeout=self.config.timeout,
-            ),
-            policies=self.config.policies,
-            clock=self.now,
-        )
+        self.lifecycle = lifecycle_from_config(self.config, self.store, clock=self.now, out=sys.stdout)
 
     def now(self) -> int:
         return self.fixed_now if self.fixed_now is not None else int(time.time())
-
-    def publisher_for(self, domain: str) -> Publisher:
-        settings = self.config.publish_for(domain)
-        if settings.mode == "manual" or settings.primary is None:
-            return ManualPublisher(sys.stdout)
-        zone = settings.zone or find_zone(
-            f"_domainkey.{domain}", nameservers=[settings.primary], timeout=settings.timeout
-        )
-        if zone is None:
-            raise UsageError(
-                f"cannot tell which zone holds {domain} at {settings.primary}; set zone (--zone)"
-            )
-        return DnsUpdatePublisher(DnsUpdater(settings.primary, zone, settings.tsig, timeout=settings.timeout))
 
     def entry(self, domain: str, selector: str) -> KeyEntry:
         found = self.store.entry(domain, selector)

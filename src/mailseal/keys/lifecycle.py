@@ -21,15 +21,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, TextIO
 
 from mailseal.core.algorithms import KeyType
 from mailseal.core.keymaterial import generate_private_key
 from mailseal.core.keyrecord import KeyRecord
 from mailseal.core.txtanswer import TxtStatus
-from mailseal.dns.authoritative import AuthoritativeServers, authoritative_servers, query_txt
+from mailseal.dns.authoritative import AuthoritativeServers, authoritative_servers, find_zone, query_txt
+from mailseal.dns.update import DnsUpdater
 from mailseal.errors import PublishError, UsageError
-from mailseal.keys.publish import Publisher
+from mailseal.keys.config import KeysConfig
+from mailseal.keys.publish import DnsUpdatePublisher, ManualPublisher, Publisher
 from mailseal.keys.rotation import (
     Action,
     DnsView,
@@ -45,7 +47,17 @@ from mailseal.keys.rotation import (
 )
 from mailseal.keys.store import KeyEntry, KeyState, KeyStore, NewKey
 
-__all__ = ["Clock", "DnsObserver", "Hook", "Lifecycle", "Observer", "TickReport", "records_for"]
+__all__ = [
+    "Clock",
+    "DnsObserver",
+    "Hook",
+    "Lifecycle",
+    "Observer",
+    "TickReport",
+    "lifecycle_from_config",
+    "publisher_from_config",
+    "records_for",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -292,3 +304,40 @@ class Lifecycle:
                 if current is not None and current.state is entry.state and current.confirmed_at is None:
                     self.store.apply(move(current, Event.DNS_SYNCED, self.clock()).changes)
         return True, view
+
+
+def publisher_from_config(config: KeysConfig, domain: str, out: TextIO) -> Publisher:
+    """The publisher ``config`` names for ``domain``: DNS UPDATE to its primary, or manual instructions to ``out``."""
+    settings = config.publish_for(domain)
+    if settings.mode == "manual" or settings.primary is None:
+        return ManualPublisher(out)
+    zone = settings.zone or find_zone(
+        f"_domainkey.{domain}", nameservers=[settings.primary], timeout=settings.timeout
+    )
+    if zone is None:
+        raise UsageError(f"cannot tell which zone holds {domain} at {settings.primary}; set zone (--zone)")
+    return DnsUpdatePublisher(DnsUpdater(settings.primary, zone, settings.tsig, timeout=settings.timeout))
+
+
+def lifecycle_from_config(
+    config: KeysConfig, store: KeyStore, *, clock: Clock, out: TextIO, hook: Hook | None = None
+) -> Lifecycle:
+    """The lifecycle ``mailseal keys`` runs: ``config``'s publishing, observation and policies."""
+    publishers: dict[str, Publisher] = {}
+
+    def publisher_for(domain: str) -> Publisher:
+        if domain not in publishers:
+            publishers[domain] = publisher_from_config(config, domain, out)
+        return publishers[domain]
+
+    observer = DnsObserver(
+        authoritative=config.authoritative, resolvers=config.resolvers, timeout=config.timeout
+    )
+    return Lifecycle(
+        store,
+        publisher_for=publisher_for,
+        observer=observer,
+        policies=config.policies,
+        clock=clock,
+        hook=hook,
+    )

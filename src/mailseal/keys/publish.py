@@ -12,14 +12,15 @@ clobber; it is then read and decided again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, Protocol, TextIO
 
 from mailseal.core.keyrecord import split_txt, zone_file_record
-from mailseal.dns.update import DnsUpdater, TxtStrings
+from mailseal.dns.update import TxtStrings
 from mailseal.errors import PublishError
 from mailseal.keys.store import KeyEntry
 
-__all__ = ["DnsUpdatePublisher", "ManualPublisher", "Publisher"]
+__all__ = ["DnsUpdatePublisher", "ManualPublisher", "Publisher", "TxtUpdater"]
 
 _ATTEMPTS: Final = 3
 
@@ -40,6 +41,31 @@ class Publisher(Protocol):
         ...
 
 
+class TxtUpdater(Protocol):
+    """Reads and conditionally changes TXT records at the primary (:class:`mailseal.dns.update.DnsUpdater`)."""
+
+    @property
+    def primary(self) -> str:
+        """The primary's address, for messages."""
+        ...
+
+    def read_txt(self, name: str) -> tuple[TxtStrings, ...]:
+        """The TXT records at ``name``; raises :class:`PublishError` when the primary cannot be asked."""
+        ...
+
+    def change_txt(
+        self,
+        name: str,
+        *,
+        expect: Sequence[TxtStrings],
+        delete: Sequence[TxtStrings] = (),
+        add: Sequence[TxtStrings] = (),
+        ttl: int,
+    ) -> bool:
+        """Apply the change if the RRset is exactly ``expect``; ``False`` if it was not."""
+        ...
+
+
 def _text(strings: TxtStrings) -> str:
     return b"".join(strings).decode("ascii", errors="backslashreplace")
 
@@ -55,7 +81,7 @@ def _preview(text: str) -> str:
 class DnsUpdatePublisher:
     """Publish with RFC 2136 UPDATEs (TSIG-signed) to the zone's primary server."""
 
-    def __init__(self, updater: DnsUpdater) -> None:
+    def __init__(self, updater: TxtUpdater) -> None:
         """Send UPDATEs with ``updater`` (its zone must contain the keys' names)."""
         self.updater = updater
 
@@ -132,4 +158,6 @@ class ManualPublisher:
             )
             lines.append(zone_file_record(owner, split_txt(entry.wanted_text), ttl=ttl))
         print("\n".join(lines), file=self.out)
-        return "printed what to change at the DNS provider; waiting until every authoritative server serves it"
+        return (
+            "printed what to change at the DNS provider; waiting until every authoritative server serves it"
+        )

@@ -268,10 +268,11 @@ def dns_event(entry: KeyEntry, view: DnsView | None) -> Event:
     if answers and all(a is not None and served(entry, a) for a in answers):
         return Event.DNS_SYNCED
     if view.primary is not None:
-        return Event.DNS_LAGGING if served(entry, view.primary) else Event.DNS_BEHIND
-    if not any(a is not None and served(entry, a) for a in answers):
+        if not served(entry, view.primary):
+            return Event.DNS_BEHIND
+    elif not any(a is not None and served(entry, a) for a in answers):
         return Event.DNS_BEHIND  # e.g. manual mode: nobody serves it yet, so say again what to publish
-    return Event.DNS_UNKNOWN if None in answers else Event.DNS_LAGGING
+    return Event.DNS_UNKNOWN if None in answers or not answers else Event.DNS_LAGGING
 
 
 def needs_dns_view(entry: KeyEntry) -> bool:
