@@ -433,8 +433,7 @@ def _check(args: argparse.Namespace) -> int:
                 authoritative=session.config.authoritative,
                 resolvers=session.config.resolvers,
                 timeout=session.config.timeout,
-                now=session.now(),
-            )
+            )  # RRSIG validity is judged against the real clock, not --now
             results.append((name, entry, analyse(lookups, entry)))
         everything = [f for _, _, findings in results for f in findings]
         if args.json:
