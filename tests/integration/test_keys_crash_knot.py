@@ -77,8 +77,7 @@ def test_reference_run_counts_the_step_points(tmp_path: Path) -> None:
             def hook(point: str, step: Step, seen: list[str] = points) -> None:
                 seen.append(point)
 
-            at = now
-            lifecycle_from_config(config, store, clock=lambda: at, out=sys.stdout, hook=hook).tick()
+            lifecycle_from_config(config, store, clock=lambda at=now: at, out=sys.stdout, hook=hook).tick()
             counts.append(len(points))
         store.close()
         assert counts == POINTS_PER_TICK
@@ -96,7 +95,14 @@ def test_sigkill_at_any_step_point_is_completed_by_the_next_tick(tmp_path: Path,
             now += moment.advance
             if before < kill_at <= before + points:
                 child = subprocess.run(
-                    [sys.executable, "-m", "support.crashtick", str(setup.config), str(now), str(kill_at - before)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "support.crashtick",
+                        str(setup.config),
+                        str(now),
+                        str(kill_at - before),
+                    ],
                     env={**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{TESTS}"},
                     capture_output=True,
                     text=True,

@@ -52,7 +52,7 @@ def test_publish_rsa_2048_by_tsig_update_then_check_passes(setup: KeysSetup) -> 
     assert status == 0, err
     status, out, err = setup.cli("publish", DOMAIN, "rsa2026", "--wait", "5", "--interval", "0.05", now=T0)
     assert status == 0, err
-    assert "added our record at the primary" in out and "visible: every authoritative server" in out
+    assert "added the record at the primary" in out and "visible: every authoritative server" in out
     store = SqliteKeyStore(setup.store)
     entry = store.entry(DOMAIN, "rsa2026")
     store.close()
@@ -214,3 +214,30 @@ def test_dnssec_signed_answers_are_recognised(tmp_path: Path) -> None:
         found = {f["code"]: f["level"] for f in result["findings"]}
         assert found["dnssec-signed"] == "pass"
         assert found["dnssec-not-validated"] == "info"  # Knot is not a validating resolver
+
+
+LEAST_PRIVILEGE = (  # the Knot ACL docs/keys.md recommends: TXT records under _domainkey only
+    "update-type: TXT",
+    "update-owner: name",
+    "update-owner-match: sub",
+    "update-owner-name: _domainkey",
+)
+
+
+def test_a_key_limited_to_txt_under_domainkey_is_enough(tmp_path: Path) -> None:
+    import dns.query
+    import dns.tsig
+    import dns.update
+
+    with keys_setup(tmp_path, update_limits=LEAST_PRIVILEGE) as limited:
+        limited.cli("generate", DOMAIN, "--selector", "sel", now=T0)
+        status, out, err = limited.cli("tick", now=T0)
+        assert status == 0, err
+        assert "added the record" in out
+        elsewhere = dns.update.UpdateMessage(
+            f"{DOMAIN}.", keyring=limited.tsig.keyring(), keyalgorithm="hmac-sha256"
+        )
+        elsewhere.add("www", 300, "A", "192.0.2.80")
+        with pytest.raises(dns.tsig.PeerBadKey):  # Knot answers NOTAUTH/BADKEY outside the ACL
+            dns.query.tcp(elsewhere, limited.knot.address, port=limited.knot.port, timeout=3)
+        assert limited.served(f"www.{DOMAIN}") == set()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
@@ -112,15 +111,13 @@ timeout = 3
 
 
 @contextlib.contextmanager
-def keys_setup(tmp_path: Path, zone_extra: str = "", *, dnssec: bool = False) -> Iterator[KeysSetup]:
+def keys_setup(
+    tmp_path: Path, zone_extra: str = "", *, dnssec: bool = False, update_limits: Sequence[str] = ()
+) -> Iterator[KeysSetup]:
     """Start knotd for ``example.test`` (fresh storage) and write a config publishing to it."""
     tsig = TsigKey.generate()
     zone = soa_header(DOMAIN) + zone_extra
-    with KnotServer(tmp_path, DOMAIN, zone, tsig, dnssec=dnssec) as knot:
+    with KnotServer(tmp_path, DOMAIN, zone, tsig, dnssec=dnssec, update_limits=update_limits) as knot:
         store = tmp_path / "data" / "keys.db"
         config = write_config(tmp_path / "keys.toml", knot, tsig, store=store)
         yield KeysSetup(knot, tsig, config, store)
-
-
-def raw_query(knot: KnotServer, name: str) -> dns.message.Message:
-    return knot.query(name, "TXT")

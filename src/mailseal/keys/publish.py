@@ -122,12 +122,11 @@ class DnsUpdatePublisher:
                 )
             if not delete and not add:
                 return f"the primary {self.updater.primary} already serves it"
-            done = []
-            if delete:
-                done.append(f"deleted {len(delete)} record(s) of ours")
+            if delete and add:
+                return f"replaced our record at the primary {self.updater.primary}"
             if add:
-                done.append("added our record")
-            return f"{' and '.join(done)} at the primary {self.updater.primary}"
+                return f"added the record at the primary {self.updater.primary}"
+            return f"deleted our record at the primary {self.updater.primary}"
         raise PublishError(f"{name} kept changing at the primary while mailseal updated it; try again")
 
 

@@ -99,13 +99,17 @@ def test_apply_is_compare_and_set_and_all_or_nothing(store: SqliteKeyStore) -> N
 
 
 def test_removal_destroys_the_private_key(store: SqliteKeyStore, path: Path) -> None:
-    entry = activate(store, store.add(new_key()))
+    key = generate_private_key(KeyType.ED25519)
+    secret = key.to_pem().splitlines()[1]  # the base64 line that holds the key
+    entry = activate(store, store.add(new_key(key=key)))
+    assert secret in path.read_bytes()
     store.private_key(entry.id)  # cached
     store.apply([Change.to(entry, state=KeyState.REMOVED, removed_at=NOW + 5)])
     with pytest.raises(KeyStoreError, match="destroyed on removal"):
         store.private_key(entry.id)
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT private_pem FROM keys").fetchall() == [(None,)]
+    assert secret not in path.read_bytes()  # secure_delete: not left behind in a free page either
 
 
 def test_signing_keys_are_active_and_visible_only(store: SqliteKeyStore) -> None:
