@@ -27,6 +27,7 @@ from mailseal.keys.store import KeyState
 from support.dnsserver import knot_available
 from support.keyflow import DOMAIN, assert_signing_is_safe, rotation_scenario
 from support.knotkeys import KeysSetup, keys_setup
+from support.memdns import FakeClock
 
 pytestmark = [
     pytest.mark.integration,
@@ -77,7 +78,8 @@ def test_reference_run_counts_the_step_points(tmp_path: Path) -> None:
             def hook(point: str, step: Step, seen: list[str] = points) -> None:
                 seen.append(point)
 
-            lifecycle_from_config(config, store, clock=lambda at=now: at, out=sys.stdout, hook=hook).tick()
+            clock = FakeClock(now)
+            lifecycle_from_config(config, store, clock=clock, out=sys.stdout, hook=hook).tick()
             counts.append(len(points))
         store.close()
         assert counts == POINTS_PER_TICK

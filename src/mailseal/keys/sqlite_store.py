@@ -117,7 +117,8 @@ class SqliteKeyStore:
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 5000")
             self._db.execute("PRAGMA synchronous = FULL")
-            self._db.execute("PRAGMA secure_delete = ON")  # a destroyed key's bytes are zeroed, not left in free pages
+            # A destroyed key's bytes are zeroed, not left behind in free pages.
+            self._db.execute("PRAGMA secure_delete = ON")
             if not readonly:
                 self._migrate()
         except sqlite3.Error as exc:
