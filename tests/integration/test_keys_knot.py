@@ -241,3 +241,17 @@ def test_a_key_limited_to_txt_under_domainkey_is_enough(tmp_path: Path) -> None:
         with pytest.raises(dns.tsig.PeerBadKey):  # Knot answers NOTAUTH/BADKEY outside the ACL
             dns.query.tcp(elsewhere, limited.knot.address, port=limited.knot.port, timeout=3)
         assert limited.served(f"www.{DOMAIN}") == set()
+
+
+def test_rotate_now_publishes_a_successor_that_the_tick_activates(setup: KeysSetup) -> None:
+    setup.cli("generate", DOMAIN, "--selector", "old", now=T0)
+    setup.cli("tick", now=T0)
+    setup.cli("tick", now=T0 + 3600)
+    later = T0 + 30 * 86400  # long before rotate_every: an operator's decision
+    status, out, err = setup.cli("rotate", DOMAIN, now=later)
+    assert status == 0, err
+    assert f"generated ms2026q1._domainkey.{DOMAIN}" in out and "signing switches to ms2026q1" in out
+    assert states(setup) == {"old": KeyState.ACTIVE, "ms2026q1": KeyState.PUBLISHED}
+    setup.cli("tick", now=later)  # confirms it is served everywhere
+    setup.cli("tick", now=later + 3600)
+    assert states(setup) == {"old": KeyState.RETIRING, "ms2026q1": KeyState.ACTIVE}

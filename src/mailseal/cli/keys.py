@@ -480,6 +480,16 @@ def _rotate(args: argparse.Namespace) -> int:
         domain = _domain(args.domain)
         key_type = KeyType(args.algorithm) if args.algorithm else None
         generation = session.lifecycle.successor(domain, key_type)
+        pending = [
+            e
+            for e in session.store.entries(domain)
+            if e.key_type is generation.key_type and e.state in (KeyState.GENERATED, KeyState.PUBLISHED)
+        ]
+        if pending:
+            raise UsageError(
+                f"a rotation of {domain}'s {generation.key_type} key is under way: {pending[-1].selector} is "
+                f"{pending[-1].state}; `mailseal keys tick` finishes it"
+            )
         entry = session.lifecycle.generate(generation)
         print(f"generated {entry.name} ({entry.key_type}, {entry.bits} bits)")
         status = _report(session.lifecycle.request(entry, Event.PUBLISH), as_json=False)

@@ -156,7 +156,7 @@ class ManualPublisher:
                 "; publish this TXT record (one record; the quoted strings are joined without spaces):"
             )
             lines.append(zone_file_record(owner, split_txt(entry.wanted_text), ttl=ttl))
-        print("\n".join(lines), file=self.out)
+        self.out.write("\n".join(lines) + "\n")
         return (
             "printed what to change at the DNS provider; waiting until every authoritative server serves it"
         )

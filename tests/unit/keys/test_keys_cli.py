@@ -124,3 +124,9 @@ def test_tsig_flags_must_come_together(keys, tmp_path: Path) -> None:  # type: i
     secret.chmod(0o644)
     status, _, err = keys("list", "--tsig-name", "k.", "--tsig-secret-file", str(secret))
     assert status == 1 and "chmod 600" in err
+
+
+def test_rotate_refuses_a_second_rotation_under_way(keys) -> None:  # type: ignore[no-untyped-def]
+    keys("generate", "example.com", "--algorithm", "ed25519", "--selector", "pending")
+    status, _, err = keys("rotate", "example.com", "--algorithm", "ed25519", "--manual")
+    assert status == 2 and "pending is generated" in err
