@@ -171,6 +171,7 @@ class Lifecycle:
         self.policies = policies
         self.clock = clock
         self.hook = hook
+        self._sent: set[int] = set()  # keys whose DNS work was done in the current tick
 
     def _hook(self, point: HookPoint, step: Step) -> None:
         if self.hook is not None:
@@ -179,12 +180,13 @@ class Lifecycle:
     def tick(self, *, rotate: bool = True, domain: str | None = None) -> TickReport:
         """Advance every key (or ``domain``'s) as far as it can go now; safe to run at any time."""
         report = TickReport()
+        self._sent = set()
         with self.store.exclusive():
             self._rounds(report, rotate=rotate, domain=domain)
         return report
 
     def _rounds(self, report: TickReport, *, rotate: bool, domain: str | None) -> None:
-        failed: set[int] = set()
+        settled: set[int] = set()  # keys whose DNS work failed, or was done and must now propagate
         waits: dict[int, str] = {}
         for _ in range(MAX_ROUNDS):
             now = self.clock()
@@ -192,12 +194,12 @@ class Lifecycle:
             views = {
                 e.name: self.observer.view(e.name, self.publisher_for(e.domain))
                 for e in entries
-                if needs_dns_view(e) and e.id not in failed
+                if needs_dns_view(e) and e.id not in settled
             }
             moved = False
             for step in plan(entries, views, now, self.policies, generate=rotate):
                 subject = step.subject
-                if subject is not None and subject.id in failed:
+                if subject is not None and subject.id in settled:
                     continue
                 if step.action is Action.WAIT:
                     if subject is not None:
@@ -207,9 +209,17 @@ class Lifecycle:
                             f" ({view.problem})" if view and view.problem else ""
                         )
                     continue
+                if step.action is Action.SEND and subject is not None and subject.id in self._sent:
+                    # Sent once this tick and still not served (manual mode, a slow primary): look next tick.
+                    settled.add(subject.id)
+                    waits[subject.id] = f"{subject.name}: sent; waiting until the servers serve it"
+                    continue
                 moved = True
-                if not self._execute(step, report):
-                    failed.add(step.key.id if step.key is not None else -1)
+                ok = self._execute(step, report)
+                if step.action is Action.SEND and subject is not None:
+                    self._sent.add(subject.id)
+                if not ok and subject is not None:
+                    settled.add(subject.id)
             if not moved:
                 break
         report.waiting.extend(waits.values())

@@ -269,12 +269,16 @@ def test_manual_mode_prints_then_waits_for_the_record(
         store, publisher_for=lambda d: manual, observer=zone, policies=POLICIES, clock=clock
     )
     key = first_key(lifecycle)
-    lifecycle.tick()
+    report = lifecycle.tick()
     printed = out.getvalue()
-    assert f"{key.name}. 300 IN TXT" in printed and key.record_text in printed
-    assert "PRIVATE" not in printed
+    assert printed.count(f"{key.name}. 300 IN TXT") == 1  # once per tick, not once per round
+    assert key.record_text in printed and "PRIVATE" not in printed
+    assert report.waiting == [f"{key.name}: sent; waiting until the servers serve it"]
+    lifecycle.tick()
+    assert out.getvalue().count(f"{key.name}. 300 IN TXT") == 2  # the next tick says it again
     zone.put(key.name, key.record_text)  # the operator did it
     lifecycle.tick()
+    assert out.getvalue().count(f"{key.name}. 300 IN TXT") == 2  # served now: nothing more to say
     clock.advance(HOUR)
     lifecycle.tick()
     assert signing_selectors(store) == [key.selector]
