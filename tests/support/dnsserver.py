@@ -141,7 +141,8 @@ class KnotServer:
     Options: ``tsig_key`` allows UPDATE on the zone with that key;
     ``dnssec`` signs the zone automatically with one ECDSA P-256 key;
     ``servfail_zones`` are configured with no zone file, and Knot answers
-    SERVFAIL for names in them.
+    SERVFAIL for names in them; ``update_limits`` are extra lines for the
+    update ACL (e.g. ``update-type: TXT``) to test least-privilege keys.
     """
 
     def __init__(
@@ -153,6 +154,7 @@ class KnotServer:
         *,
         dnssec: bool = False,
         servfail_zones: Sequence[str] = (),
+        update_limits: Sequence[str] = (),
         startup_timeout: float = 10.0,
     ) -> None:
         """Prepare (but do not start) the server; use it as a context manager or call start()/stop()."""
@@ -161,6 +163,7 @@ class KnotServer:
         self.tsig_key = tsig_key
         self.dnssec = dnssec
         self.servfail_zones = tuple(z.rstrip(".") for z in servfail_zones)
+        self.update_limits = tuple(update_limits)
         self.startup_timeout = startup_timeout
         self.identity = f"mailseal-test-{secrets.token_hex(8)}"
         self.address = LOOPBACK
@@ -333,6 +336,7 @@ class KnotServer:
                 "  - id: mailseal-update",
                 f"    key: {self.tsig_key.name}",
                 "    action: update",
+                *(f"    {line}" for line in self.update_limits),
             ]
             zone_lines.append("    acl: mailseal-update")
         if self.dnssec:

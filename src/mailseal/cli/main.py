@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from mailseal import __version__
-from mailseal.cli import demo, keygen, sign, verify
+from mailseal.cli import demo, keygen, keys, sign, verify
 from mailseal.core.canonicalization import SPEEDUPS
 from mailseal.errors import MailsealError, UsageError
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sign.register(commands)
     verify.register(commands)
     demo.register(commands)
+    keys.register(commands)
     return parser
 
 

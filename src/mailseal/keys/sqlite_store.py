@@ -1,0 +1,384 @@
+"""The embedded key store: one SQLite file (mode 0600) in the data folder; the only importer of sqlite3.
+
+Private keys live in the database, not in separate files: a key and its state
+are written in one transaction (a crash can leave neither an orphan key file
+nor a row without its key), the milter needs read access to the store anyway
+(so a separate key file would not keep the key from any process that can
+sign), and a shared SQL backend for a fleet then distributes keys with their
+state. The file is created 0600 (0640 is accepted, for a milter in the store's
+group) and refused, with the fix, when others can read it.
+
+The rollback journal (not WAL) keeps read-only readers (the milter) simple;
+``synchronous=FULL`` makes each commit durable before the DNS step that
+follows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from mailseal.core.algorithms import KeyType
+from mailseal.core.keymaterial import PrivateKey, load_private_key
+from mailseal.errors import InsecureKeyFileError, KeyStoreError
+from mailseal.keys.store import Change, KeyEntry, KeyState, KeyStoreBusyError, NewKey, SigningKey, Transition
+
+__all__ = ["SCHEMA_VERSION", "SqliteKeyStore"]
+
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = (
+    """
+CREATE TABLE keys (
+    id            INTEGER PRIMARY KEY,
+    domain        TEXT NOT NULL,
+    selector      TEXT NOT NULL,
+    key_type      TEXT NOT NULL,
+    bits          INTEGER NOT NULL,
+    state         TEXT NOT NULL,
+    private_pem   BLOB,              -- PKCS#8 PEM, NULL once removed
+    record_text   TEXT NOT NULL,     -- the exact TXT text we publish: how we know our record
+    revoked_text  TEXT NOT NULL,     -- the exact TXT text we publish once revoked (empty p=)
+    created_at    INTEGER NOT NULL,
+    published_at  INTEGER,
+    visible_at    INTEGER,
+    activated_at  INTEGER,
+    retired_at    INTEGER,
+    revoked_at    INTEGER,
+    removed_at    INTEGER,
+    confirmed_at  INTEGER,
+    last_error    TEXT,
+    UNIQUE (domain, selector)
+)""",
+    "CREATE INDEX keys_by_state ON keys (domain, state)",
+    """
+CREATE TABLE transitions (
+    key_id      INTEGER NOT NULL REFERENCES keys (id),
+    at          INTEGER NOT NULL,
+    from_state  TEXT,
+    to_state    TEXT NOT NULL
+)""",
+)
+
+_MUTABLE: Final = (
+    "state",
+    "published_at",
+    "visible_at",
+    "activated_at",
+    "retired_at",
+    "revoked_at",
+    "removed_at",
+    "confirmed_at",
+    "last_error",
+)
+_SELECT_KEYS: Final = (  # the columns in KeyEntry's field order
+    "SELECT id, domain, selector, key_type, bits, state, record_text, revoked_text, created_"
+    "at, published_at, visible_at, activated_at, retired_at, revoked_at, removed_at, confirmed_at, last_error FROM keys"
+)
+_ALL_KEYS: Final = _SELECT_KEYS + " ORDER BY created_at, id"
+_DOMAIN_KEYS: Final = _SELECT_KEYS + " WHERE domain = ? ORDER BY created_at, id"
+_ONE_KEY: Final = _SELECT_KEYS + " WHERE domain = ? AND selector = ?"
+_KEY_BY_ID: Final = _SELECT_KEYS + " WHERE id = ?"
+_UPDATE_KEY: Final = (
+    "UPDATE keys SET state = ?, published_at = ?, visible_at = ?, activated_at = ?, retired_at = ?, "
+    "revoked_at = ?, removed_at = ?, confirmed_at = ?, last_error = ?, "
+    "private_pem = CASE WHEN ? THEN NULL ELSE private_pem END WHERE id = ?"
+)
+
+
+class SqliteKeyStore:
+    """A :class:`~mailseal.keys.store.KeyStore` in one SQLite file.
+
+    Safe to share between threads of one process (a lock serialises use of
+    the connection); each process, including each forked milter worker,
+    opens its own. ``readonly=True`` is for processes that only sign.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        """Open (and with ``readonly=False`` create) the store at ``path``.
+
+        Raises :class:`InsecureKeyFileError` when group or others may read the
+        file, and :class:`KeyStoreError` when it cannot be opened.
+        """
+        self.path = Path(path)
+        self.readonly = readonly
+        if not readonly:
+            self._create_file()
+        self._check_mode()
+        uri = f"{self.path.resolve().as_uri()}?mode={'ro' if readonly else 'rw'}"
+        try:
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            self._db.execute("PRAGMA synchronous = FULL")
+            # A destroyed key's bytes are zeroed, not left behind in free pages.
+            self._db.execute("PRAGMA secure_delete = ON")
+            if not readonly:
+                self._migrate()
+        except sqlite3.Error as exc:
+            raise KeyStoreError(f"cannot open key store {self.path}: {exc}") from None
+        self._lock = threading.RLock()
+        self._loaded: dict[int, PrivateKey] = {}
+
+    def __repr__(self) -> str:
+        return f"SqliteKeyStore({str(self.path)!r}, readonly={self.readonly})"
+
+    def _create_file(self) -> None:
+        folder = self.path.parent
+        if not folder.exists():
+            folder.mkdir(mode=0o750, parents=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+    def _check_mode(self) -> None:
+        try:
+            info = self.path.stat()
+        except OSError as exc:
+            raise KeyStoreError(f"cannot open key store {self.path}: {exc.strerror}") from None
+        if info.st_mode & (stat.S_IRWXO | stat.S_IWGRP | stat.S_IXGRP):
+            # Group read (0640) is allowed: a milter running in the store's group reads it to sign.
+            raise InsecureKeyFileError(
+                f"key store {self.path} holds private keys and others may read or write it "
+                f"(mode {stat.S_IMODE(info.st_mode):04o}); fix with: chmod 600 {self.path}"
+            )
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version == SCHEMA_VERSION:
+            return
+        if version != 0:
+            raise KeyStoreError(
+                f"key store {self.path} has schema version {version}; this mailseal knows {SCHEMA_VERSION}"
+            )
+        self._db.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: committed (durably) on success, rolled back on any error."""
+        if self.readonly:
+            raise KeyStoreError(f"key store {self.path} was opened read-only")
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise KeyStoreError(f"key store {self.path}: {exc}") from None
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise KeyStoreError(f"key store {self.path}: cannot commit: {exc}") from None
+
+    def _select(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, parameters).fetchall()
+            except sqlite3.Error as exc:
+                raise KeyStoreError(f"key store {self.path}: {exc}") from None
+
+    def entries(self, domain: str | None = None) -> list[KeyEntry]:
+        """Every key, removed ones included, oldest first; only ``domain``'s when given."""
+        rows = self._select(_ALL_KEYS) if domain is None else self._select(_DOMAIN_KEYS, (_fold(domain),))
+        return [_entry(row) for row in rows]
+
+    def entry(self, domain: str, selector: str) -> KeyEntry | None:
+        """The key at ``selector`` of ``domain``, or ``None``."""
+        rows = self._select(_ONE_KEY, (_fold(domain), _fold(selector)))
+        return _entry(rows[0]) if rows else None
+
+    def _by_id(self, db: sqlite3.Connection, key_id: int) -> KeyEntry | None:
+        row = db.execute(_KEY_BY_ID, (key_id,)).fetchone()
+        return None if row is None else _entry(row)
+
+    def add(self, new: NewKey) -> KeyEntry:
+        """Insert ``new`` in state ``generated`` with its private key, in one transaction."""
+        domain, selector = _fold(new.domain), _fold(new.selector)
+        with self._write() as db:
+            taken = db.execute("SELECT 1 FROM keys WHERE domain = ? AND selector = ?", (domain, selector))
+            if taken.fetchone() is not None:
+                raise KeyStoreError(
+                    f"selector {selector} of {domain} is already in the key store; selectors are never reused"
+                )
+            cursor = db.execute(
+                "INSERT INTO keys (domain, selector, key_type, bits, state, private_pem, record_text, "
+                "revoked_text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    domain,
+                    selector,
+                    str(new.key_type),
+                    new.bits,
+                    str(KeyState.GENERATED),
+                    new.private_pem,
+                    new.record_text,
+                    new.revoked_text,
+                    new.created_at,
+                ),
+            )
+            key_id = cursor.lastrowid
+            if key_id is None:  # pragma: no cover - sqlite always sets it after an INSERT
+                raise KeyStoreError("the key store did not return the new key's id")
+            db.execute(
+                "INSERT INTO transitions (key_id, at, from_state, to_state) VALUES (?, ?, NULL, ?)",
+                (key_id, new.created_at, str(KeyState.GENERATED)),
+            )
+            entry = self._by_id(db, key_id)
+        if entry is None:  # pragma: no cover - inserted just above
+            raise KeyStoreError("the new key vanished")
+        return entry
+
+    def apply(self, changes: Sequence[Change]) -> list[KeyEntry]:
+        """Write every change or none; a key whose stored state is not ``before.state`` aborts all."""
+        written: list[KeyEntry] = []
+        with self._write() as db:
+            for change in changes:
+                current = self._by_id(db, change.before.id)
+                if current is None:
+                    raise KeyStoreError(f"key {change.before} is not in the store")
+                if current.state is not change.before.state:
+                    raise KeyStoreError(
+                        f"{current.name} is {current.state}, not {change.before.state}: "
+                        "another process changed it; run the command again"
+                    )
+                after = change.after
+                values = [str(after.state) if c == "state" else getattr(after, c) for c in _MUTABLE]
+                # A removed key's private half is destroyed.
+                db.execute(_UPDATE_KEY, (*values, after.state is KeyState.REMOVED, after.id))
+                if after.state is not current.state:
+                    at = _time_of(after)
+                    db.execute(
+                        "INSERT INTO transitions (key_id, at, from_state, to_state) VALUES (?, ?, ?, ?)",
+                        (after.id, at, str(current.state), str(after.state)),
+                    )
+                updated = self._by_id(db, after.id)
+                if updated is not None:
+                    written.append(updated)
+        for change in changes:
+            if change.after.state is not KeyState.ACTIVE:
+                self._loaded.pop(change.after.id, None)
+        return written
+
+    def note_error(self, key_id: int, message: str | None) -> None:
+        """Remember the last problem acting on ``key_id`` (``None`` clears it)."""
+        with self._write() as db:
+            db.execute("UPDATE keys SET last_error = ? WHERE id = ?", (message, key_id))
+
+    def private_key(self, key_id: int) -> PrivateKey:
+        """Load the private key of ``key_id``; :class:`KeyStoreError` once it was destroyed."""
+        with self._lock:
+            cached = self._loaded.get(key_id)
+        if cached is not None:
+            return cached
+        rows = self._select("SELECT private_pem, domain, selector FROM keys WHERE id = ?", (key_id,))
+        if not rows:
+            raise KeyStoreError(f"no key with id {key_id} in {self.path}")
+        pem, domain, selector = rows[0]
+        if pem is None:
+            raise KeyStoreError(f"the private key of {selector}._domainkey.{domain} was destroyed on removal")
+        key = load_private_key(bytes(pem))
+        with self._lock:
+            self._loaded[key_id] = key
+        return key
+
+    def signing_keys(self, domain: str) -> list[SigningKey]:
+        """Active keys confirmed visible in DNS, newest activation first (a query per call, keys cached)."""
+        rows = self._select(
+            "SELECT id, domain, selector, activated_at FROM keys WHERE domain = ? AND state = ? "
+            "AND visible_at IS NOT NULL AND private_pem IS NOT NULL ORDER BY activated_at DESC, id DESC",
+            (_fold(domain), str(KeyState.ACTIVE)),
+        )
+        return [
+            SigningKey(row_domain, selector, self.private_key(key_id), key_id, activated_at or 0)
+            for key_id, row_domain, selector, activated_at in rows
+        ]
+
+    def signing_domains(self) -> list[str]:
+        """Domains with at least one signing key."""
+        rows = self._select(
+            "SELECT DISTINCT domain FROM keys WHERE state = ? AND visible_at IS NOT NULL ORDER BY domain",
+            (str(KeyState.ACTIVE),),
+        )
+        return [domain for (domain,) in rows]
+
+    def history(self, key_id: int) -> list[Transition]:
+        """The key's state changes, oldest first."""
+        rows = self._select(
+            "SELECT key_id, at, from_state, to_state FROM transitions WHERE key_id = ? ORDER BY rowid",
+            (key_id,),
+        )
+        return [
+            Transition(k, at, None if old is None else KeyState(old), KeyState(new))
+            for k, at, old, new in rows
+        ]
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """An flock on ``<store>.lock``: the kernel releases it when the holder dies, however it dies."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise KeyStoreBusyError(
+                    f"another mailseal process is working on {self.path} (lock {lock_path}); try again later"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
+
+def _fold(name: str) -> str:
+    return name.lower().removesuffix(".")
+
+
+def _time_of(entry: KeyEntry) -> int:
+    """The time stamp that goes with the entry's state (the history's ``at``)."""
+    stamp = {
+        KeyState.GENERATED: entry.created_at,
+        KeyState.PUBLISHED: entry.published_at,
+        KeyState.ACTIVE: entry.activated_at,
+        KeyState.RETIRING: entry.retired_at,
+        KeyState.REVOKED: entry.revoked_at,
+        KeyState.REMOVED: entry.removed_at,
+    }[entry.state]
+    return entry.created_at if stamp is None else stamp
+
+
+def _entry(row: Sequence[Any]) -> KeyEntry:
+    return KeyEntry(
+        id=row[0],
+        domain=row[1],
+        selector=row[2],
+        key_type=KeyType(row[3]),
+        bits=row[4],
+        state=KeyState(row[5]),
+        record_text=row[6],
+        revoked_text=row[7],
+        created_at=row[8],
+        published_at=row[9],
+        visible_at=row[10],
+        activated_at=row[11],
+        retired_at=row[12],
+        revoked_at=row[13],
+        removed_at=row[14],
+        confirmed_at=row[15],
+        last_error=row[16],
+    )

@@ -1,0 +1,43 @@
+"""Run one ``keys tick`` and SIGKILL this very process at its Nth step point (crash-safety tests).
+
+Usage: ``python -m support.crashtick CONFIG NOW KILL_AT``. The hook is the
+lifecycle's own (called before a step commits, after it commits, and after its
+DNS work); SIGKILL allows no cleanup, no ``finally`` and no rollback other than
+SQLite's journal, as a real crash. When the tick has fewer than KILL_AT points
+it finishes and prints ``completed N`` (N: the points it passed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+from mailseal.keys.config import load_config
+from mailseal.keys.lifecycle import lifecycle_from_config
+from mailseal.keys.rotation import Step
+from mailseal.keys.sqlite_store import SqliteKeyStore
+
+
+def main(argv: list[str]) -> int:
+    config_path, now, kill_at = Path(argv[0]), int(argv[1]), int(argv[2])
+    config = load_config(config_path)
+    store = SqliteKeyStore(config.store)
+    passed = 0
+
+    def hook(point: str, step: Step) -> None:
+        nonlocal passed
+        passed += 1
+        if passed == kill_at:
+            print(f"killing at {point}: {step}", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    lifecycle = lifecycle_from_config(config, store, clock=lambda: now, out=sys.stdout, hook=hook)
+    report = lifecycle.tick()
+    print(f"completed {passed}", flush=True)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
