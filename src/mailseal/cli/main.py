@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mailseal.cli import demo, keygen, sign, verify
+from mailseal.cli import demo, keygen, milter, sign, verify
 from mailseal.errors import MailsealError, UsageError
 
 EXIT_USAGE = 2
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sign.register(commands)
     verify.register(commands)
     demo.register(commands)
+    milter.register(commands)
     return parser
 
 
