@@ -30,7 +30,17 @@ NR_FLAGS = {
     b"N": 0x40000,
     b"B": 0x80000,
 }
-NO_FLAGS = {b"C": 0x1, b"H": 0x2, b"M": 0x4, b"R": 0x8, b"B": 0x10, b"L": 0x20, b"N": 0x40, b"U": 0x100, b"T": 0x200}
+NO_FLAGS = {
+    b"C": 0x1,
+    b"H": 0x2,
+    b"M": 0x4,
+    b"R": 0x8,
+    b"B": 0x10,
+    b"L": 0x20,
+    b"N": 0x40,
+    b"U": 0x100,
+    b"T": 0x200,
+}
 LEADING_SPACE = 0x100000
 FINAL_REPLIES = frozenset(b"cartdy")
 
@@ -99,8 +109,8 @@ def split_message(message: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
             name, value = fields[-1]
             fields[-1] = (name, value + b"\n" + line)
             continue
-        name, _, value = line.partition(b":")
-        fields.append((name.decode("ascii"), value))
+        raw_name, _, value = line.partition(b":")
+        fields.append((raw_name.decode("ascii"), value))
     return fields, body
 
 
@@ -111,7 +121,11 @@ class MilterClient:
         family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
-        self.sock.connect(address)
+        try:
+            self.sock.connect(address)
+        except OSError:
+            self.sock.close()
+            raise
         if family == socket.AF_INET:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.negotiated: Negotiated | None = None
@@ -186,7 +200,9 @@ class MilterClient:
         payload = stage + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in values.items())
         self.send(b"D", payload)
 
-    def connect(self, hostname: str = "client.example", address: str = "127.0.0.1", port: int = 40000) -> bytes | None:
+    def connect(
+        self, hostname: str = "client.example", address: str = "127.0.0.1", port: int = 40000
+    ) -> bytes | None:
         family = b"6" if ":" in address else b"4"
         payload = hostname.encode() + b"\0" + family + struct.pack("!H", port) + address.encode() + b"\0"
         return self._event(b"C", payload)

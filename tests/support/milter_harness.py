@@ -59,7 +59,10 @@ def write_config(
             "",
         ]
     lines.append("[signing_table]")
-    lines += [f"{toml_string(pattern)} = [{', '.join(toml_string(n) for n in names)}]" for pattern, names in table.items()]
+    lines += [
+        f"{toml_string(pattern)} = [{', '.join(toml_string(n) for n in names)}]"
+        for pattern, names in table.items()
+    ]
     lines += ["", extra]
     path = folder / name
     path.write_text("\n".join(lines) + "\n")
@@ -71,7 +74,9 @@ def dns_records(keys: Mapping[str, tuple[PrivateKey | None, str, str]]) -> dict[
     records = {}
     for key, domain, selector in keys.values():
         if key is not None:
-            records[f"{selector}._domainkey.{domain}"] = KeyRecord.for_key(key.key_type, key.public_key_b64()).to_text()
+            records[f"{selector}._domainkey.{domain}"] = KeyRecord.for_key(
+                key.key_type, key.public_key_b64()
+            ).to_text()
     return records
 
 
@@ -87,6 +92,7 @@ class ServerThread:
         clock: Callable[[], float] | None = None,
         metrics: Metrics | None = None,
         unix_path: str | None = None,
+        config_resolver: bool = False,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         kwargs: dict[str, Any] = {}
@@ -95,7 +101,7 @@ class ServerThread:
         self.server = MilterServer(
             loaded,
             config_path=config_path,
-            resolver=resolver if resolver is not None else InMemoryResolver(),
+            resolver=None if config_resolver else resolver if resolver is not None else InMemoryResolver(),
             metrics=metrics,
             **kwargs,
         )
@@ -122,7 +128,9 @@ class ServerThread:
         self._started.wait(10)
         return self
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(
+        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+    ) -> None:
         if not self.server.stopping:
             self.stop(grace=0)
         self._loop.call_soon_threadsafe(self._loop.stop)

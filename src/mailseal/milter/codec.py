@@ -361,7 +361,7 @@ class Decoder:
 
     def next_event(self) -> Event | None:
         """The next complete event, or None until more bytes arrive."""
-        if self._size < 5:
+        if self._size < 4:
             return None
         position = self._position
         if len(self._buffer) - position < 4:

@@ -295,8 +295,8 @@ class MilterServer:
         """Close connections idle longer than ``limits.idle_timeout``."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
             limit = self.config.idle_timeout
+            await asyncio.sleep(min(SWEEP_INTERVAL, limit / 2))
             now = loop.time()
             for connection in list(self._connections):
                 if now - connection.last_active > limit and not connection.waiting:
