@@ -44,9 +44,17 @@ def write_config(
     extra: str = "",
     *,
     name: str = "milter.toml",
+    socket_spec: str = "inet:8891@127.0.0.1",
+    milter_settings: str = "",
 ) -> Path:
     """A configuration with ``keys`` (name -> key or None for a missing file, domain, selector)."""
-    lines = ["[milter]", 'socket = "inet:8891@127.0.0.1"', 'authserv_id = "mx.test"', ""]
+    lines = [
+        "[milter]",
+        f"socket = {toml_string(socket_spec)}",
+        'authserv_id = "mx.test"',
+        milter_settings,
+        "",
+    ]
     for key_name, (key, domain, selector) in keys.items():
         path = folder / f"{key_name}.key"
         if key is not None and not path.exists():

@@ -206,8 +206,8 @@ def parse_listen(text: str) -> ListenAddress:
             f"{text!r}: give the address to listen on, e.g. inet:{port_text}@127.0.0.1 "
             f"(this machine only) or inet:{port_text}@0.0.0.0 (every interface)"
         )
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535 (0: any free port)")
     host = host.removeprefix("[").removesuffix("]")
     return ListenAddress(kind, host=host, port=int(port_text))
 
@@ -220,7 +220,7 @@ def parse_http_address(text: str) -> tuple[str, int]:
         host, _, port_text = text[1:].partition("]:")
     elif ":" in text:
         host, _, port_text = text.rpartition(":")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
         raise ValueError(f"{text!r}: use HOST:PORT, e.g. 127.0.0.1:9120")
     return host, int(port_text)
 

@@ -512,6 +512,13 @@ def open_listener(address: ListenAddress, *, mode: int = 0o660, group: str = "")
     return sock
 
 
+def bound_address(address: ListenAddress, sock: socket.socket) -> ListenAddress:
+    """The address as bound (port 0 replaced by the port the system chose)."""
+    if address.family == "unix":
+        return address
+    return ListenAddress(address.family, address.host, sock.getsockname()[1])
+
+
 def _unix_listener(path: str, mode: int, group: str) -> socket.socket:
     with contextlib.suppress(FileNotFoundError):
         info = os.lstat(path)
@@ -590,14 +597,18 @@ def run(
         if settings.user:
             drop_privileges(settings.user, settings.group)
         count = workers if workers is not None else settings.worker_count()
+        bound = bound_address(settings.socket, sock)
         _log.info(
             "mailseal milter listening on %s with %d worker(s); Postfix: smtpd_milters = %s",
-            settings.socket,
+            bound,
             count,
-            settings.socket.postfix(),
+            bound.postfix(),
         )
+        if metrics_sock is not None:
+            host, port = metrics_sock.getsockname()[:2]
+            _log.info("metrics on http://%s/metrics", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         if ready is not None:
-            ready(str(settings.socket))
+            ready(str(bound))
         if count <= 1:
             return _run_single(loaded, config_path, sock, metrics_sock, key_source_factory)
         return _Supervisor(loaded, config_path, sock, metrics_sock, count, key_source_factory).run()
