@@ -119,12 +119,40 @@ class OptionNegotiation:
     protocol: Protocol
 
 
-@dataclass(frozen=True, slots=True)
 class Macros:
-    """SMFIC_MACRO: macro values sent before the event ``command`` (e.g. ``b"M"``)."""
+    """SMFIC_MACRO: macro values sent before the event ``command`` (e.g. ``b"M"``).
 
-    command: bytes
-    values: Mapping[str, str]
+    Postfix sends one of these before nearly every event (before each header
+    too); most are never read, so the values are parsed on first use.
+    """
+
+    __slots__ = ("_parsed", "_raw", "command")
+
+    def __init__(self, command: bytes, values: Mapping[str, str] | None = None, *, raw: bytes = b"") -> None:
+        """Either ``values`` or the ``raw`` NUL-separated name/value pairs."""
+        self.command = command
+        self._raw = raw
+        self._parsed: Mapping[str, str] | None = values
+
+    @property
+    def values(self) -> Mapping[str, str]:
+        """Macro names (braces removed: ``{auth_authen}`` is ``auth_authen``) and values."""
+        if self._parsed is None:
+            parts = _strings(self._raw)
+            if len(parts) % 2:
+                parts.append(b"")  # a name without a value: keep the name, empty value
+            self._parsed = {_text(parts[i]).strip("{}"): _text(parts[i + 1]) for i in range(0, len(parts), 2)}
+        return self._parsed
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Macros):
+            return NotImplemented
+        return self.command == other.command and dict(self.values) == dict(other.values)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Macros(command={self.command!r}, values={dict(self.values)!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,11 +288,7 @@ def _negotiate(payload: bytes) -> Event:
 def _macros(payload: bytes) -> Event:
     if not payload:
         raise ProtocolError("macro packet without a command")
-    parts = _strings(payload[1:])
-    if len(parts) % 2:
-        parts.append(b"")  # a name without a value: keep the name, empty value
-    values = {_text(parts[i]).strip("{}"): _text(parts[i + 1]) for i in range(0, len(parts), 2)}
-    return Macros(payload[:1], values)
+    return Macros(payload[:1], raw=payload[1:])
 
 
 def _connect(payload: bytes) -> Event:
@@ -355,6 +379,10 @@ class Decoder:
             self._size += len(data)
 
     def _join(self) -> None:
+        if self._position >= len(self._buffer) and len(self._pending) == 1:
+            self._buffer = self._pending.pop()  # the common case: no copy
+            self._position = 0
+            return
         self._buffer = self._buffer[self._position :] + b"".join(self._pending)
         self._position = 0
         self._pending.clear()

@@ -139,6 +139,26 @@ NO_REPLY_FLAGS: Final[Mapping[type[codec.Event], codec.Protocol]] = {
     codec.BodyChunk: codec.Protocol.NR_BODY,
 }
 _CONNECTION_STAGES: Final = frozenset({b"C", b"H"})
+# Plain-int copies of the flags used per connection and per message.
+_WANTED_ACTIONS: Final = int(WANTED_ACTIONS)
+_WANTED_PROTOCOL: Final = int(WANTED_PROTOCOL)
+_LEADING_SPACE: Final = int(codec.Protocol.HEADER_LEADING_SPACE)
+_ADD_HEADERS: Final = int(codec.Action.ADD_HEADERS)
+_CHANGE_HEADERS: Final = int(codec.Action.CHANGE_HEADERS)
+_QUARANTINE: Final = int(codec.Action.QUARANTINE)
+_SET_MACRO_LIST: Final = int(codec.Action.SET_MACRO_LIST)
+_NO_REPLY_MASK: Final = sum(int(flag) for flag in NO_REPLY_FLAGS.values())
+
+
+class _NoReplySets(dict[int, frozenset[type[codec.Event]]]):
+    """Negotiated NR_* bits -> the events we do not answer, computed once per distinct MTA offer."""
+
+    def __missing__(self, bits: int) -> frozenset[type[codec.Event]]:
+        value = self[bits] = frozenset(kind for kind, flag in NO_REPLY_FLAGS.items() if bits & flag)
+        return value
+
+
+_NO_REPLY_SETS: Final = _NoReplySets()
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,27 +218,16 @@ class Session:
         self._timer = timer
         self.state = State.NEGOTIATE
         self._no_reply: frozenset[type[codec.Event]] = frozenset()
-        self._actions = codec.Action(0)
+        self._actions = 0  # the negotiated SMFIF_* bits, as a plain int (IntFlag operations are slow)
         self._leading_space = False
         self._family: codec.Family | None = None
         self._address = ""
-        self._connection_macros: dict[str, str] = {}
-        self._message_macros: dict[str, str] = {}
+        # The latest macro packet per stage; parsed only when a value is read.
+        self._connection_macros: dict[bytes, codec.Macros] = {}
+        self._message_macros: dict[bytes, codec.Macros] = {}
         self._message: _Message | None = None
         self.outcome: MessageOutcome | None = None
         """Set at each end of message; the driver logs it and clears it."""
-        self._handlers: dict[type[codec.Event], Callable[[Any], bytes]] = {
-            codec.OptionNegotiation: self._on_negotiate,
-            codec.Macros: self._on_macros,
-            codec.Connect: self._on_connect,
-            codec.MailFrom: self._on_mail,
-            codec.Header: self._on_header,
-            codec.EndOfHeaders: self._on_end_of_headers,
-            codec.BodyChunk: self._on_body,
-            codec.EndOfMessage: self._on_end_of_message,
-            codec.Abort: self._on_abort,
-            codec.QuitNewConnection: self._on_quit_new_connection,
-        }
 
     # -- the entry point ----------------------------------------------------------------
 
@@ -230,8 +239,8 @@ class Session:
             if following is None:
                 raise codec.ProtocolError(f"{kind.__name__} is not allowed in state {self.state.value}")
             self.state = following
-        handler = self._handlers.get(kind)
-        reply = handler(event) if handler is not None else b""
+        handler = _HANDLERS.get(kind)
+        reply = handler(self, event) if handler is not None else b""
         if kind in NO_REPLY_FLAGS and kind not in self._no_reply:
             reply += codec.CONTINUE
         return reply
@@ -266,25 +275,34 @@ class Session:
     def _on_negotiate(self, event: codec.OptionNegotiation) -> bytes:
         if event.version < 2:
             raise codec.ProtocolError(f"milter protocol version {event.version} is too old")
-        actions = WANTED_ACTIONS & event.actions
-        protocol = WANTED_PROTOCOL & event.protocol
+        actions = _WANTED_ACTIONS & event.actions
+        protocol = _WANTED_PROTOCOL & event.protocol
         self._actions = actions
-        self._leading_space = bool(protocol & codec.Protocol.HEADER_LEADING_SPACE)
-        self._no_reply = frozenset(kind for kind, flag in NO_REPLY_FLAGS.items() if protocol & flag)
-        if not actions & codec.Action.ADD_HEADERS:
+        self._leading_space = bool(protocol & _LEADING_SPACE)
+        self._no_reply = _NO_REPLY_SETS[protocol & _NO_REPLY_MASK]
+        if not actions & _ADD_HEADERS:
             _log.warning("the MTA does not let filters add header fields: mail cannot be signed or marked")
-        macros = WANTED_MACROS if actions & codec.Action.SET_MACRO_LIST else {}
+        macros = WANTED_MACROS if actions & _SET_MACRO_LIST else {}
         version = min(event.version, codec.PROTOCOL_VERSION)
-        return codec.negotiate_reply(version, actions, protocol, macros)
+        return codec.negotiate_reply(version, codec.Action(actions), codec.Protocol(protocol), macros)
 
     def _on_macros(self, event: codec.Macros) -> bytes:
         target = self._connection_macros if event.command in _CONNECTION_STAGES else self._message_macros
-        target.update(event.values)
+        target.pop(event.command, None)  # keep the latest last
+        target[event.command] = event
         return b""
 
-    def _macro(self, name: str) -> str | None:
-        value = self._message_macros.get(name)
-        return value if value is not None else self._connection_macros.get(name)
+    def _macro(self, name: str, stage: bytes = b"") -> str | None:
+        """The most recently sent value of macro ``name`` (``stage``'s packet first, then message stages)."""
+        packet = self._message_macros.get(stage)
+        if packet is not None and name in packet.values:
+            return packet.values[name]
+        for stages in (self._message_macros, self._connection_macros):
+            for event in reversed(stages.values()):
+                value = event.values.get(name)
+                if value is not None:
+                    return value
+        return None
 
     def _on_connect(self, event: codec.Connect) -> bytes:
         self._family = event.family
@@ -380,7 +398,7 @@ class Session:
     def _start(self, message: _Message) -> None:
         """End of headers: decide sign/verify, choose keys, and start the staged core."""
         runtime = message.runtime
-        authenticated = bool(self._macro("auth_authen"))
+        authenticated = bool(self._macro("auth_authen", b"M"))
         origin = classify(
             runtime.routing,
             self._family,
@@ -408,7 +426,7 @@ class Session:
         if runtime.sender_source is SenderSource.FROM:
             sender = header_sender(message.headers)
         else:
-            sender = envelope_sender(message.sender_args, self._macro("mail_addr"))
+            sender = envelope_sender(message.sender_args, self._macro("mail_addr", b"M"))
         if sender is None:
             message.sign_note = "no-sender"
             return
@@ -430,7 +448,7 @@ class Session:
             )
         if not choice.keys:
             return
-        if not self._actions & codec.Action.ADD_HEADERS:
+        if not self._actions & _ADD_HEADERS:
             message.decisions.append(
                 runtime.failure.decide(Failure.SIGN_INTERNAL_ERROR, "the MTA does not allow adding headers")
             )
@@ -496,7 +514,7 @@ class Session:
                 claimed = authserv_id_of(header)
                 if claimed is not None and claimed.lower() == ours:
                     forged.append(index)
-        if not self._actions & codec.Action.CHANGE_HEADERS and forged:
+        if not self._actions & _CHANGE_HEADERS and forged:
             _log.warning("cannot remove %d forged Authentication-Results: the MTA forbids it", len(forged))
             forged = []
         # From the bottom up, so the indexes still to be used stay valid.
@@ -512,7 +530,7 @@ class Session:
         if verdict is Verdict.ACCEPT:
             return b"".join(edits) + codec.CONTINUE
         if verdict is Verdict.QUARANTINE:
-            if self._actions & codec.Action.QUARANTINE:
+            if self._actions & _QUARANTINE:
                 return b"".join(edits) + codec.quarantine(decision.text) + codec.CONTINUE
             _log.warning("cannot quarantine: the MTA does not allow it; accepting")
             return b"".join(edits) + codec.CONTINUE
@@ -536,3 +554,17 @@ class Session:
             removed_authres=removed,
             seconds=self._timer() - message.started if message.started else 0.0,
         )
+
+
+_HANDLERS: Final[Mapping[type[codec.Event], Callable[[Session, Any], bytes]]] = {
+    codec.OptionNegotiation: Session._on_negotiate,
+    codec.Macros: Session._on_macros,
+    codec.Connect: Session._on_connect,
+    codec.MailFrom: Session._on_mail,
+    codec.Header: Session._on_header,
+    codec.EndOfHeaders: Session._on_end_of_headers,
+    codec.BodyChunk: Session._on_body,
+    codec.EndOfMessage: Session._on_end_of_message,
+    codec.Abort: Session._on_abort,
+    codec.QuitNewConnection: Session._on_quit_new_connection,
+}
