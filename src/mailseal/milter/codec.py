@@ -358,62 +358,59 @@ class Decoder:
     Raises :class:`ProtocolError` for anything that is not the protocol.
     """
 
-    __slots__ = ("_buffer", "_max_frame", "_pending", "_position", "_size")
+    __slots__ = ("_buffer", "_max_frame", "_pending", "_pending_size", "_position")
 
     def __init__(self, *, max_frame: int = MAX_FRAME) -> None:
         self._buffer = b""
         self._position = 0
-        self._pending: list[bytes] = []
-        self._size = 0  # bytes not yet consumed, in _buffer and _pending together
+        self._pending: list[bytes] = []  # reads not yet joined onto _buffer
+        self._pending_size = 0
         self._max_frame = max_frame
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as events."""
-        return self._size
+        return len(self._buffer) - self._position + self._pending_size
 
     def receive(self, data: bytes) -> None:
         """Add bytes read from the MTA."""
-        if data:
+        if not data:
+            return
+        if self._position >= len(self._buffer) and not self._pending:
+            self._buffer = data  # the common case: a read starts at a packet boundary, no copy
+            self._position = 0
+        else:
             self._pending.append(data)
-            self._size += len(data)
+            self._pending_size += len(data)
 
     def _join(self) -> None:
-        if self._position >= len(self._buffer) and len(self._pending) == 1:
-            self._buffer = self._pending.pop()  # the common case: no copy
-            self._position = 0
-            return
         self._buffer = self._buffer[self._position :] + b"".join(self._pending)
         self._position = 0
         self._pending.clear()
+        self._pending_size = 0
 
     def next_event(self) -> Event | None:
         """The next complete event, or None until more bytes arrive."""
-        if self._size < 4:
-            return None
+        buffer = self._buffer
         position = self._position
-        if len(self._buffer) - position < 4:
+        available = len(buffer) - position
+        if available < 4:
+            if available + self._pending_size < 4:
+                return None
             self._join()
-            position = 0
-        (length,) = _LENGTH.unpack_from(self._buffer, position)
+            buffer, position, available = self._buffer, 0, len(self._buffer)
+        (length,) = _LENGTH.unpack_from(buffer, position)
         if length == 0 or length > self._max_frame:
             raise ProtocolError(f"packet length {length} is outside 1..{self._max_frame}")
-        total = 4 + length
-        if self._size < total:
-            return None
-        if len(self._buffer) - position < total:
+        end = position + 4 + length
+        if end > len(buffer):
+            if available + self._pending_size < 4 + length:
+                return None
             self._join()
-            position = 0
-        buffer = self._buffer
-        end = position + total
+            buffer, position, end = self._buffer, 0, 4 + length
         command = buffer[position + 4]
         payload = buffer[position + 5 : end]
-        self._size -= total
-        if end == len(buffer):
-            self._buffer = b""
-            self._position = 0
-        else:
-            self._position = end
+        self._position = end
         parser = _PARSERS.get(command)
         if parser is None:
             raise ProtocolError(f"unknown milter command {command:#04x}")

@@ -329,6 +329,8 @@ class _Connection(asyncio.Protocol):
         self._socket: socket.socket | None = None
         self._lookups: dict[str, asyncio.Future[TxtAnswer]] = {}
         self._waiting: asyncio.Task[None] | None = None
+        # Kept: each asyncio.get_running_loop() costs a getpid() system call.
+        self._loop = asyncio.get_running_loop()
         self.last_active = 0.0
 
     @property
@@ -349,7 +351,7 @@ class _Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if _QUICKACK is not None:
                 self._socket = sock
-        self.last_active = asyncio.get_running_loop().time()
+        self.last_active = self._loop.time()
         self._server.added(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -372,20 +374,27 @@ class _Connection(asyncio.Protocol):
             self._socket.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
         self._decoder.receive(data)
         if self._waiting is None:
-            self.last_active = asyncio.get_running_loop().time()
+            self.last_active = self._loop.time()
             self._pump()
 
     def _pump(self) -> None:
         """Handle every complete event; reply in one write."""
         out: list[bytes] = []
         decoder = self._decoder
+        session = self._session
         try:
             while (event := decoder.next_event()) is not None:
-                if type(event) is codec.EndOfMessage and self._lookups and not self._answers_ready():
+                kind = type(event)
+                if kind is codec.Macros or kind is codec.Header or kind is codec.BodyChunk:
+                    reply = session.handle(event)  # the bulk of the packets: nothing else to do
+                    if reply:
+                        out.append(reply)
+                    continue
+                if isinstance(event, codec.EndOfMessage) and self._lookups and not self._answers_ready():
                     self._waiting = asyncio.ensure_future(self._finish_after_lookups(event))
                     break
                 self._handle(event, out)
-                if self._session.closed:
+                if kind is codec.Quit:
                     break
         except codec.ProtocolError as exc:
             self._write(out)
@@ -393,7 +402,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self._write(out)
-        if self._session.closed or (self._server.stopping and not self._session.in_message):
+        if session.closed or (self._server.stopping and not session.in_message):
             self.close()
             self._server.check_drained()
 
@@ -437,7 +446,7 @@ class _Connection(asyncio.Protocol):
         self._handle(event, out)
         self._write(out)
         self._waiting = None
-        self.last_active = asyncio.get_running_loop().time()
+        self.last_active = self._loop.time()
         if self._transport is not None and not self._transport.is_closing():
             self._pump()
 

@@ -234,11 +234,12 @@ class Session:
     def handle(self, event: codec.Event) -> bytes:
         """Advance the state machine; return the reply bytes (often none)."""
         kind = type(event)
-        if kind is not codec.Macros:
-            following = TRANSITIONS.get((self.state, kind))
-            if following is None:
-                raise codec.ProtocolError(f"{kind.__name__} is not allowed in state {self.state.value}")
-            self.state = following
+        if kind is codec.Macros:  # the most frequent packet: no state change, no reply
+            return self._on_macros(event)  # type: ignore[arg-type]
+        following = TRANSITIONS.get((self.state, kind))
+        if following is None:
+            raise codec.ProtocolError(f"{kind.__name__} is not allowed in state {self.state.value}")
+        self.state = following
         handler = _HANDLERS.get(kind)
         reply = handler(self, event) if handler is not None else b""
         if kind in NO_REPLY_FLAGS and kind not in self._no_reply:
@@ -293,10 +294,10 @@ class Session:
         return b""
 
     def _macro(self, name: str, stage: bytes = b"") -> str | None:
-        """The most recently sent value of macro ``name`` (``stage``'s packet first, then message stages)."""
+        """The most recently sent value of macro ``name``; only ``stage``'s packet when one was sent."""
         packet = self._message_macros.get(stage)
-        if packet is not None and name in packet.values:
-            return packet.values[name]
+        if packet is not None:
+            return packet.values.get(name)
         for stages in (self._message_macros, self._connection_macros):
             for event in reversed(stages.values()):
                 value = event.values.get(name)
