@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from mailseal.core.algorithms import KeyType  # noqa: E402
-from mailseal.core.keymaterial import generate_private_key  # noqa: E402
-from support.milter_client import MilterClient, chunk_body, split_message  # noqa: E402
-from support.milter_harness import write_config  # noqa: E402
-from support.milter_process import MilterProcess  # noqa: E402
+from mailseal.core.algorithms import KeyType
+from mailseal.core.keymaterial import generate_private_key
+from support.milter_client import MilterClient, chunk_body, split_message
+from support.milter_harness import write_config
+from support.milter_process import MilterProcess
 
 HEADER = (
     b"Received: from client.example (client.example [192.0.2.10])\r\n\tby mx.example.com (Postfix) with ESMTPSA id 4ABC\r\n"
@@ -80,7 +80,9 @@ def run(address: tuple[str, int], data: bytes, count: int, per_connection: int) 
     while sent < count:
         with MilterClient(address) as client:
             client.negotiate()
-            client.macros(b"C", {"j": "mx.example.com", "{daemon_name}": "mx.example.com", "v": "Postfix 3.7"})
+            client.macros(
+                b"C", {"j": "mx.example.com", "{daemon_name}": "mx.example.com", "v": "Postfix 3.7"}
+            )
             client.connect(address="127.0.0.1")
             client.macros(b"H", {})
             for _ in range(min(per_connection, count - sent)):
@@ -101,12 +103,14 @@ def main() -> int:
             Path(folder),
             keys,
             {"*@example.com": ["rsa"]},
-            "[signing]\ncanonicalization = \"relaxed/relaxed\"\n",
+            '[signing]\ncanonicalization = "relaxed/relaxed"\n',
             socket_spec="inet:0@127.0.0.1",
         )
         with MilterProcess(["--config", str(path), "--workers", "1"]) as process:
             pid = process.proc.pid
-            print(f"milter pid {pid}; {args.messages} messages per size; {args.per_connection} per connection")
+            print(
+                f"milter pid {pid}; {args.messages} messages per size; {args.per_connection} per connection"
+            )
             print(f"{'size':>8} {'round':>5} {'CPU ms/msg':>11} {'user':>6} {'system':>6} {'msgs/s':>8}")
             for size in (4 * 1024, 40 * 1024):
                 data = message(size)
@@ -116,7 +120,10 @@ def main() -> int:
                     run(process.address, data, args.messages, args.per_connection)
                     after = cpu_seconds(pid)
                     wall = time.perf_counter() - wall
-                    user, system = (after[0] - user) / args.messages * 1000, (after[1] - system) / args.messages * 1000
+                    user, system = (
+                        (after[0] - user) / args.messages * 1000,
+                        (after[1] - system) / args.messages * 1000,
+                    )
                     print(
                         f"{len(data):>8} {number + 1:>5} {user + system:>11.3f} {user:>6.3f} {system:>6.3f}"
                         f" {args.messages / wall:>8.0f}"

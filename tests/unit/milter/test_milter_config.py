@@ -240,3 +240,14 @@ def test_the_starter_configuration_parses(tmp_path: Path) -> None:
         ("example.com", "ms202601", "/k/ms.key")
     ]
     assert [r.pattern for r in config.rules] == [".example.com"]
+
+
+def test_the_documented_reference_configuration_parses() -> None:
+    docs = Path(__file__).resolve().parents[3] / "docs" / "milter.md"
+    text = docs.read_text()
+    block = text.split("## Configuration reference", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(block, base=Path("/etc/mailseal"))
+    assert [k.name for k in config.keys] == ["rsa2026", "ed2026"]
+    assert set(config.failure.actions) == set(Failure)  # every failure is documented
+    for failure in Failure:
+        assert f"`{failure.value}`" in text
