@@ -50,6 +50,12 @@ def use_directory(directory: str) -> None:
     os.environ[_ENV] = directory
 
 
+def preload() -> None:
+    """Import prometheus_client now (before dropping privileges; after :func:`use_directory`)."""
+    _client()
+    importlib.import_module("prometheus_client.multiprocess")
+
+
 def _client() -> Any:
     import prometheus_client  # here, not at the top: see use_directory()
 

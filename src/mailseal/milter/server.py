@@ -25,6 +25,7 @@ import logging
 import os
 import pwd
 import selectors
+import shutil
 import signal
 import socket
 import stat
@@ -565,21 +566,26 @@ def _gid(group: str) -> int:
         raise UsageError(f"unknown group {group!r}") from None
 
 
-def drop_privileges(user: str, group: str = "") -> None:
-    """Become ``user`` (and ``group``, else the user's primary group) after binding."""
+def account(user: str, group: str = "") -> tuple[str, int, int]:
+    """The name, uid and gid to run as (``group``, else the user's primary group)."""
     try:
         entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
     except KeyError:
         raise UsageError(f"unknown user {user!r}") from None
-    gid = _gid(group) if group else entry.pw_gid
-    if os.getuid() == entry.pw_uid and os.getgid() == gid:
+    return entry.pw_name, entry.pw_uid, _gid(group) if group else entry.pw_gid
+
+
+def drop_privileges(user: str, group: str = "") -> None:
+    """Become ``user`` (and ``group``) for good, after binding the sockets."""
+    name, uid, gid = account(user, group)
+    if os.getuid() == uid and os.getgid() == gid:
         return
     if os.geteuid() != 0:
         raise UsageError(f"only root can switch to user {user!r}; start as root or remove milter.user")
     os.setgroups([])
     os.setgid(gid)
-    os.setuid(entry.pw_uid)
-    _log.info("running as %s (uid %d, gid %d)", entry.pw_name, entry.pw_uid, gid)
+    os.setuid(uid)
+    _log.info("running as %s (uid %d, gid %d)", name, uid, gid)
 
 
 # -- the process ------------------------------------------------------------------------------
@@ -590,22 +596,36 @@ def run(
     *,
     workers: int | None = None,
     key_source_factory: KeySourceFactory = file_key_source,
-    ready: Callable[[str], None] | None = None,
 ) -> int:
-    """``mailseal milter``: serve until SIGTERM/SIGINT; returns the exit status."""
-    loaded = load(config_path, key_source_factory)
-    for problem in key_problem_lines(loaded):
-        _log.error("%s (mail needing this key gets on_failure.sign_key_unavailable)", problem)
-    config = loaded.config
-    logging.getLogger("mailseal").setLevel(config.milter.log_level.upper())
+    """``mailseal milter``: serve until SIGTERM/SIGINT; returns the exit status.
+
+    Order matters: bind the sockets (may need root), drop privileges, then
+    read the keys -- as the user that will later re-read them on reload.
+    """
+    config = load_config(config_path)
     settings = config.milter
+    logging.getLogger("mailseal").setLevel(settings.log_level.upper())
     sock = open_listener(settings.socket, mode=settings.socket_mode, group=settings.socket_group)
     metrics_sock = _metrics_listener(settings.metrics) if settings.metrics else None
     unix_path = settings.socket.path if settings.socket.family == "unix" else None
+    count = workers if workers is not None else settings.worker_count()
+    metrics_dir: str | None = None
     try:
+        if metrics_sock is not None and count > 1:
+            from mailseal.milter.metrics import use_directory
+
+            metrics_dir = tempfile.mkdtemp(prefix="mailseal-metrics-")
+            use_directory(metrics_dir)
         if settings.user:
+            _, uid, gid = account(settings.user, settings.group)
+            if metrics_dir is not None:
+                os.chown(metrics_dir, uid, gid)
+            preload_lazy_modules(metrics=metrics_sock is not None)
             drop_privileges(settings.user, settings.group)
-        count = workers if workers is not None else settings.worker_count()
+        source = key_source_factory(config)
+        loaded = Loaded(config, source, source.load())
+        for problem in key_problem_lines(loaded):
+            _log.error("%s (mail needing this key gets on_failure.sign_key_unavailable)", problem)
         bound = bound_address(settings.socket, sock)
         _log.info(
             "mailseal milter listening on %s with %d worker(s); Postfix: smtpd_milters = %s",
@@ -616,11 +636,11 @@ def run(
         if metrics_sock is not None:
             host, port = metrics_sock.getsockname()[:2]
             _log.info("metrics on http://%s/metrics", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-        if ready is not None:
-            ready(str(bound))
         if count <= 1:
             return _run_single(loaded, config_path, sock, metrics_sock, key_source_factory)
-        return _Supervisor(loaded, config_path, sock, metrics_sock, count, key_source_factory).run()
+        return _Supervisor(
+            loaded, config_path, sock, metrics_sock, count, key_source_factory, shared_metrics=metrics_dir
+        ).run()
     finally:
         sock.close()
         if metrics_sock is not None:
@@ -628,6 +648,22 @@ def run(
         if unix_path:
             with contextlib.suppress(OSError):
                 os.unlink(unix_path)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def preload_lazy_modules(*, metrics: bool) -> None:
+    """Import now what libraries import on first use: after dropping privileges their files may be unreadable."""
+    from mailseal.core.alignment import organizational_domain
+    from mailseal.dns.resolver import preload
+
+    preload()
+    organizational_domain("mail.example.com")  # loads the Public Suffix List data file
+    "b\u00fccher.example".encode("idna")  # the IDNA codec, for non-ASCII names
+    if metrics:
+        from mailseal.milter.metrics import preload as preload_metrics
+
+        preload_metrics()
 
 
 def _metrics_listener(address: tuple[str, int]) -> socket.socket:
@@ -708,6 +744,8 @@ class _Supervisor:
         metrics_sock: socket.socket | None,
         count: int,
         factory: KeySourceFactory,
+        *,
+        shared_metrics: str | None = None,
     ) -> None:
         self._loaded = loaded
         self._path = config_path
@@ -718,14 +756,9 @@ class _Supervisor:
         self._workers: dict[int, float] = {}  # pid -> start time
         self._signals: list[int] = []
         self._stopping = False
-        self._metrics_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._shared_metrics = shared_metrics
 
     def run(self) -> int:
-        if self._metrics_sock is not None:
-            from mailseal.milter.metrics import use_directory
-
-            self._metrics_dir = tempfile.TemporaryDirectory(prefix="mailseal-metrics-")
-            use_directory(self._metrics_dir.name)
         wake_read, wake_write = socket.socketpair()
         wake_read.setblocking(False)  # noqa: FBT003 - the stdlib signature
         wake_write.setblocking(False)  # noqa: FBT003 - the stdlib signature
@@ -747,8 +780,6 @@ class _Supervisor:
             selector.close()
             wake_read.close()
             wake_write.close()
-            if self._metrics_dir is not None:
-                self._metrics_dir.cleanup()
 
     def _note(self, signum: int, _frame: object) -> None:
         self._signals.append(signum)
@@ -835,7 +866,9 @@ class _Supervisor:
             signal.set_wakeup_fd(-1)
             if self._metrics_sock is not None:
                 self._metrics_sock.close()
-            status = _worker(self._loaded, self._path, self._sock, self._factory, metrics=self._metrics_dir)
+            status = _worker(
+                self._loaded, self._path, self._sock, self._factory, metrics=self._shared_metrics is not None
+            )
         finally:
             logging.shutdown()
             os._exit(status)
@@ -867,10 +900,10 @@ def _worker(
     sock: socket.socket,
     factory: KeySourceFactory,
     *,
-    metrics: object | None,
+    metrics: bool,
 ) -> int:
     """A forked worker: its own event loop on the shared listening socket."""
-    prometheus = _prometheus() if metrics is not None else None
+    prometheus = _prometheus() if metrics else None
 
     async def main() -> None:
         server = MilterServer(loaded, config_path=config_path, metrics=prometheus, key_source_factory=factory)

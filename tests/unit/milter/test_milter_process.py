@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
 import signal
 import socket
+import tempfile
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+import dns.message
+import dns.rrset
 import pytest
 
-from mailseal import PrivateKey
+from mailseal import PrivateKey, sign
+from support.dnsserver import ScriptedDnsServer, txt_strings
 from support.milter_client import MilterClient, split_message
-from support.milter_harness import MESSAGE, write_config
+from support.milter_harness import MESSAGE, dns_records, write_config
 from support.milter_process import MilterProcess
 
 pytestmark = pytest.mark.integration
@@ -144,3 +151,68 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path, keys: Keys) -> None:
             MilterProcess(["--config", str(path)], startup=10)
     finally:
         taken.close()
+
+
+def uid_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError("no Uid line")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_privileges_are_dropped_after_binding_and_keys_read_as_that_user(
+    rsa_key: PrivateKey, ed_key: PrivateKey
+) -> None:
+    nobody = pwd.getpwnam("nobody")
+    folder = Path(tempfile.mkdtemp(prefix="mailseal-drop-", dir="/tmp"))  # outside root-only pytest folders
+    try:
+        folder.chmod(0o755)
+        keys: Keys = {"rsa": (rsa_key, "example.com", "rsa2026"), "ed": (ed_key, "example.org", "ed2026")}
+        path = write_config(
+            folder,
+            keys,
+            {"*@example.com": ["rsa"], "*@example.org": ["ed"]},
+            socket_spec="inet:0@127.0.0.1",
+            milter_settings='user = "nobody"\nmetrics = "127.0.0.1:0"',
+        )
+        os.chown(folder / "rsa.key", nobody.pw_uid, nobody.pw_gid)  # readable by nobody; ed.key is not
+        records = dns_records(keys)
+
+        def answer(query: dns.message.Message, _transport: str) -> dns.message.Message:
+            reply = dns.message.make_response(query)
+            name = query.question[0].name.to_text(omit_final_dot=True)
+            if name in records:
+                reply.answer.append(
+                    dns.rrset.from_text(query.question[0].name, 300, "IN", "TXT", txt_strings(records[name]))
+                )
+            return reply
+
+        with ScriptedDnsServer(answer) as dns_server:
+            path.write_text(path.read_text() + f'\n[verify]\nnameservers = ["{dns_server.nameserver}"]\n')
+            with MilterProcess(["--config", str(path), "--workers", "2"]) as process:
+                assert uid_of(process.proc.pid) == nobody.pw_uid
+                assert process.wait_for(r"key 'ed' cannot be used: .*Permission denied", 1) is not None
+                with connect(process.address) as client:
+                    assert signatures(client) == 1
+                    assert (
+                        client.send_message(MESSAGE.replace(b"example.com", b"example.org")).verdict
+                        == "tempfail"
+                    )
+                signed = sign(MESSAGE, key=rsa_key, domain="example.com", selector="rsa2026") + MESSAGE
+                with MilterClient(process.address) as client:
+                    client.negotiate()
+                    client.connect(address="192.0.2.99")
+                    (authres,) = client.send_message(signed).inserted("Authentication-Results")
+                assert b"dkim=pass" in authres.value  # DNS and the PSL work after the drop
+                metrics_line = process.wait_for(r"metrics on http://(\S+)/metrics", 1)
+                assert metrics_line is not None
+                url = metrics_line.split("metrics on ", 1)[1]
+                assert "mailseal_messages_total" in urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310 - loopback
+                mark = process.mark()
+                process.signal(signal.SIGHUP)
+                assert process.wait_for("reload refused", start=mark) is not None  # ed.key still unreadable
+                assert process.stop() == 0
+            assert_clean(process)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
