@@ -267,9 +267,10 @@ class Session:
     def add_key_answer(self, name: str, answer: TxtAnswer) -> None:
         """Give the answer for a name from ``take_key_queries()``."""
         message = self._message
-        if message is None or message.verification is None or message.broken:
+        verification = message.verification if message is not None else None
+        if message is None or verification is None or message.broken:
             return
-        self._guard(message, lambda: message.verification.add_key_answer(name, answer))  # type: ignore[union-attr]
+        self._guard(message, lambda: verification.add_key_answer(name, answer))
 
     # -- connection events ----------------------------------------------------------------
 
@@ -381,7 +382,11 @@ class Session:
     # -- the work -------------------------------------------------------------------------
 
     def _guard(self, message: _Message, work: Callable[[], _T]) -> _T | None:
-        """Run message work; an unexpected exception follows the failure policy instead of losing mail."""
+        """Run message work; an unexpected exception follows the failure policy instead of losing mail.
+
+        A message that was to be signed follows the signing policy (the
+        stricter one, tempfail by default) even when verifying it failed.
+        """
         try:
             return work()
         except Exception:  # noqa: BLE001 - the failure-policy boundary: a bug must not lose a message
@@ -518,6 +523,8 @@ class Session:
         if not self._actions & _CHANGE_HEADERS and forged:
             _log.warning("cannot remove %d forged Authentication-Results: the MTA forbids it", len(forged))
             forged = []
+        if not self._actions & _ADD_HEADERS:  # an action the MTA did not allow breaks the connection
+            return 0
         # From the bottom up, so the indexes still to be used stay valid.
         edits.extend(codec.change_header(position, AUTHRES, b"") for position in reversed(forged))
         value = " " + authentication_results(runtime.authserv_id, report)
