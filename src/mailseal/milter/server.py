@@ -869,6 +869,9 @@ class _Supervisor:
             status = _worker(
                 self._loaded, self._path, self._sock, self._factory, metrics=self._shared_metrics is not None
             )
+        except BaseException:
+            _log.critical("worker %d crashed", os.getpid(), exc_info=True)
+            raise  # into the finally below: a forked child must never return into the supervisor's code
         finally:
             logging.shutdown()
             os._exit(status)

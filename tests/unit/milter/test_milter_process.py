@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -216,3 +217,42 @@ def test_privileges_are_dropped_after_binding_and_keys_read_as_that_user(
             assert_clean(process)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def wait_for_children(pid: int, count: int, *, without: int = 0) -> list[int]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = [child for child in children_of(pid) if child != without]
+        if len(found) == count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} worker processes, found {children_of(pid)}")
+
+
+def test_a_worker_that_dies_is_replaced(tmp_path: Path, keys: Keys) -> None:
+    with MilterProcess(["--config", str(config(tmp_path, keys)), "--workers", "2"]) as process:
+        workers = wait_for_children(process.proc.pid, 2)
+        mark = process.mark()
+        os.kill(workers[0], signal.SIGKILL)
+        assert process.wait_for(rf"worker {workers[0]} exited unexpectedly", start=mark) is not None
+        replaced = wait_for_children(process.proc.pid, 2, without=workers[0])
+        assert workers[0] not in replaced
+        clients = [connect(process.address) for _ in range(4)]
+        assert [signatures(c) for c in clients] == [2] * 4
+        for client in clients:
+            client.close()
+        assert process.stop() == 0
+    assert_clean(process)

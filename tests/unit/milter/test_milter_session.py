@@ -117,7 +117,9 @@ def test_unlisted_message_is_accepted_without_changes() -> None:
 
 def test_no_header_actions_when_the_mta_does_not_allow_them() -> None:
     session = Session(lambda: RUNTIME)
-    session.handle(codec.OptionNegotiation(6, codec.Action(0x20), codec.Protocol(0x1FFFFF)))  # quarantine only
+    session.handle(
+        codec.OptionNegotiation(6, codec.Action(0x20), codec.Protocol(0x1FFFFF))
+    )  # quarantine only
     session.handle(codec.Connect("h", codec.Family.INET, 1, "192.0.2.1"))  # external: verified
     session.handle(EXAMPLES[codec.MailFrom])
     session.handle(EXAMPLES[codec.Header])
