@@ -137,6 +137,7 @@ class MilterServer:
         self._clock = clock
         self._generation = 1
         self._runtime = build_runtime(loaded.config, loaded.keyset)
+        self._watched = frozenset(r.domain for r in self._runtime.requirements)  # named in metrics
         self._key_version: Hashable = loaded.source.version()
         self._connections: set[_Connection] = set()
         self._servers: list[asyncio.AbstractServer] = []
@@ -144,13 +145,17 @@ class MilterServer:
         self._stopped: asyncio.Event | None = None
         self._drained: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- what connections use
     @property
     def runtime(self) -> Runtime:
         """The configuration new messages use."""
         return self._runtime
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Wall-clock seconds (t= of new signatures, x= checks); tests fix it."""
+        return self._clock
 
     @property
     def config(self) -> Config:
@@ -170,8 +175,7 @@ class MilterServer:
     def observe(self, outcome: MessageOutcome) -> None:
         """Log one line for the message and count it."""
         _log.info("%s", outcome_line(outcome))
-        watched = frozenset(r.domain for r in self._runtime.requirements)
-        self._metrics.observe(outcome, watched)
+        self._metrics.observe(outcome, self._watched)
 
     def protocol_error(self, detail: str) -> None:
         """A connection broke the protocol."""
@@ -181,7 +185,7 @@ class MilterServer:
     # -- lifecycle
     async def start(self, sock: socket.socket) -> None:
         """Start accepting on a bound, listening socket (inet or unix)."""
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         sock.setblocking(False)  # noqa: FBT003 - the stdlib signature
         if sock.family == socket.AF_UNIX:
@@ -265,6 +269,7 @@ class MilterServer:
         self._generation += 1
         self._loaded = loaded
         self._runtime = build_runtime(loaded.config, loaded.keyset, self._generation)
+        self._watched = frozenset(r.domain for r in self._runtime.requirements)
         self._key_version = loaded.source.version()
         if self._fixed_resolver is None:
             self._resolver = build_resolver(loaded.config)
@@ -324,7 +329,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, server: MilterServer) -> None:
         self._server = server
-        self._session = Session(lambda: server.runtime, clock=server._clock)
+        self._session = Session(lambda: server.runtime, clock=server.clock)
         self._decoder = codec.Decoder()
         self._transport: asyncio.Transport | None = None
         self._socket: socket.socket | None = None
