@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from mailseal import __version__
-from mailseal.cli import demo, keygen, keys, sign, verify
+from mailseal.cli import demo, keygen, keys, milter, sign, verify
 from mailseal.core.canonicalization import SPEEDUPS
 from mailseal.errors import MailsealError, UsageError
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.register(commands)
     demo.register(commands)
     keys.register(commands)
+    milter.register(commands)
     return parser
 
 

@@ -9,7 +9,6 @@ them (3.4.3, 3.4.4) and we cannot know they are at the end until ``finish()``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Final
@@ -22,9 +21,6 @@ class Canon(StrEnum):
 
     SIMPLE = "simple"
     RELAXED = "relaxed"
-
-
-_TRAILING_CRLFS: Final = re.compile(rb"(?:\r\n)+\Z")
 
 
 def canonicalize_header(field: HeaderField, canon: Canon) -> bytes:
@@ -108,9 +104,7 @@ class BodyCanonicalizer:
         if self._relaxed:
             lines = relaxed_lines(lines)
         if lines.endswith(b"\r\n\r\n"):
-            match = _TRAILING_CRLFS.search(lines)
-            assert match is not None  # noqa: S101 - the endswith above guarantees it
-            start = match.start()
+            start = _trailing_crlfs(lines)
             text = lines[:start]
             crlfs = (len(lines) - start) // 2
         else:
@@ -137,6 +131,24 @@ class BodyCanonicalizer:
             self._sink(last + b"\r\n")
         elif self._content or not self._relaxed:
             self._sink(b"\r\n")
+
+
+def _trailing_crlfs(lines: bytes) -> int:
+    """Where the run of CRLFs that ends ``lines`` starts.
+
+    Not a regex: a search for "one or more CRLFs at the end" tries every
+    position of the chunk (about 1 ms for 40 KB), and bodies often end in a
+    blank line.
+    """
+    end = len(lines)
+    start = len(lines.rstrip(b"\r\n"))
+    count, odd = divmod(end - start, 2)
+    if not odd and lines[start:] == b"\r\n" * count:
+        return start
+    position = end  # a stray CR or LF among the final line ends: only whole CRLFs count
+    while position >= 2 and lines[position - 2 : position] == b"\r\n":
+        position -= 2
+    return position
 
 
 def canonicalize_body(body: bytes, canon: Canon) -> bytes:

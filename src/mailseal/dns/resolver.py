@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import logging
 from collections.abc import Sequence
 
+import dns.asyncbackend
 import dns.asyncresolver
 import dns.exception
 import dns.flags
@@ -20,7 +22,7 @@ import dns.resolver
 from mailseal.core.txtanswer import TxtAnswer, TxtStatus
 from mailseal.errors import UsageError
 
-__all__ = ["DEFAULT_EDNS_PAYLOAD", "DnsResolver", "parse_nameserver"]
+__all__ = ["DEFAULT_EDNS_PAYLOAD", "DnsResolver", "parse_nameserver", "preload"]
 
 _log = logging.getLogger(__name__)
 
@@ -29,6 +31,19 @@ DEFAULT_EDNS_PAYLOAD = 1232
 
 # dnspython's ErrorTuple: (server, used_tcp, port, exception or rcode text, response).
 _ErrorTuple = tuple[str, bool, int, Exception | str, dns.message.Message | None]
+
+
+def preload() -> None:
+    """Import now the modules dnspython imports on first use (its asyncio backend, rdata classes).
+
+    A daemon that drops privileges after start-up may no longer be able to read
+    its own site-packages (e.g. a Python installed under /root).
+    """
+    dns.asyncbackend.get_backend("asyncio")
+    for name in ("TXT", "CNAME", "DNAME", "SOA", "NS", "RRSIG", "NSEC", "NSEC3", "OPT"):
+        importlib.import_module(f"dns.rdtypes.ANY.{name}")
+    for name in ("A", "AAAA"):
+        importlib.import_module(f"dns.rdtypes.IN.{name}")
 
 
 def parse_nameserver(spec: str) -> dns.nameserver.Do53Nameserver:

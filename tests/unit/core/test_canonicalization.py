@@ -79,3 +79,15 @@ def test_chunking_does_not_change_output(canon: Canon, body: bytes) -> None:
 def test_relaxed_header_unfolds_and_lowercases() -> None:
     (field,) = Message.from_bytes(b"SUBJECT \t:  Hello\r\n \t World  \r\n\r\n").headers
     assert canonicalize_header(field, Canon.RELAXED) == b"subject:Hello World\r\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "simple"),
+    [
+        (b"a\r\r\n\r\n\r\n", b"a\r\r\n"),  # a stray CR stays part of the last line
+        (b"a\n\r\n\r\n", b"a\n\r\n"),  # a bare LF is content, not a line end
+        (b"x" * 50_000 + b"\r\n\r\n", b"x" * 50_000 + b"\r\n"),  # long chunk ending in a blank line
+    ],
+)
+def test_trailing_empty_lines_after_stray_line_end_bytes(body: bytes, simple: bytes) -> None:
+    assert canonicalize_body(body, Canon.SIMPLE) == simple

@@ -1,0 +1,186 @@
+"""``mailseal milter`` (run, check a configuration) and ``mailseal import-opendkim``.
+
+Logs go to standard error, one line per message; standard output carries only
+what a person asked for (the DNS record and Postfix lines on a first run, a
+converted configuration). Nothing secret is ever printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mailseal.core.algorithms import KeyType
+from mailseal.core.identity import is_domain_name
+from mailseal.core.keymaterial import generate_private_key
+from mailseal.core.keyrecord import KeyRecord, zone_file_record
+from mailseal.errors import ConfigError, MailsealError, UsageError
+from mailseal.keys.files import read_private_key, write_private_key
+from mailseal.milter.config import starter_config
+from mailseal.milter.opendkim_import import convert
+from mailseal.milter.server import key_problem_lines, load, run
+
+CONFIG_NAME = "milter.toml"
+
+
+def register(commands: Any) -> None:
+    """Add ``milter`` and ``import-opendkim``."""
+    p = commands.add_parser(
+        "milter", help="run the mail filter for Postfix/Sendmail (signs outgoing, verifies incoming mail)"
+    )
+    p.add_argument("--config", metavar="FILE", help="configuration file (TOML)")
+    p.add_argument(
+        "--check-config", metavar="FILE", help="check a configuration and its keys, explain problems, exit"
+    )
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="without --config: where the generated key and configuration live "
+        "(default $XDG_DATA_HOME/mailseal or ~/.local/share/mailseal)",
+    )
+    p.add_argument("--domain", help="without --config, on first run: the domain to sign for")
+    p.add_argument("--workers", type=int, help="worker processes (default: from the configuration)")
+    p.set_defaults(handler=run_milter)
+    q = commands.add_parser(
+        "import-opendkim", help="convert OpenDKIM KeyTable/SigningTable files to a milter configuration"
+    )
+    q.add_argument("--key-table", required=True, metavar="FILE", help="OpenDKIM KeyTable")
+    q.add_argument("--signing-table", required=True, metavar="FILE", help="OpenDKIM SigningTable")
+    q.add_argument("--refile", action="store_true", help="the SigningTable is a refile: (wildcard) table")
+    q.set_defaults(handler=run_import)
+
+
+def setup_logging() -> None:
+    """Log lines to standard error with time, pid and level (for journald, files and tests alike)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s mailseal[%(process)d]: %(levelname)s %(message)s"))
+    root = logging.getLogger("mailseal")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def run_milter(args: argparse.Namespace) -> int:
+    """Check a configuration, or run the milter until SIGTERM."""
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.check_config:
+        return check_config(args.check_config)
+    setup_logging()
+    path = args.config
+    if path is None:
+        path = str(first_run(data_directory(args.data_dir), args.domain))
+    return run(path, workers=args.workers)
+
+
+def check_config(path: str) -> int:
+    """Print every problem with its line, or a one-line summary; exit 1 on problems."""
+    try:
+        loaded = load(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    problems = key_problem_lines(loaded)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        return 1
+    config = loaded.config
+    print(
+        f"{path}: ok -- listens on {config.milter.socket} (Postfix: {config.milter.socket.postfix()}), "
+        f"{len(loaded.keyset.keys)} key(s) loaded, {len(config.rules)} signing rule(s), "
+        f"authserv-id {config.authserv_id}"
+    )
+    return 0
+
+
+def data_directory(given: str | None) -> Path:
+    """--data-dir, else $XDG_DATA_HOME/mailseal, else ~/.local/share/mailseal."""
+    if given:
+        return Path(given)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mailseal"
+
+
+def guess_domain() -> str:
+    """This host's domain (mx.example.com -> example.com), for a first run without --domain."""
+    name = socket.getfqdn().lower().rstrip(".")
+    labels = name.split(".")
+    if len(labels) >= 3:
+        return ".".join(labels[1:])
+    return name if len(labels) == 2 else ""
+
+
+def first_run(folder: Path, domain: str | None) -> Path:
+    """Use (or create) the embedded default configuration in ``folder``; print what to publish."""
+    config_path = folder / CONFIG_NAME
+    if not config_path.exists():
+        chosen = (domain or guess_domain()).lower().rstrip(".")
+        if not is_domain_name(chosen, min_labels=2):
+            raise UsageError(
+                "cannot tell which domain to sign for from this host's name; give --domain example.com"
+            )
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        selector = time.strftime("ms%Y%m", time.gmtime())
+        key_path = folder / "keys" / f"{selector}.{chosen}.key"
+        (folder / "keys").mkdir(exist_ok=True, mode=0o700)
+        write_private_key(key_path, generate_private_key(KeyType.RSA))
+        config_path.write_text(
+            starter_config(domain=chosen, selector=selector, key_file=str(key_path)), encoding="utf-8"
+        )
+        print(f"Created {config_path} and an RSA-2048 key (mode 0600) in {key_path.parent}.")
+    elif domain:
+        print(f"note: {config_path} exists; --domain is ignored (edit the file instead)", file=sys.stderr)
+    _print_setup(config_path)
+    return config_path
+
+
+def _print_setup(config_path: Path) -> None:
+    """The DNS record(s) to publish and the Postfix main.cf lines."""
+    loaded = load(str(config_path))
+    config = loaded.config
+    print(f"mailseal milter runs on {config_path}. Publish in DNS:")
+    for entry in config.keys:
+        try:
+            key = read_private_key(entry.path)
+        except MailsealError as exc:
+            print(f"  ({entry.name}: {exc})")
+            continue
+        record = KeyRecord.for_key(key.key_type, key.public_key_b64())
+        print(zone_file_record(f"{entry.selector}._domainkey.{entry.domain}.", record.to_txt_strings()))
+    postfix = config.milter.socket.postfix()
+    print("Add to Postfix main.cf, then run `postfix reload`:")
+    print(f"  smtpd_milters = {postfix}")
+    print("  non_smtpd_milters = $smtpd_milters")
+    print("  milter_default_action = tempfail")
+    print("  milter_protocol = 6")
+    sys.stdout.flush()
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Print the converted configuration; warnings go to standard error."""
+    texts = []
+    for path in (args.key_table, args.signing_table):
+        name = path.split(":", 1)[1] if path.startswith(("file:", "refile:")) else path
+        try:
+            texts.append(Path(name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MailsealError(f"cannot read {name}: {exc}") from None
+    refile = args.refile or args.signing_table.startswith("refile:")
+    result = convert(
+        texts[0],
+        texts[1],
+        refile=refile,
+        key_table_label=args.key_table,
+        signing_table_label=args.signing_table,
+    )
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    sys.stdout.write(result.toml)
+    return 0

@@ -1,0 +1,169 @@
+"""What happens to a message when something goes wrong or a required signature fails.
+
+Two tables and one rule:
+
+* ``FAILURE_DEFAULTS`` -- the failure policy: for each thing that can go wrong
+  (a key file missing, DNS timing out, an internal error), the verdict unless
+  the configuration says otherwise. Signing fails closed (tempfail: the MTA
+  keeps the mail and retries, so no mail is lost and none leaves unsigned);
+  verifying fails open (accept, with a temperror in Authentication-Results).
+* ``SMTP_REPLIES`` -- the SMTP reply code and enhanced status (RFC 3463,
+  RFC 7372) for each verdict and cause.
+* When several things apply, the most severe verdict wins:
+  reject > tempfail > quarantine > accept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from mailseal.core.identity import is_within
+from mailseal.core.results import DKIMResult, VerificationReport
+
+
+class Verdict(StrEnum):
+    """What the MTA is told to do with the message."""
+
+    ACCEPT = "accept"
+    QUARANTINE = "quarantine"
+    TEMPFAIL = "tempfail"
+    REJECT = "reject"
+
+
+SEVERITY: Final[Mapping[Verdict, int]] = {
+    Verdict.ACCEPT: 0,
+    Verdict.QUARANTINE: 1,
+    Verdict.TEMPFAIL: 2,
+    Verdict.REJECT: 3,
+}
+
+
+class Failure(StrEnum):
+    """Things that stop the milter from doing its job for one message (config keys in ``[on_failure]``)."""
+
+    SIGN_KEY_UNAVAILABLE = "sign_key_unavailable"
+    """A key the signing table names could not be loaded (missing, unsafe or bad file)."""
+    SIGN_INTERNAL_ERROR = "sign_internal_error"
+    """A bug or an unexpected condition while signing."""
+    VERIFY_DNS_ERROR = "verify_dns_error"
+    """A key lookup timed out or failed (temperror) and no signature passed."""
+    VERIFY_INTERNAL_ERROR = "verify_internal_error"
+    """A bug or an unexpected condition while verifying."""
+    HEADER_TOO_LARGE = "header_too_large"
+    """The header passed ``limits.max_header_bytes``; the message is neither signed nor verified."""
+
+
+FAILURE_DEFAULTS: Final[Mapping[Failure, Verdict]] = {
+    Failure.SIGN_KEY_UNAVAILABLE: Verdict.TEMPFAIL,
+    Failure.SIGN_INTERNAL_ERROR: Verdict.TEMPFAIL,
+    Failure.VERIFY_DNS_ERROR: Verdict.ACCEPT,
+    Failure.VERIFY_INTERNAL_ERROR: Verdict.ACCEPT,
+    Failure.HEADER_TOO_LARGE: Verdict.ACCEPT,
+}
+
+# (verdict, cause) -> (SMTP code, enhanced status); cause None is the fallback for the verdict.
+SMTP_REPLIES: Final[Mapping[tuple[Verdict, str | None], tuple[int, str]]] = {
+    (Verdict.TEMPFAIL, Failure.SIGN_KEY_UNAVAILABLE): (451, "4.3.0"),
+    (Verdict.TEMPFAIL, Failure.SIGN_INTERNAL_ERROR): (451, "4.3.0"),
+    (Verdict.TEMPFAIL, Failure.VERIFY_DNS_ERROR): (451, "4.4.3"),  # directory server failure
+    (Verdict.TEMPFAIL, Failure.VERIFY_INTERNAL_ERROR): (451, "4.3.0"),
+    (Verdict.TEMPFAIL, Failure.HEADER_TOO_LARGE): (452, "4.3.4"),
+    (Verdict.TEMPFAIL, None): (451, "4.7.20"),
+    (Verdict.REJECT, Failure.HEADER_TOO_LARGE): (552, "5.3.4"),  # message too big for system
+    (Verdict.REJECT, None): (550, "5.7.20"),  # no passing DKIM signature found (RFC 7372)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A verdict, its cause (a ``Failure`` value or ``required:DOMAIN``) and a sentence for people."""
+
+    verdict: Verdict
+    cause: str
+    text: str
+
+
+ACCEPTED: Final = Decision(Verdict.ACCEPT, "", "")
+
+
+def most_severe(decisions: Sequence[Decision]) -> Decision:
+    """The decision the MTA gets: the most severe verdict, the first one on ties."""
+    chosen = ACCEPTED
+    for decision in decisions:
+        if SEVERITY[decision.verdict] > SEVERITY[chosen.verdict]:
+            chosen = decision
+    return chosen
+
+
+def smtp_reply(decision: Decision) -> tuple[int, str, str]:
+    """The SMTP code, enhanced status and text for a tempfail or reject."""
+    code, status = SMTP_REPLIES.get(
+        (decision.verdict, decision.cause), SMTP_REPLIES.get((decision.verdict, None), (451, "4.3.0"))
+    )
+    return code, status, decision.text
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePolicy:
+    """The configured verdict for each :class:`Failure`."""
+
+    actions: Mapping[Failure, Verdict]
+
+    @classmethod
+    def defaults(cls) -> FailurePolicy:
+        """Tempfail when signing, accept when verifying."""
+        return cls(dict(FAILURE_DEFAULTS))
+
+    def decide(self, failure: Failure, text: str) -> Decision:
+        """The decision for ``failure``, with ``text`` for the SMTP reply and the log."""
+        return Decision(self.actions.get(failure, FAILURE_DEFAULTS[failure]), failure.value, text)
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """Mail whose From domain is ``domain`` (or below it) must carry a passing signature from it."""
+
+    domain: str
+    action: Verdict
+
+
+def check_requirements(
+    requirements: Sequence[Requirement], report: VerificationReport, policy: FailurePolicy
+) -> list[Decision]:
+    """Apply each requirement whose domain covers the From domain.
+
+    A signature satisfies a requirement when it passes and its d= is the
+    required domain or below it. When none does and the only problems were
+    DNS failures (temperror), the DNS failure policy decides instead: the key
+    may well be fine once DNS answers.
+    """
+    author = report.from_domain
+    if author is None:
+        return []
+    decisions = []
+    for requirement in requirements:
+        if not is_within(author, requirement.domain):
+            continue
+        relevant = [s for s in report.signatures if s.domain and is_within(s.domain, requirement.domain)]
+        if any(s.passed for s in relevant):
+            continue
+        if relevant and all(s.result is DKIMResult.TEMPERROR for s in relevant):
+            decisions.append(
+                policy.decide(
+                    Failure.VERIFY_DNS_ERROR,
+                    f"cannot check the DKIM signature of {requirement.domain} now (DNS), try again later",
+                )
+            )
+            continue
+        word = "failed" if relevant else "is missing"
+        decisions.append(
+            Decision(
+                requirement.action,
+                f"required:{requirement.domain}",
+                f"the DKIM signature required for {requirement.domain} {word}",
+            )
+        )
+    return decisions

@@ -1,0 +1,718 @@
+"""The milter's TOML configuration: file -> typed :class:`Config`, every error with its line.
+
+tomllib reports lines only for syntax errors, so a small scanner
+(:class:`LineIndex`) records the line of every table and key; semantic
+errors ("workers must be a whole number") are reported at the line of the
+offending key, all at once, so ``--check-config`` shows every mistake in one
+run. Unknown settings are errors too, with a suggestion: a typo must not
+silently leave a default in place.
+
+This module is the only importer of tomllib. See ``docs/milter.md`` for the
+reference of every setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from mailseal.core.algorithms import ALGORITHMS, Algorithm
+from mailseal.core.canonicalization import Canon
+from mailseal.core.identity import is_domain_name, is_selector
+from mailseal.core.options import DEFAULT_MAX_SIGNATURES, SignOptions, VerifyOptions
+from mailseal.errors import ConfigError
+from mailseal.keys.source import SENDER_DOMAIN, KeyFileEntry
+from mailseal.milter.actions import FAILURE_DEFAULTS, Failure, FailurePolicy, Requirement, Verdict
+from mailseal.milter.routing import DEFAULT_INTERNAL_NETWORKS, RoutingPolicy, parse_networks
+from mailseal.milter.runtime import SenderSource
+from mailseal.milter.signing_table import PatternError, Rule, SigningTable, parse_rule
+
+DEFAULT_SOCKET: Final = "inet:8891@127.0.0.1"
+
+Path_ = tuple[str | int, ...]
+_T = TypeVar("_T")
+
+
+class ConfigProblems(ConfigError):
+    """Every problem found in one configuration file, each with its line when known."""
+
+    def __init__(self, path: str | None, problems: Sequence[tuple[int | None, str]]) -> None:
+        self.problems = tuple(problems)
+        first_line = self.problems[0][0] if self.problems else None
+        self.text = "\n".join(_where(path, line) + message for line, message in self.problems)
+        super().__init__(self.text, path=None, line=first_line)
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _where(path: str | None, line: int | None) -> str:
+    if path is None:
+        return f"line {line}: " if line is not None else ""
+    return f"{path}:{line}: " if line is not None else f"{path}: "
+
+
+# -- where each key is --------------------------------------------------------------------
+
+_BARE = r"[A-Za-z0-9_-]+"
+_BASIC = r'"(?:[^"\\]|\\.)*"'
+_LITERAL = r"'[^']*'"
+_KEY_PART = rf"(?:{_BARE}|{_BASIC}|{_LITERAL})"
+_DOTTED = rf"{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*"
+_ARRAY_TABLE = re.compile(rf"\s*\[\[\s*({_DOTTED})\s*\]\]")
+_TABLE = re.compile(rf"\s*\[\s*({_DOTTED})\s*\]")
+_KEY = re.compile(rf"\s*({_DOTTED})\s*=")
+_PART = re.compile(_KEY_PART)
+
+
+def _key_parts(dotted: str) -> tuple[str, ...]:
+    parts = []
+    for match in _PART.finditer(dotted):
+        text = match.group(0)
+        if text[0] in "\"'":
+            text = tomllib.loads(f"k = {text}")["k"]
+        parts.append(text)
+    return tuple(parts)
+
+
+class LineIndex:
+    """The line (from 1) of each table header and key in a TOML text, by key path.
+
+    Paths into arrays of tables carry the element number: the second
+    ``[[verify.require]]`` table's ``domain`` is ``("verify", "require", 1, "domain")``.
+    Keys inside inline tables and multi-line arrays are attributed to the line
+    of the key that holds them.
+    """
+
+    def __init__(self, text: str) -> None:
+        """Scan ``text`` once."""
+        self._lines: dict[Path_, int] = {}
+        counts: dict[tuple[str, ...], int] = {}
+        current: Path_ = ()
+        depth = 0
+        in_string: str | None = None
+        for number, line in enumerate(text.splitlines(), 1):
+            if in_string is not None:
+                end = line.find(in_string)
+                if end >= 0:
+                    depth, in_string = _scan(line[end + 3 :], depth)
+                continue
+            if depth > 0:
+                depth, in_string = _scan(line, depth)
+                continue
+            if match := _ARRAY_TABLE.match(line):
+                name = _key_parts(match.group(1))
+                index = counts.get(name, 0)
+                counts[name] = index + 1
+                current = (*name, index)
+                self._lines.setdefault(name, number)
+                self._lines[current] = number
+                continue
+            if match := _TABLE.match(line):
+                current = _key_parts(match.group(1))
+                self._lines[current] = number
+                continue
+            if match := _KEY.match(line):
+                self._lines.setdefault((*current, *_key_parts(match.group(1))), number)
+                depth, in_string = _scan(line[match.end() :], 0)
+
+    def line_of(self, path: Path_) -> int | None:
+        """The line of ``path``, or of the nearest enclosing key or table that has one."""
+        while path:
+            line = self._lines.get(path)
+            if line is not None:
+                return line
+            path = path[:-1]
+        return None
+
+
+def _scan(text: str, depth: int) -> tuple[int, str | None]:
+    """Bracket depth after ``text`` and any multi-line string left open (strings and comments skipped)."""
+    i = 0
+    while i < len(text):
+        for quote in ('"""', "'''"):
+            if text.startswith(quote, i):
+                end = text.find(quote, i + 3)
+                if end < 0:
+                    return depth, quote
+                i = end + 3
+                break
+        else:
+            char = text[i]
+            if char == "#":
+                break
+            if char in "\"'":
+                end = i + 1
+                while end < len(text) and text[end] != char:
+                    end += 2 if char == '"' and text[end] == "\\" else 1
+                i = end + 1
+                continue
+            if char in "[{":
+                depth += 1
+            elif char in "]}":
+                depth = max(depth - 1, 0)
+            i += 1
+    return depth, None
+
+
+# -- typed values -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """Where the milter listens: ``inet:PORT@HOST``, ``inet6:PORT@HOST``, ``unix:/path`` (``local:``)."""
+
+    family: str
+    """``inet``, ``inet6`` or ``unix``."""
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.family == "unix":
+            return f"unix:{self.path}"
+        return f"{self.family}:{self.port}@{self.host}"
+
+    def postfix(self) -> str:
+        """The same address in Postfix's ``smtpd_milters`` syntax."""
+        if self.family == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"inet:{host}:{self.port}"
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """Parse a socket specification; raises ValueError saying what a good one looks like."""
+    kind, colon, rest = text.strip().partition(":")
+    kind = kind.lower()
+    if not colon or not rest:
+        raise ValueError(f"{text!r}: use inet:PORT@HOST (e.g. {DEFAULT_SOCKET}) or unix:/path/to/socket")
+    if kind in ("unix", "local"):
+        return ListenAddress("unix", path=rest)
+    if kind not in ("inet", "inet6"):
+        raise ValueError(f"{text!r}: the kind must be inet, inet6, unix or local")
+    port_text, at, host = rest.partition("@")
+    if not at or not host:
+        raise ValueError(
+            f"{text!r}: give the address to listen on, e.g. inet:{port_text}@127.0.0.1 "
+            f"(this machine only) or inet:{port_text}@0.0.0.0 (every interface)"
+        )
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535 (0: any free port)")
+    host = host.removeprefix("[").removesuffix("]")
+    return ListenAddress(kind, host=host, port=int(port_text))
+
+
+def parse_http_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``PORT`` (loopback) for the metrics endpoint."""
+    text = text.strip()
+    host, port_text = "127.0.0.1", text
+    if text.startswith("["):
+        host, _, port_text = text[1:].partition("]:")
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ValueError(f"{text!r}: use HOST:PORT, e.g. 127.0.0.1:9120")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True, slots=True)
+class MilterSettings:
+    """The ``[milter]`` table: the process, its socket and its privileges."""
+
+    socket: ListenAddress = field(default_factory=lambda: parse_listen(DEFAULT_SOCKET))
+    workers: int = 0
+    """Worker processes; 0 means one per CPU core."""
+    authserv_id: str = ""
+    user: str = ""
+    group: str = ""
+    socket_mode: int = 0o660
+    socket_group: str = ""
+    metrics: tuple[str, int] | None = None
+    log_level: str = "info"
+    shutdown_grace: float = 30.0
+    key_check_interval: float = 60.0
+
+    def worker_count(self) -> int:
+        """The number of worker processes to run."""
+        return self.workers or os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything in one configuration file, checked."""
+
+    path: str | None
+    milter: MilterSettings
+    routing: RoutingPolicy
+    sender_source: SenderSource
+    sign_options: SignOptions
+    keys: tuple[KeyFileEntry, ...]
+    rules: tuple[Rule, ...]
+    verify_options: VerifyOptions
+    dns_timeout: float
+    nameservers: tuple[str, ...]
+    requirements: tuple[Requirement, ...]
+    failure: FailurePolicy
+    max_header_bytes: int
+    idle_timeout: float
+    key_lines: Mapping[str, int | None] = field(default_factory=dict)
+    """The line of each key's ``file =``, to point at a key that cannot be loaded."""
+
+    @property
+    def authserv_id(self) -> str:
+        """The configured authserv-id, or this host's name."""
+        return self.milter.authserv_id or socket.getfqdn()
+
+    def table(self) -> SigningTable:
+        """The signing table (checked when the configuration was read)."""
+        return SigningTable(self.rules)
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+_SCHEMA: Final[Mapping[str, frozenset[str]]] = {
+    "": frozenset(
+        {"milter", "routing", "signing", "keys", "signing_table", "verify", "on_failure", "limits"}
+    ),
+    "milter": frozenset(
+        {
+            "socket",
+            "workers",
+            "authserv_id",
+            "user",
+            "group",
+            "socket_mode",
+            "socket_group",
+            "metrics",
+            "log_level",
+            "shutdown_grace",
+            "key_check_interval",
+        }
+    ),
+    "routing": frozenset({"internal_networks", "sign", "verify", "verify_internal", "sender"}),
+    "signing": frozenset({"canonicalization", "headers", "oversign", "expire_after"}),
+    "key": frozenset({"domain", "selector", "file", "algorithm"}),
+    "verify": frozenset({"dns_timeout", "nameservers", "allow_rsa_sha1", "min_rsa_bits", "require"}),
+    "require": frozenset({"domain", "action"}),
+    "on_failure": frozenset(f.value for f in Failure),
+    "limits": frozenset({"max_header_bytes", "max_signatures", "idle_timeout"}),
+}
+_LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+_TYPE_NAMES: Final = {
+    str: "text in quotes",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    list: "a list [...]",
+    dict: "a table",
+}
+
+
+class _Reader:
+    """Typed access to the parsed TOML that records problems instead of stopping at the first."""
+
+    def __init__(self, lines: LineIndex) -> None:
+        self.lines = lines
+        self.problems: list[tuple[int | None, str]] = []
+
+    def problem(self, path: Path_, message: str) -> None:
+        self.problems.append((self.lines.line_of(path), message))
+
+    def table(self, data: Mapping[str, Any], path: Path_, schema: str) -> Mapping[str, Any]:
+        allowed = _SCHEMA[schema]
+        for key in data:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+                where = f"[{_dotted(path)}]" if path else "the top level"
+                suggestion = (
+                    f" (did you mean {hint[0]!r}?)" if hint else f"; known: {', '.join(sorted(allowed))}"
+                )
+                self.problem((*path, key), f"unknown setting {key!r} in {where}{suggestion}")
+        return data
+
+    def sub(self, data: Mapping[str, Any], path: Path_, key: str, schema: str) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.problem((*path, key), f"{_dotted((*path, key))} must be a table")
+            return {}
+        return self.table(value, (*path, key), schema)
+
+    def value(self, data: Mapping[str, Any], path: Path_, key: str, kind: type[_T], default: _T) -> _T:
+        if key not in data:
+            return default
+        value = data[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)  # type: ignore[return-value]
+        if not ok:
+            self.problem((*path, key), f"{_dotted((*path, key))} must be {_TYPE_NAMES[kind]}")
+            return default
+        return value  # type: ignore[no-any-return]
+
+    def flag(self, data: Mapping[str, Any], path: Path_, key: str, *, default: bool) -> bool:
+        return self.value(data, path, key, bool, default)
+
+    def strings(
+        self, data: Mapping[str, Any], path: Path_, key: str, default: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        if key not in data:
+            return default
+        value = data[key]
+        if isinstance(value, str):
+            return (value,)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem((*path, key), f"{_dotted((*path, key))} must be a list of quoted strings")
+            return default
+        return tuple(value)
+
+    def number(
+        self,
+        data: Mapping[str, Any],
+        path: Path_,
+        key: str,
+        default: float,
+        *,
+        minimum: float,
+        maximum: float,
+    ) -> float:
+        value = self.value(data, path, key, float, default)
+        if not minimum <= value <= maximum:
+            self.problem((*path, key), f"{_dotted((*path, key))} must be from {minimum:g} to {maximum:g}")
+            return default
+        return value
+
+    def whole(
+        self, data: Mapping[str, Any], path: Path_, key: str, default: int, *, minimum: int, maximum: int
+    ) -> int:
+        value = self.value(data, path, key, int, default)
+        if not minimum <= value <= maximum:
+            self.problem((*path, key), f"{_dotted((*path, key))} must be from {minimum} to {maximum}")
+            return default
+        return value
+
+
+def _dotted(path: Path_) -> str:
+    return ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and check a configuration file; raises :class:`ConfigProblems` listing every problem."""
+    name = os.fspath(path)
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigProblems(name, [(None, f"cannot read the configuration: {reason}")]) from None
+    return parse_config(text, path=name, base=Path(name).resolve().parent)
+
+
+def parse_config(text: str, *, path: str | None = None, base: Path | None = None) -> Config:
+    """Check a configuration text; relative key file paths are taken from ``base``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = re.search(r"\(at line (\d+), column \d+\)", message)
+        line = int(match.group(1)) if match else None
+        message = re.sub(r"\s*\(at line \d+, column \d+\)|\s*\(at end of document\)", "", message)
+        raise ConfigProblems(path, [(line, f"TOML syntax: {message}")]) from None
+    reader = _Reader(LineIndex(text))
+    config = _build(reader, data, path, base or Path.cwd())
+    if reader.problems:
+        raise ConfigProblems(path, sorted(reader.problems, key=lambda p: p[0] or 0))
+    return config
+
+
+def _build(r: _Reader, data: Mapping[str, Any], path: str | None, base: Path) -> Config:
+    r.table(data, (), "")
+    milter = _milter(r, r.sub(data, (), "milter", "milter"))
+    routing, sender = _routing(r, r.sub(data, (), "routing", "routing"))
+    sign_options = _signing(r, r.sub(data, (), "signing", "signing"))
+    keys, key_lines = _keys(r, data.get("keys", {}), base)
+    rules = _signing_table(r, data.get("signing_table", {}), {k.name for k in keys})
+    verify = r.sub(data, (), "verify", "verify")
+    limits = r.sub(data, (), "limits", "limits")
+    max_signatures = r.whole(
+        limits, ("limits",), "max_signatures", DEFAULT_MAX_SIGNATURES, minimum=1, maximum=100
+    )
+    verify_options = VerifyOptions(
+        max_signatures=max_signatures,
+        allow_rsa_sha1=r.flag(verify, ("verify",), "allow_rsa_sha1", default=False),
+        min_rsa_bits=r.whole(verify, ("verify",), "min_rsa_bits", 1024, minimum=512, maximum=16384),
+    )
+    nameservers = r.strings(verify, ("verify",), "nameservers", ())
+    return Config(
+        path=path,
+        milter=milter,
+        routing=routing,
+        sender_source=sender,
+        sign_options=sign_options,
+        keys=keys,
+        rules=rules,
+        verify_options=verify_options,
+        dns_timeout=r.number(verify, ("verify",), "dns_timeout", 5.0, minimum=0.1, maximum=60),
+        nameservers=nameservers,
+        requirements=_requirements(r, verify.get("require", [])),
+        failure=_failure(r, r.sub(data, (), "on_failure", "on_failure")),
+        max_header_bytes=r.whole(
+            limits, ("limits",), "max_header_bytes", 256 * 1024, minimum=1024, maximum=64 * 1024 * 1024
+        ),
+        idle_timeout=r.number(limits, ("limits",), "idle_timeout", 600.0, minimum=1, maximum=86400),
+        key_lines=key_lines,
+    )
+
+
+def _milter(r: _Reader, table: Mapping[str, Any]) -> MilterSettings:
+    at = ("milter",)
+    defaults = MilterSettings()
+    listen = defaults.socket
+    socket_text = r.value(table, at, "socket", str, "")
+    if socket_text:
+        try:
+            listen = parse_listen(socket_text)
+        except ValueError as exc:
+            r.problem((*at, "socket"), f"milter.socket {exc}")
+    metrics = None
+    metrics_text = r.value(table, at, "metrics", str, "")
+    if metrics_text:
+        try:
+            metrics = parse_http_address(metrics_text)
+        except ValueError as exc:
+            r.problem((*at, "metrics"), f"milter.metrics {exc}")
+    mode_text = r.value(table, at, "socket_mode", str, "0660")
+    mode = 0o660
+    if not re.fullmatch(r"0?[0-7]{3}", mode_text):
+        r.problem((*at, "socket_mode"), 'milter.socket_mode must be an octal mode in quotes, e.g. "0660"')
+    else:
+        mode = int(mode_text, 8)
+    level = r.value(table, at, "log_level", str, "info").lower()
+    if level not in _LOG_LEVELS:
+        r.problem((*at, "log_level"), f"milter.log_level must be one of {', '.join(_LOG_LEVELS)}")
+        level = "info"
+    authserv_id = r.value(table, at, "authserv_id", str, "")
+    if authserv_id and not re.fullmatch(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+", authserv_id):
+        r.problem((*at, "authserv_id"), "milter.authserv_id must be one word, usually this host's name")
+    return MilterSettings(
+        socket=listen,
+        workers=r.whole(table, at, "workers", 0, minimum=0, maximum=256),
+        authserv_id=authserv_id,
+        user=r.value(table, at, "user", str, ""),
+        group=r.value(table, at, "group", str, ""),
+        socket_mode=mode,
+        socket_group=r.value(table, at, "socket_group", str, ""),
+        metrics=metrics,
+        log_level=level,
+        shutdown_grace=r.number(table, at, "shutdown_grace", 30.0, minimum=0, maximum=3600),
+        key_check_interval=r.number(table, at, "key_check_interval", 60.0, minimum=0, maximum=86400),
+    )
+
+
+def _routing(r: _Reader, table: Mapping[str, Any]) -> tuple[RoutingPolicy, SenderSource]:
+    at = ("routing",)
+    specs = r.strings(table, at, "internal_networks", DEFAULT_INTERNAL_NETWORKS)
+    networks: tuple[Any, ...] = ()
+    try:
+        networks = parse_networks(specs)
+    except ValueError as exc:
+        r.problem((*at, "internal_networks"), f"routing.internal_networks: {exc}")
+    sender_text = r.value(table, at, "sender", str, "from")
+    try:
+        sender = SenderSource(sender_text)
+    except ValueError:
+        r.problem(
+            (*at, "sender"), 'routing.sender must be "from" (the From header) or "envelope" (MAIL FROM)'
+        )
+        sender = SenderSource.FROM
+    policy = RoutingPolicy(
+        networks,
+        sign=r.flag(table, at, "sign", default=True),
+        verify=r.flag(table, at, "verify", default=True),
+        verify_internal=r.flag(table, at, "verify_internal", default=False),
+    )
+    return policy, sender
+
+
+def _signing(r: _Reader, table: Mapping[str, Any]) -> SignOptions:
+    at = ("signing",)
+    canon_text = r.value(table, at, "canonicalization", str, "relaxed/relaxed")
+    header, _, body = canon_text.lower().partition("/")
+    try:
+        header_canon, body_canon = Canon(header), Canon(body or "simple")
+    except ValueError:
+        r.problem(
+            (*at, "canonicalization"),
+            "signing.canonicalization must be HEADER/BODY with simple or relaxed, e.g. relaxed/relaxed",
+        )
+        header_canon = body_canon = Canon.RELAXED
+    headers = r.strings(table, at, "headers", ())
+    if "headers" in table and not any(h.lower() == "from" for h in headers):
+        headers = ("from", *headers)  # RFC 6376 5.4: From must be signed; we add it rather than refuse
+    expire = r.whole(table, at, "expire_after", 0, minimum=0, maximum=10 * 365 * 86400)
+    return SignOptions(
+        header_canon=header_canon,
+        body_canon=body_canon,
+        headers=headers or None,
+        oversign=r.strings(table, at, "oversign", ("from",)),
+        expire_after=expire or None,
+    )
+
+
+def _keys(r: _Reader, table: object, base: Path) -> tuple[tuple[KeyFileEntry, ...], dict[str, int | None]]:
+    if not isinstance(table, dict):
+        r.problem(("keys",), "keys must be a table of [keys.NAME] tables")
+        return (), {}
+    entries = []
+    lines: dict[str, int | None] = {}
+    for name, raw in table.items():
+        at = ("keys", name)
+        if not isinstance(raw, dict):
+            r.problem(at, f"keys.{name} must be a table with domain, selector and file")
+            continue
+        entry = r.table(raw, at, "key")
+        missing = [k for k in ("domain", "selector", "file") if k not in entry]
+        if missing:
+            r.problem(at, f"[keys.{name}] needs {', '.join(missing)}")
+            continue
+        domain = r.value(entry, at, "domain", str, "").lower().removesuffix(".")
+        selector = r.value(entry, at, "selector", str, "")
+        file_text = r.value(entry, at, "file", str, "")
+        if domain != SENDER_DOMAIN and not is_domain_name(domain, min_labels=2):
+            r.problem(
+                (*at, "domain"), f'keys.{name}.domain {domain!r} is not a domain name (or "%": the sender\'s)'
+            )
+        if not is_selector(selector):
+            r.problem((*at, "selector"), f"keys.{name}.selector {selector!r} is not a valid selector")
+        algorithm: Algorithm | None = None
+        algorithm_text = r.value(entry, at, "algorithm", str, "")
+        if algorithm_text:
+            algorithm = ALGORITHMS.get(algorithm_text.lower())
+            if algorithm is None or algorithm.legacy:
+                r.problem((*at, "algorithm"), f"keys.{name}.algorithm must be rsa-sha256 or ed25519-sha256")
+                algorithm = None
+        path = Path(file_text)
+        if not path.is_absolute():
+            path = base / path
+        lines[name] = r.lines.line_of((*at, "file"))
+        entries.append(KeyFileEntry(name, domain, selector, path, algorithm))
+    return tuple(entries), lines
+
+
+def _signing_table(r: _Reader, table: object, key_names: set[str]) -> tuple[Rule, ...]:
+    if not isinstance(table, dict):
+        r.problem(("signing_table",), 'signing_table must be a table of "pattern" = ["key", ...]')
+        return ()
+    rules = []
+    for pattern, raw in table.items():
+        at = ("signing_table", pattern)
+        names = r.strings(table, ("signing_table",), pattern, ())
+        if not names and raw:
+            continue  # the type problem is recorded
+        unknown = [n for n in names if n not in key_names]
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], sorted(key_names), n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else " (define it as [keys.NAME])"
+            r.problem(at, f"signing_table {pattern!r} names unknown key {unknown[0]!r}{suggestion}")
+            continue
+        try:
+            rules.append(parse_rule(pattern, names))
+        except PatternError as exc:
+            r.problem(at, f"signing_table: {exc}")
+    try:
+        SigningTable(rules)
+    except PatternError as exc:
+        r.problem(("signing_table",), f"signing_table: {exc}")
+    return tuple(rules)
+
+
+def _requirements(r: _Reader, raw: object) -> tuple[Requirement, ...]:
+    if not isinstance(raw, list):
+        r.problem(("verify", "require"), "verify.require must be [[verify.require]] tables")
+        return ()
+    requirements = []
+    for index, item in enumerate(raw):
+        at: Path_ = ("verify", "require", index)
+        if not isinstance(item, dict):
+            r.problem(at, "each [[verify.require]] needs domain and action")
+            continue
+        r.table(item, at, "require")
+        domain = r.value(item, at, "domain", str, "").lower().removesuffix(".")
+        if not is_domain_name(domain, min_labels=2):
+            r.problem((*at, "domain"), f"verify.require domain {domain!r} is not a domain name")
+            continue
+        action_text = r.value(item, at, "action", str, "reject")
+        try:
+            action = Verdict(action_text)
+        except ValueError:
+            r.problem((*at, "action"), "verify.require action must be reject, tempfail, quarantine or accept")
+            continue
+        requirements.append(Requirement(domain, action))
+    return tuple(requirements)
+
+
+def _failure(r: _Reader, table: Mapping[str, Any]) -> FailurePolicy:
+    actions = dict(FAILURE_DEFAULTS)
+    for failure in Failure:
+        text = r.value(table, ("on_failure",), failure.value, str, "")
+        if not text:
+            continue
+        try:
+            actions[failure] = Verdict(text)
+        except ValueError:
+            r.problem(
+                ("on_failure", failure.value),
+                f"on_failure.{failure.value} must be accept, tempfail, reject or quarantine",
+            )
+    return FailurePolicy(actions)
+
+
+def starter_config(*, domain: str, selector: str, key_file: str, socket_spec: str = DEFAULT_SOCKET) -> str:
+    """A commented configuration for one domain and one key (what ``mailseal milter`` writes first)."""
+    return f"""\
+# mailseal milter configuration (TOML). Check it with: mailseal milter --check-config FILE
+# Reload it without dropping connections: kill -HUP <pid>. Reference: docs/milter.md
+
+[milter]
+socket = {_toml(socket_spec)}      # or "unix:/run/mailseal/milter.sock"
+# workers = 0                       # worker processes; 0 = one per CPU core
+# authserv_id = "mx.{domain}"       # names us in Authentication-Results; default: host name
+# user = "mailseal"                 # drop root privileges after binding the socket
+# metrics = "127.0.0.1:9120"        # Prometheus endpoint (off unless set)
+
+[routing]
+internal_networks = ["127.0.0.0/8", "::1"]   # mail from here (or SMTP AUTH) is signed
+# verify_internal = false                    # also verify mail we sign
+# sender = "from"                            # "from" header or "envelope" (MAIL FROM) picks the key
+
+[keys.main]
+domain = {_toml(domain)}
+selector = {_toml(selector)}
+file = {_toml(key_file)}              # mode 0600: keys others can read are refused
+
+[signing_table]
+# Most specific wins: "alice@d" > "sales-*@d" > "d" (= "*@d") > ".d" (d and subdomains) > "*".
+".{domain}" = ["main"]
+
+[on_failure]
+sign_key_unavailable = "tempfail"   # keep the mail queued rather than send it unsigned
+verify_dns_error = "accept"
+
+# [[verify.require]]                # reject mail from a domain unless its signature passes
+# domain = "bank.example"
+# action = "reject"                 # or "quarantine", "tempfail"
+"""
+
+
+def _toml(text: str) -> str:
+    """A TOML basic string (JSON's escapes are valid TOML)."""
+    return json.dumps(text, ensure_ascii=False)

@@ -1,0 +1,103 @@
+"""``mailseal milter`` as a subprocess: started on port 0, its log read live, stopped by signal."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import mailseal
+
+SOURCE = str(Path(mailseal.__file__).resolve().parents[1])
+
+
+class MilterProcess:
+    """One ``python -m mailseal milter`` process; ``address`` is parsed from its first log line."""
+
+    def __init__(self, args: Sequence[str], *, startup: float = 20.0) -> None:
+        env = dict(os.environ, PYTHONPATH=SOURCE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailseal", "milter", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self.stdout = b""
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        line = self.wait_for(r"listening on (\S+)", startup)
+        match = re.search(r"listening on inet:(\d+)@(\S+)", line or "")
+        if match is None:
+            self.stop()
+            raise RuntimeError("the milter did not start:\n" + self.log)
+        self.address = (match.group(2), int(match.group(1)))
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            with self._changed:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def log(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 10.0, *, start: int = 0) -> str | None:
+        """The first log line from ``start`` on matching ``pattern``, waiting up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        with self._changed:
+            while True:
+                for line in self.lines[start:]:
+                    if regex.search(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    return None
+                self._changed.wait(min(remaining, 0.1))
+
+    def mark(self) -> int:
+        """A position in the log, for ``wait_for(start=...)``."""
+        with self._changed:
+            return len(self.lines)
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        if self.proc.stdout.closed:
+            return self.proc.wait()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            status = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            status = self.proc.wait()
+        self._reader.join(5)
+        self.stdout = self.proc.stdout.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return status
+
+    def __enter__(self) -> MilterProcess:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
