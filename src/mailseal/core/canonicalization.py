@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Final
 
 from mailseal.core.message import HeaderField
 
