@@ -324,7 +324,7 @@ def test_dead_milter_defers_mail_in_the_sending_queue_until_it_is_back(rsa_key: 
         milter.kill()
         result = upstream.submit(message("deferred"))
         assert result.accepted
-        queued = upstream.wait_queue("deferred")
+        queued = upstream.wait_deferred()
         assert [q.queue_id for q in queued] == [result.queue_id]
         assert "451 4.7.1" in queued[0].delay_reasons[0]
         assert mx.queue() == []
@@ -333,7 +333,7 @@ def test_dead_milter_defers_mail_in_the_sending_queue_until_it_is_back(rsa_key: 
         milter.start()
         upstream.flush()
         delivered = mx.delivered(1)
-        upstream.wait_queue("empty")
+        upstream.wait_queue_empty()
         time.sleep(1.5)
         assert len(mx.delivered()) == 1
         assert mx.queue() == []

@@ -42,7 +42,7 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -617,20 +617,27 @@ class PostfixInstance:
             [POSTQUEUE, "-c", str(self.config_dir), "-f"], capture_output=True, timeout=30, check=True
         )
 
-    def wait_queue(
-        self, predicate_name: str = "empty", *, timeout: float = 10.0, interval: float = 0.05
+    def wait_queue_empty(self, timeout: float = 10.0) -> None:
+        """Wait until nothing is queued any more (delivered, or bounced)."""
+        self._wait_queue(lambda queued: not queued, "empty", timeout)
+
+    def wait_deferred(self, timeout: float = 10.0) -> list[QueuedMessage]:
+        """Wait until a message sits in the deferred queue; return the whole queue."""
+        return self._wait_queue(
+            lambda queued: any(q.queue_name == "deferred" for q in queued), "deferred", timeout
+        )
+
+    def _wait_queue(
+        self, done: Callable[[list[QueuedMessage]], bool], what: str, timeout: float
     ) -> list[QueuedMessage]:
-        """Wait until the queue is empty (``"empty"``) or holds a deferred message (``"deferred"``)."""
         deadline = time.monotonic() + timeout
         while True:
             queued = self.queue()
-            if predicate_name == "empty" and not queued:
-                return queued
-            if predicate_name == "deferred" and any(q.queue_name == "deferred" for q in queued):
+            if done(queued):
                 return queued
             if time.monotonic() > deadline:
-                raise TimeoutError(f"queue not {predicate_name} after {timeout} s: {queued}")
-            time.sleep(interval)
+                raise TimeoutError(f"queue not {what} after {timeout} s: {queued}")
+            time.sleep(0.05)
 
     # ------------------------------------------------------------------ processes (for benchmarks)
 
