@@ -69,6 +69,7 @@ import mailseal  # noqa: E402
 from mailseal.core.algorithms import KeyType  # noqa: E402
 from mailseal.dns.memory import InMemoryResolver  # noqa: E402
 from support import dkimpy_milter  # noqa: E402
+from support.dnsserver import txt_strings  # noqa: E402
 from support.opendkim_milter import (  # noqa: E402
     MilterStartError,
     OpenDKIMMilter,
@@ -250,7 +251,7 @@ class MailsealMilter:
         zone_file = self.workdir / f"{DOMAIN}.zone"
         zone_file.write_text(
             f"$ORIGIN {DOMAIN}.\n$TTL 300\n@ IN SOA ns hostmaster 1 3600 600 86400 60\n@ IN NS ns\n"
-            f'{SELECTOR}._domainkey IN TXT "{key_record(key)}"\n'
+            f"{SELECTOR}._domainkey IN TXT {txt_strings(key_record(key))}\n"
         )
         config = self.workdir / "mailseal.toml"
         config.write_text(
@@ -282,8 +283,9 @@ class MailsealMilter:
             tcp_listening(self.port) if socket_kind == "inet" else unix_socket_listening(self.socket_path)
         ):
             if self.process.poll() is not None or time.monotonic() > deadline:
+                output = self.log_path.read_text(errors="replace")[-2000:]
                 self.stop()
-                raise MilterStartError(f"mailseal milter did not start: {self.log_path.read_text()[-2000:]}")
+                raise MilterStartError(f"mailseal milter did not start: {output}")
             time.sleep(0.02)
 
     @property
@@ -620,7 +622,11 @@ def started(names: Sequence[str], setup: Setup, mode: Mode, sink_port: int) -> I
     try:
         for name in names:
             factory = CONFIGS[name]
-            milter = factory(setup, mode) if factory is not None else None
+            try:
+                milter = factory(setup, mode) if factory is not None else None
+            except (MilterStartError, OSError) as exc:
+                print(f"skipping {name} ({mode}): {exc}")
+                continue
             pf = PostfixInstance(
                 milters=[milter.postfix_spec] if milter else [],
                 relay=(LOOPBACK, sink_port),
