@@ -116,7 +116,7 @@ class SmtpResult:
     code: int
     text: str
     stage: str
-    """Which command got this reply: mail, rcpt, data (or xclient/connect)."""
+    """Which command got this reply: mail, rcpt or data."""
 
     @property
     def accepted(self) -> bool:
@@ -269,6 +269,8 @@ class PostfixInstance:
         self.mynetworks = [mynetworks] if isinstance(mynetworks, str) else list(mynetworks)
         self.hostname = hostname
         self.startup_timeout = startup_timeout
+        if relay is not None and not relay[0].startswith("127."):
+            raise ValueError(f"relay {relay[0]} is not a loopback address: test mail stays on this machine")
         self._relay = relay
         self._listener_overrides: dict[str, dict[str, str]] = {DEFAULT_LISTENER: {}}
         for name, overrides in (listeners or {}).items():
