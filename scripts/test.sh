@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Peer DKIM implementations and servers the interop/integration tests drive (Debian).
-DEBS=(opendkim opendkim-tools libmail-dkim-perl knot knot-dnsutils)
+# postfix: the end-to-end tests run private instances of it (tests/support/postfix.py).
+DEBS=(opendkim opendkim-tools libmail-dkim-perl knot knot-dnsutils postfix)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -14,8 +15,21 @@ if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Postfix: no system mail configuration; the tests write their own per instance.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    # No package may start a system daemon (Postfix, OpenDKIM, Knot): the tests run
+    # private ones. Where the machine has no policy-rc.d, add one for this install only.
+    policy=/usr/sbin/policy-rc.d
+    added_policy=""
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\n# added by mailseal scripts/test.sh for one apt-get run\nexit 101\n' >"$policy"
+      chmod 755 "$policy"
+      added_policy=1
+      trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ -n "$added_policy" ]; then rm -f "$policy"; trap - EXIT; fi
   else
     echo "!! missing Debian packages: ${missing[*]} (interop/integration tests will skip;"
     echo "!! run as root with apt-get, or install them, for the full suite)"
