@@ -60,7 +60,7 @@ def write_config(
         if key is not None and not path.exists():
             write_private_key(path, key)
         lines += [
-            f"[keys.{toml_string(key_name)}]",
+            f"[key_table.{toml_string(key_name)}]",
             f"domain = {toml_string(domain)}",
             f"selector = {toml_string(selector)}",
             f"file = {toml_string(str(path))}",

@@ -24,7 +24,7 @@ from mailseal.errors import ConfigError, MailsealError, UsageError
 from mailseal.keys.files import read_private_key, write_private_key
 from mailseal.milter.config import starter_config
 from mailseal.milter.opendkim_import import convert
-from mailseal.milter.server import key_problem_lines, load, run
+from mailseal.milter.server import key_absent_lines, key_problem_lines, load, run
 
 CONFIG_NAME = "milter.toml"
 
@@ -80,7 +80,12 @@ def run_milter(args: argparse.Namespace) -> int:
 
 
 def check_config(path: str) -> int:
-    """Print every problem with its line, or a one-line summary; exit 1 on problems."""
+    """Print every problem with its line, or a one-line summary; exit 1 on problems.
+
+    A store entry whose domain has no active key yet is a warning, not a
+    problem: the configuration is right and the milter picks the key up as
+    soon as ``mailseal keys tick`` activates one.
+    """
     try:
         loaded = load(path)
     except ConfigError as exc:
@@ -91,10 +96,16 @@ def check_config(path: str) -> int:
         print(line, file=sys.stderr)
     if problems:
         return 1
+    for line in key_absent_lines(loaded):
+        print(
+            f"warning: {line}; until one is active such mail gets on_failure.sign_key_unavailable",
+            file=sys.stderr,
+        )
     config = loaded.config
+    store = f", key store {config.key_store}" if config.store_keys else ""
     print(
         f"{path}: ok -- listens on {config.milter.socket} (Postfix: {config.milter.socket.postfix()}), "
-        f"{len(loaded.keyset.keys)} key(s) loaded, {len(config.rules)} signing rule(s), "
+        f"{len(loaded.keyset.keys)} key(s) loaded{store}, {len(config.rules)} signing rule(s), "
         f"authserv-id {config.authserv_id}"
     )
     return 0
@@ -154,6 +165,10 @@ def _print_setup(config_path: Path) -> None:
             continue
         record = KeyRecord.for_key(key.key_type, key.public_key_b64())
         print(zone_file_record(f"{entry.selector}._domainkey.{entry.domain}.", record.to_txt_strings()))
+    for store_entry in config.store_keys:
+        print(
+            f"  ({store_entry.name}: keys of {store_entry.domain} from the key store; mailseal keys publishes them)"
+        )
     postfix = config.milter.socket.postfix()
     print("Add to Postfix main.cf, then run `postfix reload`:")
     print(f"  smtpd_milters = {postfix}")

@@ -1,7 +1,9 @@
 """The ``[keys]`` configuration (TOML): where the store is, how to rotate, how to publish.
 
-One file, ``keys.toml``, or the ``[keys]`` table of a shared ``mailseal.toml``;
-only the ``[keys]`` table is read, so the milter's tables can sit beside it::
+One file, ``keys.toml``, or the ``[keys]`` table of a file shared with the
+milter: only the ``[keys]`` table is read here, and the milter's own tables
+(``[milter]``, ``[key_table.NAME]``, ``[signing_table]``, ...) sit beside it.
+The milter reads ``store`` from this table too (see ``docs/milter.md``)::
 
     [keys]
     store = "/var/lib/mailseal/keys.db"
@@ -42,6 +44,7 @@ from mailseal.keys.rotation import Policies, RotationPolicy
 from mailseal.keys.selectors import check_scheme
 
 __all__ = [
+    "TABLE_SETTINGS",
     "KeysConfig",
     "PublishConfig",
     "default_config_path",
@@ -73,6 +76,8 @@ _PUBLISH_KEYS: Final = {
     "timeout",
 }
 _TOP_KEYS: Final = _POLICY_KEYS | {"store", "authoritative", "resolvers", "timeout", "publish", "domains"}
+TABLE_SETTINGS: Final = frozenset(_TOP_KEYS)
+"""Every setting the ``[keys]`` table may hold (the milter checks names against it in a shared file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +192,13 @@ def _config(table: dict[str, Any], path: Path) -> KeysConfig:
     store = table.get("store")
     if store is not None and not isinstance(store, str):
         raise UsageError("keys.store must be a path")
+    store_path = default_store_path()
+    if store:
+        store_path = Path(store).expanduser()
+        if not store_path.is_absolute():  # like tsig_secret_file, and as the milter reads it
+            store_path = path.parent / store_path
     return KeysConfig(
-        store=Path(store).expanduser() if store else default_store_path(),
+        store=store_path,
         policies=Policies(default, policies),
         publish=publish,
         domain_publish=publishers,

@@ -21,7 +21,7 @@ for a new key (:attr:`Action.GENERATE`), named by the selector scheme.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
@@ -323,6 +323,8 @@ def plan(
     same steps.
     """
     steps: list[Step] = []
+    # Selectors this plan generates, per domain: RSA and Ed25519 keys fall due in the same tick.
+    planned: dict[str, set[str]] = {}
     lineages: dict[tuple[str, KeyType], list[KeyEntry]] = {}
     for entry in entries:
         lineages.setdefault(entry.lineage, []).append(entry)
@@ -347,8 +349,10 @@ def plan(
         if activating is not None:
             steps.append(_activate(activating, active, now))
         elif generate:
-            successor = _successor(domain, key_type, keys, newest_active, policy, now, entries)
-            if successor is not None:
+            reserved = planned.setdefault(domain, set())
+            successor = _successor(domain, key_type, keys, newest_active, policy, now, entries, reserved)
+            if successor is not None and successor.generation is not None:
+                reserved.add(successor.generation.selector)
                 steps.append(successor)
     return steps
 
@@ -379,6 +383,7 @@ def _successor(
     policy: RotationPolicy,
     now: int,
     everything: Sequence[KeyEntry],
+    reserved: Collection[str],
 ) -> Step | None:
     if newest_active is None or policy.rotate_every is None:
         return None
@@ -390,15 +395,25 @@ def _successor(
     return Step(
         Event.ROTATION_DUE,
         Action.GENERATE,
-        generation=successor_of(domain, key_type, policy, now, everything),
+        generation=successor_of(domain, key_type, policy, now, everything, reserved=reserved),
     )
 
 
 def successor_of(
-    domain: str, key_type: KeyType, policy: RotationPolicy, now: int, entries: Sequence[KeyEntry]
+    domain: str,
+    key_type: KeyType,
+    policy: RotationPolicy,
+    now: int,
+    entries: Sequence[KeyEntry],
+    *,
+    reserved: Collection[str] = (),
 ) -> Generation:
-    """A new key for ``domain`` named by the policy's scheme, avoiding every selector the domain ever used."""
-    taken = {e.selector for e in entries if e.domain == domain}
+    """A new key for ``domain`` named by the policy's scheme, avoiding every selector the domain ever used.
+
+    ``reserved`` holds selectors already chosen but not yet in the store (another
+    lineage of the domain whose rotation falls due in the same tick).
+    """
+    taken = {e.selector for e in entries if e.domain == domain} | set(reserved)
     bits = policy.bits if key_type is KeyType.RSA else 256
     return Generation(
         domain, key_type, bits, selector_for(policy.selector_scheme, now, key_type=key_type, taken=taken)

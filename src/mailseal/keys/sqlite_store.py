@@ -101,10 +101,12 @@ class SqliteKeyStore:
     opens its own. ``readonly=True`` is for processes that only sign.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, timeout: float = 5.0) -> None:
         """Open (and with ``readonly=False`` create) the store at ``path``.
 
-        Raises :class:`InsecureKeyFileError` when group or others may read the
+        ``timeout`` is how many seconds a statement waits for another
+        process's lock before failing with "database is locked".
+        Raises :class:`InsecureKeyFileError` when others may read or write the
         file, and :class:`KeyStoreError` when it cannot be opened.
         """
         self.path = Path(path)
@@ -115,14 +117,23 @@ class SqliteKeyStore:
         uri = f"{self.path.resolve().as_uri()}?mode={'ro' if readonly else 'rw'}"
         try:
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 5000")
+        except sqlite3.Error as exc:
+            raise KeyStoreError(f"cannot open key store {self.path}: {exc}") from None
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {max(0, round(timeout * 1000))}")
             self._db.execute("PRAGMA synchronous = FULL")
             # A destroyed key's bytes are zeroed, not left behind in free pages.
             self._db.execute("PRAGMA secure_delete = ON")
-            if not readonly:
+            if readonly:
+                self._check_schema()
+            else:
                 self._migrate()
         except sqlite3.Error as exc:
+            self._db.close()
             raise KeyStoreError(f"cannot open key store {self.path}: {exc}") from None
+        except KeyStoreError:
+            self._db.close()
+            raise
         self._lock = threading.RLock()
         self._loaded: dict[int, PrivateKey] = {}
 
@@ -147,6 +158,13 @@ class SqliteKeyStore:
                 f"key store {self.path} holds private keys and others may read or write it "
                 f"(mode {stat.S_IMODE(info.st_mode):04o}); fix with: chmod 600 {self.path}"
             )
+
+    def _check_schema(self) -> None:
+        """A read-only opener cannot create the tables: say so now rather than at the first query."""
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version != SCHEMA_VERSION:
+            what = "is empty or not a mailseal key store" if version == 0 else f"has schema version {version}"
+            raise KeyStoreError(f"key store {self.path} {what}; this mailseal knows {SCHEMA_VERSION}")
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()

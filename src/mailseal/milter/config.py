@@ -29,7 +29,8 @@ from mailseal.core.canonicalization import Canon
 from mailseal.core.identity import is_domain_name, is_selector
 from mailseal.core.options import DEFAULT_MAX_SIGNATURES, SignOptions, VerifyOptions
 from mailseal.errors import ConfigError
-from mailseal.keys.source import SENDER_DOMAIN, KeyFileEntry
+from mailseal.keys.config import TABLE_SETTINGS as KEYS_SETTINGS
+from mailseal.keys.source import SENDER_DOMAIN, KeyFileEntry, StoreKeyEntry
 from mailseal.milter.actions import FAILURE_DEFAULTS, Failure, FailurePolicy, Requirement, Verdict
 from mailseal.milter.routing import DEFAULT_INTERNAL_NETWORKS, RoutingPolicy, parse_networks
 from mailseal.milter.runtime import SenderSource
@@ -240,7 +241,8 @@ class MilterSettings:
     metrics: tuple[str, int] | None = None
     log_level: str = "info"
     shutdown_grace: float = 30.0
-    key_check_interval: float = 60.0
+    key_check_interval: float = 5.0
+    """Seconds between checks for changed key files and key store changes; 0 = never."""
 
     def worker_count(self) -> int:
         """The number of worker processes to run."""
@@ -257,6 +259,7 @@ class Config:
     sender_source: SenderSource
     sign_options: SignOptions
     keys: tuple[KeyFileEntry, ...]
+    """The ``[key_table.NAME]`` entries that name a key file."""
     rules: tuple[Rule, ...]
     verify_options: VerifyOptions
     dns_timeout: float
@@ -266,7 +269,16 @@ class Config:
     max_header_bytes: int
     idle_timeout: float
     key_lines: Mapping[str, int | None] = field(default_factory=dict)
-    """The line of each key's ``file =``, to point at a key that cannot be loaded."""
+    """The line of each key's ``file =`` (or ``store =``), to point at a key that cannot be loaded."""
+    store_keys: tuple[StoreKeyEntry, ...] = ()
+    """The ``[key_table.NAME]`` entries with ``store = true``: the domain's keys from the key store."""
+    key_store: Path | None = None
+    """The key store file (``[keys] store``), absolute; None when the file does not name one."""
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        """Every key table name, file and store entries alike."""
+        return (*(k.name for k in self.keys), *(k.name for k in self.store_keys))
 
     @property
     def authserv_id(self) -> str:
@@ -283,7 +295,17 @@ class Config:
 
 _SCHEMA: Final[Mapping[str, frozenset[str]]] = {
     "": frozenset(
-        {"milter", "routing", "signing", "keys", "signing_table", "verify", "on_failure", "limits"}
+        {
+            "milter",
+            "routing",
+            "signing",
+            "key_table",
+            "signing_table",
+            "verify",
+            "on_failure",
+            "limits",
+            "keys",  # the key lifecycle's table (mailseal keys); the milter reads its store
+        }
     ),
     "milter": frozenset(
         {
@@ -302,7 +324,8 @@ _SCHEMA: Final[Mapping[str, frozenset[str]]] = {
     ),
     "routing": frozenset({"internal_networks", "sign", "verify", "verify_internal", "sender"}),
     "signing": frozenset({"canonicalization", "headers", "oversign", "expire_after"}),
-    "key": frozenset({"domain", "selector", "file", "algorithm"}),
+    "key": frozenset({"domain", "selector", "file", "algorithm", "store"}),
+    "keys": KEYS_SETTINGS,
     "verify": frozenset({"dns_timeout", "nameservers", "allow_rsa_sha1", "min_rsa_bits", "require"}),
     "require": frozenset({"domain", "action"}),
     "on_failure": frozenset(f.value for f in Failure),
@@ -439,8 +462,10 @@ def _build(r: _Reader, data: Mapping[str, Any], path: str | None, base: Path) ->
     milter = _milter(r, r.sub(data, (), "milter", "milter"))
     routing, sender = _routing(r, r.sub(data, (), "routing", "routing"))
     sign_options = _signing(r, r.sub(data, (), "signing", "signing"))
-    keys, key_lines = _keys(r, data.get("keys", {}), base)
-    rules = _signing_table(r, data.get("signing_table", {}), {k.name for k in keys})
+    key_store = _lifecycle(r, data.get("keys", {}), base)
+    keys, store_keys, key_lines = _key_table(r, data.get("key_table", {}), base, key_store)
+    names = {k.name for k in keys} | {k.name for k in store_keys}
+    rules = _signing_table(r, data.get("signing_table", {}), names)
     verify = r.sub(data, (), "verify", "verify")
     limits = r.sub(data, (), "limits", "limits")
     max_signatures = r.whole(
@@ -470,6 +495,8 @@ def _build(r: _Reader, data: Mapping[str, Any], path: str | None, base: Path) ->
         ),
         idle_timeout=r.number(limits, ("limits",), "idle_timeout", 600.0, minimum=1, maximum=86400),
         key_lines=key_lines,
+        store_keys=store_keys,
+        key_store=key_store,
     )
 
 
@@ -514,7 +541,9 @@ def _milter(r: _Reader, table: Mapping[str, Any]) -> MilterSettings:
         metrics=metrics,
         log_level=level,
         shutdown_grace=r.number(table, at, "shutdown_grace", 30.0, minimum=0, maximum=3600),
-        key_check_interval=r.number(table, at, "key_check_interval", 60.0, minimum=0, maximum=86400),
+        key_check_interval=r.number(
+            table, at, "key_check_interval", defaults.key_check_interval, minimum=0, maximum=86400
+        ),
     )
 
 
@@ -568,44 +597,126 @@ def _signing(r: _Reader, table: Mapping[str, Any]) -> SignOptions:
     )
 
 
-def _keys(r: _Reader, table: object, base: Path) -> tuple[tuple[KeyFileEntry, ...], dict[str, int | None]]:
+_KEY_ENTRY_SETTINGS: Final = frozenset({"domain", "selector", "file", "algorithm", "store"})
+
+
+def _lifecycle(r: _Reader, table: object, base: Path) -> Path | None:
+    """The ``[keys]`` table: the key lifecycle's settings; the milter uses only ``store``.
+
+    The rest belongs to ``mailseal keys`` (which checks it when it reads the
+    file); here only the names are checked, so a typo is caught either way.
+    A ``[keys.NAME]`` table that looks like a key table entry is the old
+    spelling of ``[key_table.NAME]``: say so.
+    """
     if not isinstance(table, dict):
-        r.problem(("keys",), "keys must be a table of [keys.NAME] tables")
-        return (), {}
+        r.problem(("keys",), "keys must be a table: the key lifecycle's settings (see docs/keys.md)")
+        return None
+    for name, value in table.items():
+        if isinstance(value, dict) and name not in KEYS_SETTINGS and _KEY_ENTRY_SETTINGS & set(value):
+            r.problem(
+                ("keys", name),
+                f"[keys.{name}] looks like a key table entry: those are [key_table.{name}] "
+                "([keys] holds the key lifecycle's settings); rename the table",
+            )
+        elif name not in KEYS_SETTINGS:
+            r.table({name: value}, ("keys",), "keys")
+    store = r.value(table, ("keys",), "store", str, "")
+    if not store:
+        return None
+    path = Path(store).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _key_table(
+    r: _Reader, table: object, base: Path, key_store: Path | None
+) -> tuple[tuple[KeyFileEntry, ...], tuple[StoreKeyEntry, ...], dict[str, int | None]]:
+    """``[key_table.NAME]`` entries: a key file (domain, selector, file), or the store's keys (domain, store)."""
+    if not isinstance(table, dict):
+        r.problem(("key_table",), "key_table must be a table of [key_table.NAME] tables")
+        return (), (), {}
     entries = []
+    store_entries = []
     lines: dict[str, int | None] = {}
     for name, raw in table.items():
-        at = ("keys", name)
+        at = ("key_table", name)
         if not isinstance(raw, dict):
-            r.problem(at, f"keys.{name} must be a table with domain, selector and file")
+            r.problem(at, f"key_table.{name} must be a table with domain and file (or store = true)")
             continue
         entry = r.table(raw, at, "key")
+        if r.flag(entry, at, "store", default=False):
+            store_entry = _store_entry(r, entry, name, key_store)
+            if store_entry is not None:
+                lines[name] = r.lines.line_of((*at, "store"))
+                store_entries.append(store_entry)
+            continue
         missing = [k for k in ("domain", "selector", "file") if k not in entry]
         if missing:
-            r.problem(at, f"[keys.{name}] needs {', '.join(missing)}")
+            r.problem(
+                at, f"[key_table.{name}] needs {', '.join(missing)} (or store = true: the key store's keys)"
+            )
             continue
         domain = r.value(entry, at, "domain", str, "").lower().removesuffix(".")
         selector = r.value(entry, at, "selector", str, "")
         file_text = r.value(entry, at, "file", str, "")
         if domain != SENDER_DOMAIN and not is_domain_name(domain, min_labels=2):
             r.problem(
-                (*at, "domain"), f'keys.{name}.domain {domain!r} is not a domain name (or "%": the sender\'s)'
+                (*at, "domain"),
+                f'key_table.{name}.domain {domain!r} is not a domain name (or "%": the sender\'s)',
             )
         if not is_selector(selector):
-            r.problem((*at, "selector"), f"keys.{name}.selector {selector!r} is not a valid selector")
+            r.problem((*at, "selector"), f"key_table.{name}.selector {selector!r} is not a valid selector")
         algorithm: Algorithm | None = None
         algorithm_text = r.value(entry, at, "algorithm", str, "")
         if algorithm_text:
             algorithm = ALGORITHMS.get(algorithm_text.lower())
             if algorithm is None or algorithm.legacy:
-                r.problem((*at, "algorithm"), f"keys.{name}.algorithm must be rsa-sha256 or ed25519-sha256")
+                r.problem(
+                    (*at, "algorithm"), f"key_table.{name}.algorithm must be rsa-sha256 or ed25519-sha256"
+                )
                 algorithm = None
         path = Path(file_text)
         if not path.is_absolute():
             path = base / path
         lines[name] = r.lines.line_of((*at, "file"))
         entries.append(KeyFileEntry(name, domain, selector, path, algorithm))
-    return tuple(entries), lines
+    return tuple(entries), tuple(store_entries), lines
+
+
+def _store_entry(
+    r: _Reader, entry: Mapping[str, Any], name: str, key_store: Path | None
+) -> StoreKeyEntry | None:
+    """``store = true``: the domain's active keys from the store; the store picks selectors and files."""
+    at = ("key_table", name)
+    ok = True
+    for setting in ("selector", "file", "algorithm"):
+        if setting in entry:
+            r.problem(
+                (*at, setting),
+                f"key_table.{name}.{setting}: a store entry takes its keys (selectors, types) from the "
+                f"key store; remove {setting} (or remove store = true to sign with a key file)",
+            )
+            ok = False
+    if "domain" not in entry:
+        r.problem(at, f"[key_table.{name}] needs domain: the store keeps keys per domain")
+        return None
+    domain = r.value(entry, at, "domain", str, "").lower().removesuffix(".")
+    if domain == SENDER_DOMAIN:
+        r.problem(
+            (*at, "domain"),
+            f'key_table.{name}.domain: "%" cannot name the store\'s keys; give the domain, one entry per domain',
+        )
+        ok = False
+    elif not is_domain_name(domain, min_labels=2):
+        r.problem((*at, "domain"), f"key_table.{name}.domain {domain!r} is not a domain name")
+        ok = False
+    if key_store is None:
+        r.problem(
+            (*at, "store"),
+            f"key_table.{name} takes its keys from the key store, but this file does not say where "
+            'it is: add [keys] store = "/var/lib/mailseal/keys.db" (the store mailseal keys uses)',
+        )
+        ok = False
+    return StoreKeyEntry(name, domain) if ok else None
 
 
 def _signing_table(r: _Reader, table: object, key_names: set[str]) -> tuple[Rule, ...]:
@@ -621,7 +732,7 @@ def _signing_table(r: _Reader, table: object, key_names: set[str]) -> tuple[Rule
         unknown = [n for n in names if n not in key_names]
         if unknown:
             hint = difflib.get_close_matches(unknown[0], sorted(key_names), n=1)
-            suggestion = f" (did you mean {hint[0]!r}?)" if hint else " (define it as [keys.NAME])"
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else " (define it as [key_table.NAME])"
             r.problem(at, f"signing_table {pattern!r} names unknown key {unknown[0]!r}{suggestion}")
             continue
         try:
@@ -694,7 +805,7 @@ internal_networks = ["127.0.0.0/8", "::1"]   # mail from here (or SMTP AUTH) is 
 # verify_internal = false                    # also verify mail we sign
 # sender = "from"                            # "from" header or "envelope" (MAIL FROM) picks the key
 
-[keys.main]
+[key_table.main]                    # or: domain = ...; store = true (keys from `mailseal keys`)
 domain = {_toml(domain)}
 selector = {_toml(selector)}
 file = {_toml(key_file)}              # mode 0600: keys others can read are refused

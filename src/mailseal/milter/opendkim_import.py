@@ -166,7 +166,7 @@ def _render(keys: Sequence[KeyRow], rules: dict[str, list[str]], key_label: str,
     ]
     for row in keys:
         lines += [
-            f"[keys.{q(row.name)}]",
+            f"[key_table.{q(row.name)}]",
             f"domain = {q(row.domain)}",
             f"selector = {q(row.selector)}",
             f"file = {q(row.path)}",

@@ -40,8 +40,8 @@ from mailseal.core.txtanswer import TxtAnswer, TxtStatus
 from mailseal.dns.cache import CachingResolver
 from mailseal.dns.interface import KeyResolver
 from mailseal.dns.resolver import DnsResolver
-from mailseal.errors import ConfigError, UsageError
-from mailseal.keys.source import FileKeySource, KeySet, KeySource
+from mailseal.errors import ConfigError, MailsealError, UsageError
+from mailseal.keys.source import CombinedKeySource, FileKeySource, KeySet, KeySource, StoreKeySource
 from mailseal.milter import codec
 from mailseal.milter.config import Config, ListenAddress, load_config
 from mailseal.milter.metrics import Metrics, NullMetrics
@@ -57,9 +57,12 @@ _TCP_FAMILIES: Final = (socket.AF_INET, socket.AF_INET6)
 _QUICKACK: Final = getattr(socket, "TCP_QUICKACK", None)
 
 
-def file_key_source(config: Config) -> KeySource:
-    """The default: the key files named in the configuration's ``[keys]`` tables."""
-    return FileKeySource(config.keys)
+def config_key_source(config: Config) -> KeySource:
+    """The default: the key table's files, and the key store for its ``store = true`` entries."""
+    files = FileKeySource(config.keys)
+    if not config.store_keys or config.key_store is None:
+        return files
+    return CombinedKeySource([files, StoreKeySource(config.key_store, config.store_keys)])
 
 
 def build_runtime(config: Config, keyset: KeySet, generation: int = 1) -> Runtime:
@@ -87,18 +90,27 @@ def build_resolver(config: Config) -> KeyResolver:
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """A configuration, its key source and the keys loaded from it."""
+    """A configuration, its key source, the keys loaded from it and the source's version before loading."""
 
     config: Config
     source: KeySource
     keyset: KeySet
+    version: Hashable
+    """``source.version()`` taken just before ``keyset`` was loaded: a change made while
+    loading is seen by the next check, and a worker forked later from this ``Loaded``
+    notices every change since (it compares against this, not against a fresh token)."""
+
+    @classmethod
+    def read(cls, config: Config, source: KeySource) -> Loaded:
+        """Take the source's version, then load its keys."""
+        version = source.version()
+        return cls(config, source, source.load(), version)
 
 
-def load(path: str, factory: KeySourceFactory = file_key_source) -> Loaded:
+def load(path: str, factory: KeySourceFactory = config_key_source) -> Loaded:
     """Read a configuration and load its keys once; raises ConfigError for a bad file."""
     config = load_config(path)
-    source = factory(config)
-    return Loaded(config, source, source.load())
+    return Loaded.read(config, factory(config))
 
 
 def key_problem_lines(loaded: Loaded) -> list[str]:
@@ -108,6 +120,16 @@ def key_problem_lines(loaded: Loaded) -> list[str]:
         line = loaded.config.key_lines.get(name)
         where = f"{loaded.config.path}:{line}: " if loaded.config.path and line else ""
         lines.append(f"{where}key {name!r} cannot be used: {problem}")
+    return lines
+
+
+def key_absent_lines(loaded: Loaded) -> list[str]:
+    """``path:line: key NAME: ...`` for each name whose source has no key for it now (not an error)."""
+    lines = []
+    for name, why in loaded.keyset.absent.items():
+        line = loaded.config.key_lines.get(name)
+        where = f"{loaded.config.path}:{line}: " if loaded.config.path and line else ""
+        lines.append(f"{where}key {name!r} has no key to sign with now: {why}")
     return lines
 
 
@@ -124,7 +146,7 @@ class MilterServer:
         config_path: str | None = None,
         resolver: KeyResolver | None = None,
         metrics: Metrics | None = None,
-        key_source_factory: KeySourceFactory = file_key_source,
+        key_source_factory: KeySourceFactory = config_key_source,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Serve ``loaded``; ``config_path`` is re-read on reload; a given ``resolver`` is kept across reloads."""
@@ -138,7 +160,7 @@ class MilterServer:
         self._generation = 1
         self._runtime = build_runtime(loaded.config, loaded.keyset)
         self._watched = frozenset(r.domain for r in self._runtime.requirements)  # named in metrics
-        self._key_version: Hashable = loaded.source.version()
+        self._key_version: Hashable = loaded.version
         self._connections: set[_Connection] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._stopping = False
@@ -248,53 +270,59 @@ class MilterServer:
         assert self._stopped is not None  # noqa: S101 - set by start()
         self._stopped.set()
 
-    def reload(self) -> bool:
-        """Re-read the configuration and keys; keep the old ones (and say why) when anything is wrong."""
-        path = self._config_path
+    def reload(self, *, keys_only: bool = False) -> bool:
+        """Re-read the configuration and keys; keep the old ones (and say why) when anything is wrong.
+
+        ``keys_only`` (the key watch) reloads the keys under the running
+        configuration: a rotation is applied even while the file is being
+        edited, and edits still wait for SIGHUP.
+        """
+        path = None if keys_only else self._config_path
+        kept = "keys" if keys_only else "configuration"
         try:
-            loaded = (
-                load(path, self._factory)
-                if path
-                else Loaded(self.config, self._loaded.source, self._loaded.source.load())
-            )
+            loaded = load(path, self._factory) if path else Loaded.read(self.config, self._loaded.source)
         except (ConfigError, UsageError) as exc:
             _log.error("reload refused, keeping the running configuration:\n%s", exc)
             self._metrics.error("reload")
             return False
         problems = key_problem_lines(loaded)
         if problems:
-            _log.error("reload refused, keeping the running configuration: %s", "; ".join(problems))
+            _log.error("reload refused, keeping the running %s: %s", kept, "; ".join(problems))
             self._metrics.error("reload")
             return False
         self._generation += 1
         self._loaded = loaded
         self._runtime = build_runtime(loaded.config, loaded.keyset, self._generation)
         self._watched = frozenset(r.domain for r in self._runtime.requirements)
-        self._key_version = loaded.source.version()
+        self._key_version = loaded.version
         if self._fixed_resolver is None:
             self._resolver = build_resolver(loaded.config)
         logging.getLogger("mailseal").setLevel(loaded.config.milter.log_level.upper())
         _log.info(
-            "configuration %s loaded (generation %d): %d key(s), %d signing rule(s)",
-            path or "(in memory)",
+            "%s %s loaded (generation %d): %d key(s), %d signing rule(s)%s",
+            "keys of configuration" if keys_only else "configuration",
+            self._config_path or "(in memory)",
             self._generation,
             len(loaded.keyset.keys),
             len(loaded.config.rules),
+            _signing_summary(loaded.keyset),
         )
+        for note in key_absent_lines(loaded):
+            _log.warning("%s (mail needing it gets on_failure.sign_key_unavailable)", note)
         return True
 
     async def _watch_keys(self, interval: float) -> None:
-        """Reload when the key source says its keys changed (e.g. a rotated key file)."""
+        """Reload when the key source says its keys changed (a rotated key file, a rotation in the store)."""
         while True:
             await asyncio.sleep(interval)
             try:
                 version = self._loaded.source.version()
-            except OSError as exc:
+            except (OSError, MailsealError) as exc:
                 _log.warning("cannot check the keys for changes: %s", exc)
                 continue
             if version != self._key_version:
-                _log.info("signing keys changed; reloading")
-                if not self.reload():
+                _log.info("signing keys changed; reloading them")
+                if not self.reload(keys_only=True):
                     self._key_version = version  # do not retry the same broken state every interval
 
     async def _sweep(self) -> None:
@@ -457,6 +485,12 @@ class _Connection(asyncio.Protocol):
             self._pump()
 
 
+def _signing_summary(keyset: KeySet) -> str:
+    """`` signing with example.com/ms2026q2, ...`` for the reload log line (store keys change by themselves)."""
+    selectors = sorted({f"{k.domain}/{k.selector}" for keys in keyset.keys.values() for k in keys})
+    return f"; signing with {', '.join(selectors)}" if selectors else ""
+
+
 def _answer_of(name: str, future: asyncio.Future[TxtAnswer]) -> TxtAnswer:
     """The lookup's answer; unfinished or broken lookups become values too (never exceptions)."""
     if not future.done():
@@ -600,7 +634,7 @@ def run(
     config_path: str,
     *,
     workers: int | None = None,
-    key_source_factory: KeySourceFactory = file_key_source,
+    key_source_factory: KeySourceFactory = config_key_source,
 ) -> int:
     """``mailseal milter``: serve until SIGTERM/SIGINT; returns the exit status.
 
@@ -627,10 +661,11 @@ def run(
                 os.chown(metrics_dir, uid, gid)
             preload_lazy_modules(metrics=metrics_sock is not None)
             drop_privileges(settings.user, settings.group)
-        source = key_source_factory(config)
-        loaded = Loaded(config, source, source.load())
+        loaded = Loaded.read(config, key_source_factory(config))
         for problem in key_problem_lines(loaded):
             _log.error("%s (mail needing this key gets on_failure.sign_key_unavailable)", problem)
+        for note in key_absent_lines(loaded):
+            _log.warning("%s (mail needing it gets on_failure.sign_key_unavailable)", note)
         bound = bound_address(settings.socket, sock)
         _log.info(
             "mailseal milter listening on %s with %d worker(s); Postfix: smtpd_milters = %s",

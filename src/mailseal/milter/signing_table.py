@@ -185,7 +185,7 @@ def choose_keys(rule: Rule, keyset: KeySet, sender_domain: str) -> KeyChoice:
     for name in rule.keys:
         found = keyset.lookup(name)
         if found is None:
-            missing.append((name, keyset.problems.get(name, "no key of this name is loaded")))
+            missing.append((name, keyset.reason(name)))
             continue
         for key in found:
             if key.domain == SENDER_DOMAIN:

@@ -263,6 +263,24 @@ def test_rotation_is_due_after_rotate_every_and_only_once() -> None:
     assert plan([active], {}, NOW, POLICIES, generate=False) == []
 
 
+def test_rsa_and_ed25519_falling_due_in_one_tick_get_different_selectors() -> None:
+    """Both lineages were activated together, so both rotate in the same plan; the scheme gives one name."""
+    ed = entry(KeyState.ACTIVE, key_id=1, activated_at=NOW - 90 * DAY, visible_at=NOW - 91 * DAY)
+    rsa = entry(
+        KeyState.ACTIVE,
+        key_id=2,
+        key_type=KeyType.RSA,
+        bits=2048,
+        activated_at=NOW - 90 * DAY,
+        visible_at=NOW,
+    )
+    steps = plan([ed, rsa], {}, NOW, POLICIES)
+    assert [(s.generation.key_type, s.generation.selector) for s in steps if s.generation] == [
+        (KeyType.ED25519, "ms2026q1"),
+        (KeyType.RSA, "ms2026q1b"),
+    ]
+
+
 def test_activation_retires_the_predecessor_in_the_same_step() -> None:
     old = entry(KeyState.ACTIVE, key_id=1, created_at=NOW - 100 * DAY, activated_at=NOW - 99 * DAY)
     new = entry(KeyState.PUBLISHED, key_id=2, created_at=NOW - DAY, visible_at=NOW - DAY)

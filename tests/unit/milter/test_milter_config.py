@@ -40,12 +40,12 @@ sender = "envelope"
 canonicalization = "simple/relaxed"
 expire_after = 604800
 
-[keys.rsa]
+[key_table.rsa]
 domain = "example.com"
 selector = "r2026"
 file = "keys/r.key"
 
-[keys."ed key"]
+[key_table."ed key"]
 domain = "%"
 selector = "e2026"
 file = "/etc/mailseal/e.key"
@@ -126,14 +126,14 @@ def problems_of(text: str) -> list[tuple[int | None, str]]:
         ('[routing]\ninternal_networks = [\n  "10.0.0.0/8",\n  "10.1.0.0/99",\n]\n', 2, "'10.1.0.0/99'"),
         ('[routing]\nsender = "header"\n', 2, '"from"'),
         ('[signing]\ncanonicalization = "loose"\n', 2, "simple or relaxed"),
-        ('[keys.k]\ndomain = "example.com"\nselector = "s"\n', 1, "needs file"),
+        ('[key_table.k]\ndomain = "example.com"\nselector = "s"\n', 1, "needs file"),
         (
-            '[keys.k]\ndomain = "example.com"\nselector = "bad selector"\nfile = "k"\n',
+            '[key_table.k]\ndomain = "example.com"\nselector = "bad selector"\nfile = "k"\n',
             3,
             "not a valid selector",
         ),
         (
-            '[keys.k]\ndomain = "example.com"\nselector = "s"\nfile = "k"\nalgorithm = "rsa-sha1"\n',
+            '[key_table.k]\ndomain = "example.com"\nselector = "s"\nfile = "k"\nalgorithm = "rsa-sha1"\n',
             5,
             "rsa-sha256 or",
         ),
@@ -169,7 +169,7 @@ def test_every_problem_is_reported_at_once_in_line_order() -> None:
 
 def test_duplicate_rules_are_reported() -> None:
     text = (
-        '[keys.k]\ndomain = "example.com"\nselector = "s"\nfile = "k"\n'
+        '[key_table.k]\ndomain = "example.com"\nselector = "s"\nfile = "k"\n'
         '[signing_table]\n"example.com" = ["k"]\n"*@example.com" = ["k"]\n'
     )
     assert any("means the same as" in message for _, message in problems_of(text))
@@ -248,6 +248,9 @@ def test_the_documented_reference_configuration_parses() -> None:
     block = text.split("## Configuration reference", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     config = parse_config(block, base=Path("/etc/mailseal"))
     assert [k.name for k in config.keys] == ["rsa2026", "ed2026"]
+    assert [(k.name, k.domain) for k in config.store_keys] == [("net", "example.net")]
+    assert config.key_store == Path("/var/lib/mailseal/keys.db")
+    assert config.milter.key_check_interval == 5
     assert set(config.failure.actions) == set(Failure)  # every failure is documented
     for failure in Failure:
         assert f"`{failure.value}`" in text

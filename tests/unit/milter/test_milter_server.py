@@ -379,7 +379,7 @@ def test_internal_error_follows_the_configured_action(
     config = load_config(path)
     source = _BrokenKeySource("example.com")
     with (
-        ServerThread(Loaded(config, source, source.load()), clock=lambda: FIXED_NOW) as running,
+        ServerThread(Loaded.read(config, source), clock=lambda: FIXED_NOW) as running,
         session(running.address) as client,
     ):
         result = client.send_message(MESSAGE)
