@@ -55,13 +55,13 @@ def _explain_one(number: int, sig: SignatureResult) -> list[str]:
         f"s={sig.selector}" if sig.selector else "",
         sig.algorithm or "",
     ]
-    head += " — " + " ".join(i for i in ids if i)
+    head += " - " + " ".join(i for i in ids if i)
     if sig.key_bits:
         head += f" ({sig.key_bits}-bit key)"
     out = [head]
     reason = f" [{sig.reason}]" if sig.reason is not None else ""
     out.append(f"    {sig.detail}{reason}")
-    if sig.result is DKIMResult.PASS or sig.signed_headers:
+    if sig.result is DKIMResult.PASS:  # coverage and alignment mean something only for a verified signature
         if sig.signed_headers:
             out.append(f"    signed header fields: {', '.join(sig.signed_headers)}")
         notable = [h for h in sig.unsigned_headers if h in _IMPORTANT]

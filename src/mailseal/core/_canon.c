@@ -1,6 +1,6 @@
 /* Relaxed body canonicalization (RFC 6376 section 3.4.4 a+b) over complete lines.
  *
- * The same transformation as mailseal.core.canonicalization._relaxed_lines_py,
+ * The same transformation as mailseal.core.canonicalization.relaxed_lines_py,
  * in one pass: every run of SP/HTAB becomes one SP, and a run that ends a line
  * (is followed by CRLF) is removed. Lines are delimited by CRLF only; a bare CR
  * or LF is ordinary content. The Python version stays the reference and the

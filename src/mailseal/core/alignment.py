@@ -18,7 +18,12 @@ from mailseal.core.message import HeaderField
 from mailseal.core.results import Alignment
 
 # `Name <local@domain>` or `local@domain` with a plain display name and no comments.
-_SIMPLE_FROM = re.compile(r"\s*(?:[\w .-]*<)?[\w.+-]+@([A-Za-z0-9.-]+)>?\s*\Z")
+# Anchored, applied to the stripped value, and the optional display name must start with
+# a non-space character: no overlapping quantifiers, so matching is linear.
+_SIMPLE_FROM = re.compile(r"(?:[\w.-][\w .-]*<)?[\w.+-]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)\.?>?\Z")
+
+
+MAX_FROM = 4096
 
 
 @lru_cache(maxsize=1)
@@ -42,8 +47,10 @@ def from_domain(headers: tuple[HeaderField, ...]) -> str | None:
     froms = [f for f in headers if f.key == "from"]
     if len(froms) != 1:
         return None
+    if len(froms[0].raw) > MAX_FROM:
+        return None  # no real From field is this long; do not spend parser time on it
     value = froms[0].value.replace(b"\r\n", b"").decode("utf-8", "replace")
-    simple = _SIMPLE_FROM.match(value)
+    simple = _SIMPLE_FROM.match(value.strip())
     if simple:  # the common shapes, without the cost of the full RFC 5322 parser
         return simple.group(1).lower().removesuffix(".")
     addresses = [addr for _, addr in getaddresses([value]) if addr]

@@ -14,7 +14,6 @@ import re
 from mailseal.core.message import HeaderField
 from mailseal.core.results import SignatureResult, VerificationReport
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+\Z")  # RFC 2045 token characters (no tspecials)
 _ADDR_OK = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~@]+\Z")  # pvalue allows local-part@domain
 _MIN_B_PREFIX = 8
 
@@ -40,8 +39,9 @@ def _clause(result: SignatureResult, b_prefix: str | None) -> str:
         ("header.a", result.algorithm),
         ("header.b", b_prefix),
     ):
-        if value:
-            words.append(f"{prop}={_pvalue(value)}")
+        rendered = _pvalue(value) if value else None
+        if rendered is not None:
+            words.append(f"{prop}={rendered}")
     return " ".join(words)
 
 
@@ -61,7 +61,10 @@ def _comment(result: SignatureResult) -> str:
     return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
-def _pvalue(value: str) -> str:
+def _pvalue(value: str) -> str | None:
+    """A token or quoted-string; None (the property is left out) for anything unprintable."""
+    if not value.isprintable() or any(ch in value for ch in "\r\n\t"):
+        return None
     if _ADDR_OK.match(value) and value.count("@") <= 1 and not value.endswith("@"):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -87,6 +90,34 @@ def authserv_id_of(field: HeaderField) -> str | None:
     if field.key != "authentication-results":
         return None
     text = field.value.replace(b"\r\n", b"").decode("utf-8", "replace")
-    text = re.sub(r"\([^()]*\)", " ", text).strip()
-    ident = re.split(r"[;\s]", text, maxsplit=1)[0] if text else ""
-    return ident or None
+    i = _skip_cfws(text, 0)
+    if i < len(text) and text[i] == '"':  # a quoted-string authserv-id
+        out, i = [], i + 1
+        while i < len(text) and text[i] != '"':
+            if text[i] == "\\" and i + 1 < len(text):
+                i += 1
+            out.append(text[i])
+            i += 1
+        return "".join(out) or None
+    end = i
+    while end < len(text) and text[end] not in ' \t;()"':
+        end += 1
+    return text[i:end] or None
+
+
+def _skip_cfws(text: str, i: int) -> int:
+    """Skip whitespace and (nested, backslash-escaped) comments, RFC 5322 3.2.2."""
+    depth = 0
+    while i < len(text):
+        ch = text[i]
+        if depth and ch == "\\":
+            i += 2
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif not depth and ch not in " \t":
+            return i
+        i += 1
+    return i

@@ -83,21 +83,33 @@ class BodyCanonicalizer:
     def __init__(self, canon: Canon, sink: Callable[[bytes], object]) -> None:
         self._relaxed = canon is Canon.RELAXED
         self._sink = sink
-        self._pending = b""  # an incomplete last line
+        self._pending: list[bytes] = []  # pieces of an incomplete last line (joined once complete)
         self._held = 0  # CRLFs of possibly-trailing empty lines, not yet emitted
         self._content = False  # any non-empty line emitted yet
 
     def feed(self, chunk: bytes) -> None:
-        """Add the next body bytes; lines may span chunks."""
-        if self._pending:
-            chunk = self._pending + chunk
-        cut = chunk.rfind(b"\r\n")
-        if cut < 0:
-            self._pending = chunk
+        """Add the next body bytes; lines may span chunks.
+
+        Only the new chunk is searched for a line end, so a very long line fed
+        in many chunks costs linear time; memory is bounded by the longest line.
+        """
+        if not chunk:
             return
-        cut += 2
-        self._pending = chunk[cut:]
-        self._emit_lines(chunk[:cut] if cut != len(chunk) else chunk)
+        cut = chunk.rfind(b"\r\n")
+        if cut >= 0:
+            cut += 2
+        elif chunk[:1] == b"\n" and self._pending and self._pending[-1].endswith(b"\r"):
+            cut = 1  # the CRLF was split between the previous chunk and this one
+        else:
+            self._pending.append(chunk)
+            return
+        head = chunk[:cut] if cut != len(chunk) else chunk
+        if self._pending:
+            head = b"".join((*self._pending, head))
+            self._pending.clear()
+        self._emit_lines(head)
+        if cut != len(chunk):
+            self._pending.append(chunk[cut:])
 
     def _emit_lines(self, lines: bytes) -> None:
         if self._relaxed:
@@ -120,8 +132,8 @@ class BodyCanonicalizer:
 
     def finish(self) -> None:
         """Flush the last line and the one CRLF that ends the body, if any."""
-        last = self._pending
-        self._pending = b""
+        last = b"".join(self._pending)
+        self._pending.clear()
         if last and self._relaxed:
             last = relaxed_lines(last + b"\r\n")[:-2]
         if last:

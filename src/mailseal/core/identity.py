@@ -4,8 +4,8 @@
     sub-domain = Let-dig [Ldh-str]         ; RFC 5321
     domain-name = sub-domain 1*("." sub-domain)
 
-U-labels (RFC 8616) are accepted and compared after IDNA-style lowering;
-underscores are tolerated in selectors, as deployed DNS names use them.
+U-labels (RFC 8616) are accepted and compared case-insensitively; underscores
+are tolerated, as deployed DNS names use them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 MAX_NAME = 253  # RFC 1035 2.3.4, in presentation form without the final dot
+MAX_LABEL = 63
 
 _LABEL = r"(?:[A-Za-z0-9_\x80-\U0010ffff](?:[A-Za-z0-9_\x80-\U0010ffff-]{0,61}[A-Za-z0-9_\x80-\U0010ffff])?)"
 _NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
@@ -24,9 +25,21 @@ _ASCII_NAME = re.compile(
 def is_domain_name(value: str, *, min_labels: int = 1) -> bool:
     """True for a syntactically valid name of at least ``min_labels`` labels."""
     value = value.removesuffix(".")
-    return (
-        bool(value) and len(value) <= 253 and bool(_NAME.match(value)) and value.count(".") + 1 >= min_labels
-    )
+    if not value or len(value) > MAX_NAME or value.count(".") + 1 < min_labels:
+        return False
+    if value.isascii():
+        return bool(_ASCII_NAME.match(value))
+    return bool(_NAME.match(value))
+
+
+def is_dns_name(name: str) -> bool:
+    """True when ``name`` can be looked up: IDNA-encodable, labels of 1-63 octets, 253 in all."""
+    try:
+        encoded = name.encode("idna") if not name.isascii() else name.encode("ascii")
+    except UnicodeError:
+        return False
+    labels = encoded.split(b".")
+    return len(encoded) <= MAX_NAME and all(0 < len(label) <= MAX_LABEL for label in labels)
 
 
 def is_selector(value: str) -> bool:

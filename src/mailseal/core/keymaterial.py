@@ -11,6 +11,7 @@ import binascii
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -112,8 +113,22 @@ class PublicKeyError(ValueError):
     """p= data that is not a usable key of the stated type."""
 
 
-@lru_cache(maxsize=4096)
+MAX_CACHED_KEY = 2048  # bytes of DER; an RSA-8192 key is about 1.1 KB, so real keys always fit
+
+
 def parse_public_key(key_type: KeyType, der: bytes) -> PublicKey:
+    """Decode p= bytes, memoized for key-sized inputs only (the cache cannot be bloated)."""
+    if len(der) <= MAX_CACHED_KEY:
+        return _parse_public_key_cached(key_type, der)
+    return _parse_public_key(key_type, der)
+
+
+@lru_cache(maxsize=4096)
+def _parse_public_key_cached(key_type: KeyType, der: bytes) -> PublicKey:
+    return _parse_public_key(key_type, der)
+
+
+def _parse_public_key(key_type: KeyType, der: bytes) -> PublicKey:
     """Decode p= bytes; memoized because the same few keys sign most mail.
 
     RSA keys may be SubjectPublicKeyInfo (what everybody publishes) or a bare
@@ -125,10 +140,10 @@ def parse_public_key(key_type: KeyType, der: bytes) -> PublicKey:
         return ed25519.Ed25519PublicKey.from_public_bytes(der)
     try:
         key: object = serialization.load_der_public_key(der)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         try:
             key = _load_pkcs1_rsa(der)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             raise PublicKeyError("p= is not a DER RSA public key") from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise PublicKeyError(f"p= holds a {type(key).__name__}, not an RSA key")

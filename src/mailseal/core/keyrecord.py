@@ -107,12 +107,26 @@ class KeyRecord:
         return split_txt(self.to_text())
 
 
-@lru_cache(maxsize=4096)
-def parse_key_record(data: bytes) -> KeyRecord | SyntaxProblem:
-    """Memoized :meth:`KeyRecord.from_txt` that returns the problem instead of raising.
+MAX_CACHED_RECORD = 4096  # an RSA-8192 record is about 1.5 KB; larger TXT data is not a key
 
-    The same few records answer most lookups, and parsing is pure.
+
+def parse_key_record(data: bytes) -> KeyRecord | SyntaxProblem:
+    """:meth:`KeyRecord.from_txt` that returns the problem instead of raising.
+
+    Memoized for record-sized data: the same few records answer most lookups,
+    parsing is pure, and nobody can fill the cache with huge TXT answers.
     """
+    if len(data) <= MAX_CACHED_RECORD:
+        return _parse_key_record_cached(data)
+    return _parse_key_record(data)
+
+
+@lru_cache(maxsize=4096)
+def _parse_key_record_cached(data: bytes) -> KeyRecord | SyntaxProblem:
+    return _parse_key_record(data)
+
+
+def _parse_key_record(data: bytes) -> KeyRecord | SyntaxProblem:
     try:
         return KeyRecord.from_txt(data)
     except SyntaxProblem as problem:

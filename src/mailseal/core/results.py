@@ -1,8 +1,8 @@
 """Verification results as values: RFC 8601 words, stable reason codes, coverage.
 
-Every reason maps to exactly one result through ``REASON_RESULT``; results are
-built with :func:`SignatureResult` helpers that look the result up, so a result
-and its reason can never disagree.
+Every reason maps to exactly one result through ``REASON_RESULT``; the verifier
+builds every result in one place (``Verification._decide``) by looking the
+result up there, and a test checks the table is total over ``Reason``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mailseal.core.algorithms import ALGORITHMS, Algorithm
 from mailseal.core.canonicalization import Canon
-from mailseal.core.identity import domain_of_auid, is_domain_name, is_selector, is_within
+from mailseal.core.identity import is_dns_name, is_domain_name, is_selector, is_within
 from mailseal.core.problems import SyntaxProblem
 from mailseal.core.quotedprintable import decode_dkim_qp
 from mailseal.core.results import Reason
@@ -85,6 +85,11 @@ class DKIMSignature:
         selector = tags["s"]
         if not is_selector(selector):
             raise SyntaxProblem(Reason.SIG_BAD_SELECTOR, f"s={selector} is not a valid selector")
+        if not is_dns_name(f"{selector}._domainkey.{domain}"):
+            raise SyntaxProblem(
+                Reason.SIG_BAD_SELECTOR,
+                f"{selector}._domainkey.{domain} cannot exist in DNS (too long or not IDNA)",
+            )
         signed = tuple(h.strip(" \t\r\n") for h in tags["h"].split(":"))
         if any(not h for h in signed):
             raise SyntaxProblem(Reason.SIG_SYNTAX, "h= contains an empty header name")
@@ -160,7 +165,11 @@ def _auid(value: str | None, domain: str) -> str:
     auid = decode_dkim_qp(value)
     if "@" not in auid:
         raise SyntaxProblem(Reason.SIG_SYNTAX, f"i={value} has no '@'")
-    if not is_within(domain_of_auid(auid), domain):
+    local, _, auid_domain = auid.rpartition("@")
+    if not all(ch.isprintable() and not ch.isspace() for ch in local) or not is_domain_name(auid_domain):
+        # Decoded =0D=0A and friends must never reach Authentication-Results or a terminal.
+        raise SyntaxProblem(Reason.SIG_SYNTAX, "i= holds characters an address cannot contain")
+    if not is_within(auid_domain, domain):
         raise SyntaxProblem(
             Reason.SIG_AUID_NOT_IN_DOMAIN, f"i={auid} is not within d={domain} (RFC 6376 3.5)"
         )

@@ -7,6 +7,7 @@ recommends); the body is canonicalized and hashed once per distinct setting.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from mailseal.core.selection import index_by_name, select
 from mailseal.errors import UsageError
 
 FOLD_AT = 76
+_FIELD_NAME = re.compile(r"[!-9<-~]+\Z")  # RFC 5322 ftext without ';', which ends a tag
 FIELD_NAME = b"DKIM-Signature"
 
 
@@ -69,17 +71,23 @@ class Signing:
             raise UsageError(f"{request.selector!r} is not a valid selector")
         options = request.options
         if options.auid is not None and (
-            "@" not in options.auid or not is_within(domain_of_auid(options.auid), domain)
+            not options.auid.isprintable()
+            or any(ch.isspace() for ch in options.auid)
+            or "@" not in options.auid
+            or not is_within(domain_of_auid(options.auid), domain)
         ):
             raise UsageError(f"identity {options.auid!r} must be an address at {domain} or a subdomain")
         if options.expire_after is not None and options.expire_after <= 0:
             raise UsageError("expiry must be a positive number of seconds")
         names = self._header_names(options)
-        limit_spec: BodyHashSpec = (options.body_canon, algorithm.hash_name, None)
-        return _Plan(request, algorithm, domain, names, limit_spec)
+        body_spec: BodyHashSpec = (options.body_canon, algorithm.hash_name, None)  # l= is the whole body
+        return _Plan(request, algorithm, domain, names, body_spec)
 
     def _header_names(self, options: SignOptions) -> list[str]:
         chosen = options.headers if options.headers is not None else RECOMMENDED_HEADERS
+        for name in (*chosen, *options.oversign):
+            if not _FIELD_NAME.match(name):
+                raise UsageError(f"{name!r} is not a header field name (RFC 5322 ftext, no ':' or ';')")
         oversign = [h.lower() for h in options.oversign]
         wanted = [h.lower() for h in chosen]
         wanted += [h for h in ("from", *oversign) if h not in wanted]

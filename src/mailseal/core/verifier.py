@@ -43,7 +43,9 @@ from mailseal.core.signature import DKIMSignature, without_b_value
 from mailseal.core.txtanswer import TxtAnswer, TxtStatus
 
 SIGNATURE_FIELD = "dkim-signature"
+REPORTED_PER_EVALUATED = 4  # at most this many fields reported per signature we may evaluate
 _LOOSE_TAG = re.compile(rb"(?:^|;)\s*([dsai])\s*=\s*([^;]*)")
+_LOOSE_VALUE = re.compile(r"[A-Za-z0-9._@+=-]{1,255}\Z")
 
 _DNS_REASONS = {
     TxtStatus.TIMEOUT: (Reason.DNS_TIMEOUT, "the DNS lookup of the key timed out"),
@@ -81,23 +83,26 @@ class Verification:
         self._author_domain = from_domain(self._headers)
         self._candidates: list[_Candidate] = []
         specs: list[BodyHashSpec] = []
+        cap = self._options.max_signatures
+        evaluated = 0
         for position, header in enumerate(self._headers):
             if header.key != SIGNATURE_FIELD:
                 continue
+            if len(self._candidates) >= cap * REPORTED_PER_EVALUATED:
+                break  # junk fields cannot make the report (and the A-R field) grow without bound
             candidate = _Candidate(position, header, {})
             self._candidates.append(candidate)
-            if len(self._candidates) > self._options.max_signatures:
-                candidate.info = _loose_info(header)
+            self._parse(candidate)
+            if candidate.signature is None or candidate.verdict is not None:
+                continue  # decided while parsing: costs no DNS or crypto, so it does not use up the cap
+            if evaluated >= cap:
                 self._decide(
-                    candidate,
-                    Reason.NOT_EVALUATED,
-                    f"not evaluated: only the first {self._options.max_signatures} signatures are checked",
+                    candidate, Reason.NOT_EVALUATED, f"not evaluated: only {cap} signatures are checked"
                 )
                 continue
-            self._parse(candidate)
-            if candidate.signature is not None and candidate.verdict is None:
-                sig = candidate.signature
-                specs.append((sig.body_canon, sig.algorithm.hash_name, sig.body_length))
+            evaluated += 1
+            sig = candidate.signature
+            specs.append((sig.body_canon, sig.algorithm.hash_name, sig.body_length))
         self._body = BodyHasher(specs)
 
     # -- stage 1: the signature fields -------------------------------------------
@@ -167,8 +172,11 @@ class Verification:
             self._take_key(c, sig, answer)
 
     def _take_key(self, c: _Candidate, sig: DKIMSignature, answer: TxtAnswer) -> None:
-        if answer.status is not TxtStatus.FOUND:
-            reason, text = _DNS_REASONS[answer.status]
+        status = (
+            answer.status if answer.records or answer.status is not TxtStatus.FOUND else TxtStatus.NO_DATA
+        )
+        if status is not TxtStatus.FOUND:
+            reason, text = _DNS_REASONS[status]
             if reason is Reason.KEY_NOT_FOUND:
                 text = f"{text} {sig.key_query_name}"
             elif answer.detail:
@@ -182,7 +190,8 @@ class Verification:
             if isinstance(parsed, KeyRecord):
                 record = parsed
                 break
-            first_problem = first_problem or parsed
+            if first_problem is None or (b"p=" in data and b"p=" not in answer.records[0]):
+                first_problem = parsed  # report the record that tried to be a key, not an SPF neighbour
         if record is None:
             assert first_problem is not None  # noqa: S101 - FOUND answers carry records
             self._decide(
@@ -346,6 +355,8 @@ def _loose_info(header: HeaderField) -> dict[str, Any]:
     info: dict[str, Any] = {}
     for match in _LOOSE_TAG.finditer(header.value):
         value = match.group(2).strip().decode("utf-8", "replace")
+        if not _LOOSE_VALUE.match(value):
+            continue  # never echo control characters or odd bytes from a broken field
         key = {"d": "domain", "s": "selector", "a": "algorithm", "i": "auid"}[match.group(1).decode()]
         info.setdefault(key, value)
     return info

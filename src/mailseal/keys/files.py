@@ -1,59 +1,88 @@
-"""Private key files: written 0600 atomically, refused when others can read them."""
+"""Private key files: written 0600 atomically, refused when others could read or swap them."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from mailseal.core.keymaterial import PrivateKey, load_private_key
 from mailseal.errors import InsecureKeyFileError, KeyFileError
 
 KEY_FILE_MODE = 0o600
+MAX_KEY_FILE = 1 << 20  # a PEM key is a few KB; refuse to read anything absurd
 
 
 def write_private_key(path: Path, key: PrivateKey, *, overwrite: bool = False) -> None:
     """Write ``key`` as PKCS#8 PEM with mode 0600, never briefly readable by others.
 
-    The file is created under a temporary name with O_EXCL and mode 0600, then
-    renamed into place, so a crash leaves either the old file or the new one.
+    The key goes to an unpredictable temporary file created 0600 in the same
+    folder, is synced, then put in place: with a hard link when an existing
+    file must not be replaced (the link fails if one appeared meanwhile), with
+    an atomic rename otherwise. A crash leaves either the old file or the new.
     """
-    if path.exists() and not overwrite:
-        raise KeyFileError(f"{path} already exists; refusing to overwrite a private key")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise KeyFileError(f"cannot write key file {path}: {exc.strerror}") from None
+    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), KEY_FILE_MODE)  # mkstemp uses 0600; an ACL must not widen it
             handle.write(key.to_pem())
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, KEY_FILE_MODE)  # in case the umask or an ACL widened it
-        tmp.replace(path)
-    except BaseException:
+        if overwrite:
+            tmp.replace(path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise KeyFileError(f"{path} already exists; refusing to overwrite a private key") from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot write key file {path}: {exc.strerror}") from None
+    finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise
 
 
 def read_private_key(path: Path, *, allow_insecure: bool = False) -> PrivateKey:
-    """Load a key file, refusing one that group or others may read (unless allowed)."""
+    """Load a key file, refusing one that others may read or replace (unless allowed).
+
+    The checks and the read use one open file descriptor (no symlink followed),
+    so the file cannot be swapped between checking and reading. Refused: a
+    group/world-accessible mode, and (unless allowed) an owner other than root
+    or the user we run as, who could otherwise substitute a key of their own.
+    """
     try:
-        info = path.stat()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise KeyFileError(f"key file {path} is not a regular file")
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) and not allow_insecure:
-        raise InsecureKeyFileError(
-            f"key file {path} is readable or writable by group/others (mode {stat.S_IMODE(info.st_mode):04o}); "
-            f"fix with: chmod 600 {path}"
-        )
     try:
-        data = path.read_bytes()
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise KeyFileError(f"key file {path} is not a regular file")
+        if not allow_insecure:
+            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise InsecureKeyFileError(
+                    f"key file {path} is readable or writable by group/others "
+                    f"(mode {stat.S_IMODE(info.st_mode):04o}); fix with: chmod 600 {path}"
+                )
+            if info.st_uid not in (0, os.geteuid()):
+                raise InsecureKeyFileError(
+                    f"key file {path} belongs to uid {info.st_uid}, not to root or to us (uid {os.geteuid()}); "
+                    f"fix with: chown {os.geteuid()} {path}"
+                )
+        if info.st_size > MAX_KEY_FILE:
+            raise KeyFileError(f"key file {path} is {info.st_size} bytes: not a private key")
+        data = os.read(fd, MAX_KEY_FILE + 1)
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     try:
         return load_private_key(data)
     except KeyFileError as exc:

@@ -200,3 +200,44 @@ def test_keygen_refuses_to_overwrite(keys: tuple[Path, Path]) -> None:
 def test_missing_file_is_one_line() -> None:
     done = run("verify", "/nonexistent/message.eml")
     assert done.returncode == 1 and done.stderr.count(b"\n") == 1 and b"Traceback" not in done.stderr
+
+
+def test_key_file_owned_by_someone_else_is_refused(keys: tuple[Path, Path], tmp_path: Path) -> None:
+    from mailseal.errors import InsecureKeyFileError
+    from mailseal.keys.files import read_private_key
+
+    folder, _ = keys
+    other = tmp_path / "other.key"
+    other.write_bytes((folder / "ed.example.com.key").read_bytes())
+    os.chmod(other, 0o600)
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root")
+    os.chown(other, 65534, 65534)
+    with pytest.raises(InsecureKeyFileError, match="chown"):
+        read_private_key(other)
+    assert read_private_key(other, allow_insecure=True).key_type.value == "ed25519"
+
+
+def test_key_file_symlink_is_not_followed(keys: tuple[Path, Path], tmp_path: Path) -> None:
+    from mailseal.errors import KeyFileError
+    from mailseal.keys.files import read_private_key
+
+    folder, _ = keys
+    link = tmp_path / "link.key"
+    link.symlink_to(folder / "ed.example.com.key")
+    with pytest.raises(KeyFileError):
+        read_private_key(link)
+
+
+def test_keygen_never_replaces_a_file_that_appears(tmp_path: Path) -> None:
+    from mailseal.core.algorithms import KeyType
+    from mailseal.core.keymaterial import generate_private_key
+    from mailseal.errors import KeyFileError
+    from mailseal.keys.files import write_private_key
+
+    target = tmp_path / "k.key"
+    target.write_bytes(b"someone else's file")
+    with pytest.raises(KeyFileError, match="refusing to overwrite"):
+        write_private_key(target, generate_private_key(KeyType.ED25519))
+    assert target.read_bytes() == b"someone else's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.key"]  # no temporary file left behind
