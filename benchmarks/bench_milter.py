@@ -30,9 +30,13 @@ misconfigured milter cannot look fast.
 
 All milters sign with the same RSA-2048 key, relaxed/relaxed, the same header
 list with From oversigned. For verifying, each milter gets the key record
-without DNS: OpenDKIM via TestDNSData, dkimpy-milter via DNSOverride, mailseal
-via a zone file. dkimpy-milter is installed into its own venv on first use
-(needs libmilter-dev, python3-dev, gcc). mailseal's milter is used when
+locally: OpenDKIM via TestDNSData, dkimpy-milter via DNSOverride; mailseal has
+no such setting, so it asks a loopback DNS server (a thread of this process)
+and caches the answer for its TTL of a day -- one lookup per worker. Each
+milter otherwise runs with its defaults (mailseal: one worker process per
+core, one log line per message).
+dkimpy-milter is installed into its own venv on first use (needs
+libmilter-dev, python3-dev, gcc). mailseal's milter is used when
 ``python -m mailseal milter`` exists (or with --mailseal-cmd), configured from
 MAILSEAL_CONFIG_TEMPLATE below (or --mailseal-config-template); otherwise that
 configuration is skipped with a message. Only 127.0.0.1 is ever contacted.
@@ -65,11 +69,15 @@ from typing import Literal, Protocol, Self
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+import dns.message  # noqa: E402
+import dns.rcode  # noqa: E402
+import dns.rrset  # noqa: E402
+
 import mailseal  # noqa: E402
 from mailseal.core.algorithms import KeyType  # noqa: E402
 from mailseal.dns.memory import InMemoryResolver  # noqa: E402
 from support import dkimpy_milter  # noqa: E402
-from support.dnsserver import txt_strings  # noqa: E402
+from support.dnsserver import ScriptedDnsServer, txt_strings  # noqa: E402
 from support.opendkim_milter import (  # noqa: E402
     MilterStartError,
     OpenDKIMMilter,
@@ -116,30 +124,39 @@ LATENCY_RATE = 20.0
 Mode = Literal["sign", "verify"]
 SocketKind = Literal["unix", "inet"]
 
-# What the mailseal milter is started with. Placeholders: {socket} (Postfix syntax,
-# "unix:/path" or "inet:127.0.0.1:PORT"), {mode} ("sign" or "verify"), {domain},
-# {selector}, {key_file}, {zone_file} (holds the key record), {sign_headers} (a TOML
-# list), {authserv_id}, {internal_networks} (a TOML list: 127.0.0.1/32 when signing,
-# none that matches when verifying, as smtp-source always connects from 127.0.0.1). The milter's config format is being written on another
-# branch: adjust this template (or pass --mailseal-config-template) to match it.
+# What the mailseal milter is started with: a milter.toml in the format of docs/milter.md
+# (src/mailseal/milter/config.py). Placeholders: {socket} (mailseal's syntax, "unix:/path"
+# or "inet:PORT@127.0.0.1"), {authserv_id}, {internal_networks} (a TOML list: 127.0.0.1/32
+# when signing; when verifying, one that does not match, as smtp-source always connects
+# from 127.0.0.1 and mail from internal networks is signed, not verified), {sign_headers}
+# (a TOML list), {domain}, {selector}, {key_file}, {nameserver} ("127.0.0.1:PORT", a
+# loopback DNS server publishing the key record; answers are cached for their TTL).
+# Workers: the default, one per core. Logging: the default, one line per message.
 MAILSEAL_CONFIG_TEMPLATE = """\
 # written by benchmarks/bench_milter.py
 [milter]
 socket = "{socket}"
-mode = "{mode}"
 authserv_id = "{authserv_id}"
+socket_group = "postfix"         # Postfix's smtpd (user postfix) connects to the unix socket
+
+[routing]
 internal_networks = {internal_networks}
 
-[dns]
-zone_file = "{zone_file}"
-
-[[keys]]
-domain = "{domain}"
-selector = "{selector}"
-key_file = "{key_file}"
+[signing]
 canonicalization = "relaxed/relaxed"
 headers = {sign_headers}
 oversign = ["from"]
+
+[keys.bench]
+domain = "{domain}"
+selector = "{selector}"
+file = "{key_file}"
+
+[signing_table]
+"{domain}" = ["bench"]
+
+[verify]
+nameservers = ["{nameserver}"]
 """
 
 
@@ -239,7 +256,7 @@ class MailsealMilter:
     def __init__(
         self, command: str, template: str, mode: Mode, socket_kind: SocketKind, key: mailseal.PrivateKey
     ) -> None:
-        """Write key, zone file and config; start the milter and wait until it listens."""
+        """Write key and config, start a DNS server with the key record, start the milter; wait until it listens."""
         self.workdir = Path(tempfile.mkdtemp(prefix="ms-mailseal-", dir="/tmp"))
         self.workdir.chmod(0o755)
         self.socket_kind = socket_kind
@@ -248,20 +265,16 @@ class MailsealMilter:
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(key.to_pem())
-        zone_file = self.workdir / f"{DOMAIN}.zone"
-        zone_file.write_text(
-            f"$ORIGIN {DOMAIN}.\n$TTL 300\n@ IN SOA ns hostmaster 1 3600 600 86400 60\n@ IN NS ns\n"
-            f"{SELECTOR}._domainkey IN TXT {txt_strings(key_record(key))}\n"
-        )
+        self.dns = key_server(key)
         config = self.workdir / "mailseal.toml"
         config.write_text(
             template.format(
-                socket=self.postfix_spec,
+                socket=self.mailseal_spec,
                 mode=mode,
                 domain=DOMAIN,
                 selector=SELECTOR,
                 key_file=key_file,
-                zone_file=zone_file,
+                nameserver=self.dns.nameserver,
                 sign_headers="[" + ", ".join(f'"{h}"' for h in SIGN_HEADERS) + "]",
                 authserv_id=AUTHSERV_ID,
                 internal_networks="[" + ", ".join(f'"{h}/32"' for h in internal_hosts(mode)) + "]",
@@ -299,6 +312,11 @@ class MailsealMilter:
         return f"inet:{LOOPBACK}:{self.port}" if self.socket_kind == "inet" else f"unix:{self.socket_path}"
 
     @property
+    def mailseal_spec(self) -> str:
+        """Address in mailseal's (and OpenDKIM's) syntax."""
+        return f"inet:{self.port}@{LOOPBACK}" if self.socket_kind == "inet" else f"unix:{self.socket_path}"
+
+    @property
     def pid(self) -> int | None:
         """The milter's main process."""
         return self.process.pid if self.process.poll() is None else None
@@ -313,12 +331,35 @@ class MailsealMilter:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
+        self.dns.__exit__(None, None, None)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def key_record(key: mailseal.PrivateKey) -> str:
     """The DKIM key record publishing ``key``."""
     return f"v=DKIM1; k={key.key_type}; p={key.public_key_b64()}"
+
+
+def key_server(key: mailseal.PrivateKey) -> ScriptedDnsServer:
+    """A loopback DNS server (a thread) answering the key record's name with a day-long TTL.
+
+    mailseal caches the answer for its TTL, so after each worker's first
+    lookup verification needs no DNS -- as OpenDKIM (TestDNSData) and
+    dkimpy-milter (DNSOverride) need none.
+    """
+    owner = f"{SELECTOR}._domainkey.{DOMAIN}"
+    text = txt_strings(key_record(key))
+
+    def answer(query: dns.message.Message, _transport: str) -> dns.message.Message:
+        reply = dns.message.make_response(query)
+        name = query.question[0].name
+        if name.to_text(omit_final_dot=True).lower() == owner:
+            reply.answer.append(dns.rrset.from_text(name, 86400, "IN", "TXT", text))
+        else:
+            reply.set_rcode(dns.rcode.NXDOMAIN)
+        return reply
+
+    return ScriptedDnsServer(answer).__enter__()
 
 
 @dataclass
