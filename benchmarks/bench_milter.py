@@ -147,7 +147,7 @@ canonicalization = "relaxed/relaxed"
 headers = {sign_headers}
 oversign = ["from"]
 
-[keys.bench]
+[key_table.bench]
 domain = "{domain}"
 selector = "{selector}"
 file = "{key_file}"

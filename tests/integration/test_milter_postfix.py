@@ -201,7 +201,7 @@ def write_config(
         if not path.exists():
             write_private_key(path, entry.key)
         lines += [
-            f"[keys.{key_name}]",
+            f"[key_table.{key_name}]",
             f"domain = {toml_string(entry.domain)}",
             f"selector = {toml_string(entry.selector)}",
             f"file = {toml_string(str(path))}",
