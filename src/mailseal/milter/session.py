@@ -486,7 +486,9 @@ class Session:
         if message.verification is not None:
             report = message.verification.finish()
             removed = self._authres_edits(message, report, edits)
-            message.decisions.extend(check_requirements(runtime.requirements, report, runtime.failure))
+            message.decisions.extend(
+                check_requirements(runtime.requirements, report, runtime.failure, tuple(message.headers))
+            )
             if not report.passed and any(s.result is DKIMResult.TEMPERROR for s in report.signatures):
                 message.decisions.append(
                     runtime.failure.decide(

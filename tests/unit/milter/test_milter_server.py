@@ -544,3 +544,30 @@ def test_many_connections_at_once(server: ServerThread) -> None:
     for thread in threads:
         thread.join(30)
     assert results == ["continue"] * 40
+
+
+@pytest.mark.parametrize(
+    "from_fields",
+    [
+        b"From: Mallory <mallory@evil.example>\r\nFrom: Bank <alerts@bank.example>\r\n",
+        b"From: Mallory <mallory@evil.example>, Bank <alerts@bank.example>\r\n",
+        b"From: " + b"x" * 5000 + b" <alerts@bank.example>\r\n",
+    ],
+    ids=["two-fields", "two-addresses", "over-long"],
+)
+def test_required_domain_in_an_ambiguous_from_is_not_skipped(
+    tmp_path: Path, keys: Keys, resolver: InMemoryResolver, rsa_key: PrivateKey, from_fields: bytes
+) -> None:
+    body = b"".join(
+        line + b"\r\n" for line in MESSAGE.split(b"\r\n")[:-1] if not line.lower().startswith(b"from:")
+    )
+    body = from_fields + body
+    signed = sign(body, key=rsa_key, domain="example.com", selector="rsa2026", now=FIXED_NOW) + body
+    extra = '[[verify.require]]\ndomain = "bank.example"\naction = "reject"\n'
+    with (
+        start(tmp_path, keys, resolver, extra=extra) as running,
+        session(running.address, EXTERNAL) as client,
+    ):
+        result = client.send_message(signed)
+    assert result.reply == b"y"
+    assert result.text.startswith("550 5.7.20 mailseal: the DKIM signature required for bank.example")
