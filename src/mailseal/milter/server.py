@@ -32,7 +32,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from mailseal.core.results import VerificationReport
@@ -278,7 +278,7 @@ class MilterServer:
         edited, and edits still wait for SIGHUP.
         """
         path = None if keys_only else self._config_path
-        kept = "keys" if keys_only else "configuration"
+        what = "keys" if keys_only else "configuration"
         try:
             loaded = load(path, self._factory) if path else Loaded.read(self.config, self._loaded.source)
         except (ConfigError, UsageError) as exc:
@@ -287,9 +287,13 @@ class MilterServer:
             return False
         problems = key_problem_lines(loaded)
         if problems:
-            _log.error("reload refused, keeping the running %s: %s", kept, "; ".join(problems))
+            _log.error(
+                "reloading %s: these keys keep their previous key where they had one: %s",
+                what,
+                "; ".join(problems),
+            )
             self._metrics.error("reload")
-            return False
+            loaded = replace(loaded, keyset=loaded.keyset.keeping(self._loaded.keyset))
         self._generation += 1
         self._loaded = loaded
         self._runtime = build_runtime(loaded.config, loaded.keyset, self._generation)
@@ -861,8 +865,10 @@ class _Supervisor:
             return
         problems = key_problem_lines(loaded)
         if problems:
-            _log.error("reload refused, keeping the running configuration: %s", "; ".join(problems))
-            return
+            _log.error(
+                "reloading: these keys keep their previous key where they had one: %s", "; ".join(problems)
+            )
+            loaded = replace(loaded, keyset=loaded.keyset.keeping(self._loaded.keyset))
         self._loaded = loaded
         _log.info("configuration checked; telling %d worker(s) to reload", len(self._workers))
         self._signal_workers(signal.SIGHUP)

@@ -499,13 +499,20 @@ def test_reload_with_a_broken_file_keeps_the_running_configuration(
             assert len(client.send_message(MESSAGE).inserted("DKIM-Signature")) == 1
 
 
-def test_reload_refuses_a_configuration_whose_key_cannot_be_loaded(
-    tmp_path: Path, keys: Keys, resolver: InMemoryResolver
+def test_reload_keeps_the_old_key_of_a_name_that_cannot_be_loaded_and_updates_the_others(
+    tmp_path: Path, keys: Keys, resolver: InMemoryResolver, caplog: pytest.LogCaptureFixture
 ) -> None:
+    fresh = generate_private_key(KeyType.ED25519)
     with start(tmp_path, keys, resolver) as running:
+        old_rsa = running.server.runtime.keyset.keys["rsa"]
         (tmp_path / "rsa.key").chmod(0o644)
-        assert running.call(running.server.reload) is False
-        assert "rsa" in running.server.runtime.keyset.keys  # the old, loaded key stays in use
+        write_private_key(tmp_path / "ed.key", fresh, overwrite=True)
+        assert running.call(running.server.reload) is True  # per-key problems are logged, not fatal
+        keyset = running.server.runtime.keyset
+        assert keyset.keys["rsa"] == old_rsa  # the old, loaded key stays in use
+        (ed,) = keyset.keys["ed"]
+        assert ed.key.public_key_b64() == fresh.public_key_b64()
+        assert any("keep their previous key" in r.getMessage() for r in caplog.records)
 
 
 def test_a_changed_key_file_is_picked_up(tmp_path: Path, keys: Keys, resolver: InMemoryResolver) -> None:
