@@ -578,3 +578,62 @@ def test_required_domain_in_an_ambiguous_from_is_not_skipped(
         result = client.send_message(signed)
     assert result.reply == b"y"
     assert result.text.startswith("550 5.7.20 mailseal: the DKIM signature required for bank.example")
+
+
+# -- forged Authentication-Results go on every path ------------------------------------------
+
+FORGED = MESSAGE.replace(
+    b"Subject:",
+    b"Authentication-Results: other.example; dkim=fail\r\n"
+    b"Authentication-Results: MX.test; dkim=pass header.d=bank.example\r\nSubject:",
+)
+
+
+def deletions(result: Result) -> list[tuple[int, bytes]]:
+    return [(a.index, a.value) for a in result.actions if a.kind == "change"]
+
+
+def test_an_internal_sender_cannot_plant_our_authentication_results(server: ServerThread) -> None:
+    with session(server.address) as client:  # internal: sign only, no verification
+        result = client.send_message(FORGED)
+    assert len(result.inserted("DKIM-Signature")) == 2
+    assert deletions(result) == [(2, b"")]
+    assert not result.inserted("Authentication-Results")
+
+
+def test_a_forged_authentication_results_goes_even_when_the_header_is_oversized(
+    tmp_path: Path, keys: Keys, resolver: InMemoryResolver
+) -> None:
+    huge = FORGED.replace(b"Subject:", b"X-Padding: " + b"x" * 3000 + b"\r\nSubject:")
+    huge = huge.replace(b"Date:", b"Authentication-Results: mx.test; " + b"y" * 5000 + b"\r\nDate:")
+    with (
+        start(tmp_path, keys, resolver, extra="[limits]\nmax_header_bytes = 1024\n") as running,
+        session(running.address, EXTERNAL) as client,
+    ):
+        result = client.send_message(huge)
+    assert result.verdict == "continue"
+    assert deletions(result) == [(3, b""), (2, b"")]
+    assert not result.inserted("Authentication-Results") and not result.inserted("DKIM-Signature")
+
+
+def test_a_forged_authentication_results_goes_after_an_internal_error(tmp_path: Path, keys: Keys) -> None:
+    path = write_config(
+        tmp_path,
+        {"rsa": keys["rsa"]},
+        {"*@example.com": ["rsa"]},
+        '[on_failure]\nsign_internal_error = "accept"\n',
+    )
+    loaded = Loaded.read(load_config(path), _BrokenKeySource("example.com"))
+    with ServerThread(loaded, clock=lambda: FIXED_NOW) as running, session(running.address) as client:
+        result = client.send_message(FORGED)
+    assert result.verdict == "continue"
+    assert deletions(result) == [(2, b"")]
+
+
+def test_forgeries_go_when_the_mta_allows_changing_but_not_adding_header_fields(
+    server: ServerThread,
+) -> None:
+    with session(server.address, EXTERNAL, actions=0x1FF & ~0x01) as client:  # no SMFIF_ADDHDRS
+        result = client.send_message(FORGED)
+    assert deletions(result) == [(2, b"")]
+    assert not result.inserted("Authentication-Results")
