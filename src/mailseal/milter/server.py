@@ -195,9 +195,12 @@ class MilterServer:
         return self._stopping
 
     def observe(self, outcome: MessageOutcome) -> None:
-        """Log one line for the message and count it."""
-        _log.info("%s", outcome_line(outcome))
-        self._metrics.observe(outcome, self._watched)
+        """Log one line for the message and count it; never raises (the reply is already out)."""
+        try:
+            _log.info("%s", outcome_line(outcome))
+            self._metrics.observe(outcome, self._watched)
+        except Exception:  # noqa: BLE001 - a logging or metrics bug must not break the connection
+            _log.exception("cannot log or count message %s", outcome.queue_id)
 
     def protocol_error(self, detail: str) -> None:
         """A connection broke the protocol."""
@@ -465,8 +468,10 @@ class _Connection(asyncio.Protocol):
             for name in session.take_key_queries():
                 self._lookups[name] = asyncio.ensure_future(resolver.lookup_txt(name))
         elif kind is codec.EndOfMessage and session.outcome is not None:
-            self._server.observe(session.outcome)
-            session.outcome = None
+            outcome, session.outcome = session.outcome, None
+            self._write(out)  # the reply first: the MTA waits for it, the log line can wait
+            out.clear()
+            self._server.observe(outcome)
 
     def _answers_ready(self) -> bool:
         return all(future.done() for future in self._lookups.values())
@@ -479,12 +484,20 @@ class _Connection(asyncio.Protocol):
     async def _finish_after_lookups(self, event: codec.EndOfMessage) -> None:
         """Wait for the key lookups started at end-of-headers, then answer end-of-message."""
         budget = self._server.config.dns_timeout + 1.0
-        await asyncio.wait(list(self._lookups.values()), timeout=budget)
-        out: list[bytes] = []
-        self._handle(event, out)
-        self._write(out)
-        self._waiting = None
-        self.last_active = self._loop.time()
+        try:
+            await asyncio.wait(list(self._lookups.values()), timeout=budget)
+            out: list[bytes] = []
+            try:
+                self._handle(event, out)
+            except codec.ProtocolError as exc:
+                self._write(out)
+                self._server.protocol_error(str(exc))
+                self.close()
+                return
+            self._write(out)
+        finally:
+            self._waiting = None
+            self.last_active = self._loop.time()
         if self._transport is not None and not self._transport.is_closing():
             self._pump()
 

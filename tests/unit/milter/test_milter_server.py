@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -23,6 +24,7 @@ from mailseal.milter.config import load_config
 from mailseal.milter.server import Loaded, load
 from support.milter_client import MilterClient, Result, apply_actions, split_message
 from support.milter_harness import MESSAGE, ServerThread, dns_records, write_config
+from support.milter_store import wait_until
 from support.peers import dkimpy_supports_ed25519, dkimpy_verify
 
 FIXED_NOW = 1_767_225_600
@@ -75,6 +77,12 @@ def session(address: tuple[str, int] | str, client_ip: str = "127.0.0.1", **nego
     return client
 
 
+def logged(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    """The log messages containing ``text``, waiting a little: the reply goes out before the log line."""
+    wait_until(lambda: any(text in r.getMessage() for r in caplog.records))
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
 def delivered(client: MilterClient, message: bytes, result: Result) -> bytes:
     assert client.negotiated is not None
     return apply_actions(message, result, leading_space=client.negotiated.leading_space)
@@ -102,7 +110,7 @@ def test_outgoing_mail_gets_rsa_and_ed25519_signatures_that_verify(
     assert peer[0] == "pass"
     if dkimpy_supports_ed25519():
         assert peer[1] == "pass"
-    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("qid=")]
+    (line,) = [m for m in logged(caplog, "qid=") if m.startswith("qid=")]
     assert "qid=4Q1D" in line and "action=accept" in line and "mode=sign" in line
     assert "signed=example.com/rsa2026/rsa-sha256,example.com/ed2026/ed25519-sha256" in line
     assert "alice" not in line and "Hello" not in line  # no local parts, no content
@@ -183,10 +191,7 @@ def test_unlisted_senders_pass_unsigned_and_are_logged(
         result = client.send_message(message)
     assert result.verdict == "continue"
     assert result.actions == []
-    assert any(
-        "unsigned=unlisted" in r.getMessage() and "sender_domain=elsewhere.example" in r.getMessage()
-        for r in caplog.records
-    )
+    assert any("sender_domain=elsewhere.example" in m for m in logged(caplog, "unsigned=unlisted"))
 
 
 def test_envelope_sender_can_pick_the_key(tmp_path: Path, keys: Keys, resolver: InMemoryResolver) -> None:
@@ -637,3 +642,46 @@ def test_forgeries_go_when_the_mta_allows_changing_but_not_adding_header_fields(
         result = client.send_message(FORGED)
     assert deletions(result) == [(2, b"")]
     assert not result.inserted("Authentication-Results")
+
+
+class _SlowResolver:
+    """Answers after a short wait: the end of message arrives before the key lookup is done."""
+
+    def __init__(self, inner: InMemoryResolver) -> None:
+        self._inner = inner
+
+    async def lookup_txt(self, name: str) -> TxtAnswer:
+        await asyncio.sleep(0.05)
+        return await self._inner.lookup_txt(name)
+
+
+class _FailingMetrics:
+    def observe(self, outcome: object, watched_domains: frozenset[str]) -> None:
+        raise RuntimeError("simulated metrics bug")
+
+    def error(self, kind: str) -> None:
+        pass
+
+
+@pytest.mark.parametrize("client_ip", ["127.0.0.1", EXTERNAL], ids=["sign", "verify-after-lookups"])
+def test_a_failing_log_or_metrics_hook_does_not_lose_the_reply(
+    tmp_path: Path,
+    keys: Keys,
+    resolver: InMemoryResolver,
+    rsa_key: PrivateKey,
+    client_ip: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = write_config(tmp_path, keys, {"*@example.com": list(keys)})
+    signed = sign(MESSAGE, key=rsa_key, domain="example.com", selector="rsa2026", now=FIXED_NOW) + MESSAGE
+    metrics = _FailingMetrics()
+    with (
+        ServerThread(
+            load(str(path)), resolver=_SlowResolver(resolver), clock=lambda: FIXED_NOW, metrics=metrics
+        ) as running,
+        session(running.address, client_ip) as client,
+    ):
+        first = client.send_message(signed)
+        second = client.send_message(signed)  # the connection carries on
+    assert first.verdict == second.verdict == "continue"
+    assert logged(caplog, "cannot log or count")
