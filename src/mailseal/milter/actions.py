@@ -92,9 +92,15 @@ ACCEPTED: Final = Decision(Verdict.ACCEPT, "", "")
 
 
 def most_severe(decisions: Sequence[Decision]) -> Decision:
-    """The decision the MTA gets: the most severe verdict, the first one on ties."""
-    chosen = ACCEPTED
-    for decision in decisions:
+    """The decision the MTA gets: the most severe verdict, the first one on ties.
+
+    An accept decided by the failure policy keeps its cause (for the log line
+    and the metrics); only when there is no decision at all is it a plain accept.
+    """
+    if not decisions:
+        return ACCEPTED
+    chosen = decisions[0]
+    for decision in decisions[1:]:
         if SEVERITY[decision.verdict] > SEVERITY[chosen.verdict]:
             chosen = decision
     return chosen

@@ -382,6 +382,7 @@ class Session:
         if not message.broken:
             reply = self._guard(message, lambda: self._finish(message)) or b""
         if message.broken:
+            message.signed = ()  # whatever was planned, nothing was signed
             decision = most_severe(message.decisions)
             deletions = self._authres_deletions(message)
             reply = self._reply(decision, deletions)

@@ -84,6 +84,9 @@ def test_most_severe_wins() -> None:
     assert most_severe([]).verdict is Verdict.ACCEPT
     assert most_severe([quarantine, tempfail]) is tempfail
     assert most_severe([tempfail, reject, quarantine]) is reject
+    accepted = Decision(Verdict.ACCEPT, Failure.VERIFY_DNS_ERROR, "")
+    assert most_severe([accepted]) is accepted  # an accept by the failure policy keeps its cause
+    assert most_severe([accepted, quarantine]) is quarantine
 
 
 def test_every_tempfail_and_reject_has_a_proper_smtp_reply() -> None:

@@ -394,6 +394,21 @@ def test_internal_error_follows_the_configured_action(
     assert any("internal error" in r.getMessage() for r in caplog.records)
 
 
+def test_the_log_line_of_a_message_broken_by_an_internal_error(
+    tmp_path: Path, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "mailseal")
+    extra = '[on_failure]\nsign_internal_error = "accept"\n'
+    path = write_config(tmp_path, {"rsa": keys["rsa"]}, {"*@example.com": ["rsa"]}, extra)
+    loaded = Loaded.read(load_config(path), _BrokenKeySource("example.com"))
+    with ServerThread(loaded, clock=lambda: FIXED_NOW) as running, session(running.address) as client:
+        result = client.send_message(MESSAGE)
+    assert result.verdict == "continue"
+    (line,) = [m for m in logged(caplog, "qid=") if m.startswith("qid=")]
+    assert "action=accept cause=sign_internal_error" in line
+    assert "signed=" not in line  # nothing was signed
+
+
 def test_oversized_header_passes_untouched(tmp_path: Path, keys: Keys, resolver: InMemoryResolver) -> None:
     huge = MESSAGE.replace(b"Subject:", b"X-Padding: " + b"x" * 3000 + b"\r\nSubject:")
     with (
