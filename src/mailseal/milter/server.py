@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import errno
 import grp
+import ipaddress
 import logging
 import os
 import pwd
@@ -558,6 +559,28 @@ def _report_text(report: VerificationReport) -> str:
 # -- sockets and privileges -------------------------------------------------------------------
 
 
+def exposure_warning(address: ListenAddress) -> str | None:
+    """A warning when the milter listens on a TCP address other than loopback; None otherwise.
+
+    The milter protocol has no authentication: whoever can connect can have
+    mail signed with our keys, and the client address a session acts on is
+    whatever the connecting side claims.
+    """
+    if address.family == "unix":
+        return None
+    host = address.host.strip("[]")
+    if host.lower() == "localhost":
+        return None
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    return (
+        f"the milter listens on {address}, not a loopback address: the milter protocol has no "
+        "authentication, so anyone who can connect can have mail signed with these keys and claim "
+        "any client address; restrict it with a firewall, or listen on 127.0.0.1 or a unix socket"
+    )
+
+
 def open_listener(address: ListenAddress, *, mode: int = 0o660, group: str = "") -> socket.socket:
     """Bind and listen; a unix socket gets ``mode`` and ``group`` (a stale socket file is replaced)."""
     if address.family == "unix":
@@ -638,7 +661,7 @@ def drop_privileges(user: str, group: str = "") -> None:
         return
     if os.geteuid() != 0:
         raise UsageError(f"only root can switch to user {user!r}; start as root or remove milter.user")
-    os.setgroups([])
+    os.initgroups(name, gid)  # the user's supplementary groups (e.g. one owning a 0640 key store)
     os.setgid(gid)
     os.setuid(uid)
     _log.info("running as %s (uid %d, gid %d)", name, uid, gid)
@@ -684,6 +707,9 @@ def run(
         for note in key_absent_lines(loaded):
             _log.warning("%s (mail needing it gets on_failure.sign_key_unavailable)", note)
         bound = bound_address(settings.socket, sock)
+        exposed = exposure_warning(settings.socket)
+        if exposed:
+            _log.warning("%s", exposed)
         _log.info(
             "mailseal milter listening on %s with %d worker(s); Postfix: smtpd_milters = %s",
             bound,
