@@ -52,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except OSError as exc:  # a file or folder the command needed: one line, not a traceback
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"mailseal: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     return status
 
 

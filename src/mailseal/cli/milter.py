@@ -24,7 +24,7 @@ from mailseal.errors import ConfigError, MailsealError, UsageError
 from mailseal.keys.files import read_private_key, write_private_key
 from mailseal.milter.config import starter_config
 from mailseal.milter.opendkim_import import convert
-from mailseal.milter.server import key_absent_lines, key_problem_lines, load, run
+from mailseal.milter.server import exposure_warning, key_absent_lines, key_problem_lines, load, run
 
 CONFIG_NAME = "milter.toml"
 
@@ -102,6 +102,9 @@ def check_config(path: str) -> int:
             file=sys.stderr,
         )
     config = loaded.config
+    exposed = exposure_warning(config.milter.socket)
+    if exposed:
+        print(f"warning: {exposed}", file=sys.stderr)
     store = f", key store {config.key_store}" if config.store_keys else ""
     print(
         f"{path}: ok -- listens on {config.milter.socket} (Postfix: {config.milter.socket.postfix()}), "

@@ -60,6 +60,37 @@ def from_domain(headers: tuple[HeaderField, ...]) -> str | None:
     return domain or None
 
 
+# `@domain` tokens, for From fields too long (or too odd) to parse properly.
+_AT_DOMAIN = re.compile(rb"@\s*([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)")
+MAX_FROM_DOMAINS = 64
+
+
+def from_domains(headers: tuple[HeaderField, ...]) -> frozenset[str]:
+    """Every domain named by any From field, bounded: for policy checks when there is no single From.
+
+    Fields up to ``MAX_FROM`` bytes go through the address parser; longer ones
+    (and anything the parser misses) are scanned for ``@domain`` tokens, only
+    in their first ``MAX_FROM * 4`` bytes. At most ``MAX_FROM_DOMAINS`` names.
+    """
+    found: set[str] = set()
+    for header in headers:
+        if header.key != "from":
+            continue
+        value = header.value[: MAX_FROM * 4].replace(b"\r\n", b"")
+        if len(header.raw) <= MAX_FROM:
+            text = value.decode("utf-8", "replace")
+            for _, addr in getaddresses([text]):
+                if "@" in addr:
+                    domain = addr.rpartition("@")[2].strip().lower().removesuffix(".")
+                    if domain:
+                        found.add(domain)
+        for match in _AT_DOMAIN.finditer(value):
+            found.add(match.group(1).decode("ascii").lower().removesuffix("."))
+        if len(found) >= MAX_FROM_DOMAINS:
+            break
+    return frozenset(sorted(found)[:MAX_FROM_DOMAINS])
+
+
 def alignment(signing_domain: str, author_domain: str | None) -> Alignment:
     """Exact, organizational (same registrable domain) or none."""
     if author_domain is None:

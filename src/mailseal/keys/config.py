@@ -304,7 +304,10 @@ _KEY_SECRET: Final = re.compile(r'secret\s+"([^"]+)"\s*;')
 def read_tsig_file(path: Path) -> tuple[str | None, str | None, str]:
     """(name, algorithm, secret) from a base64 line or a ``key "name" { algorithm ...; secret "...";}`` block."""
     refuse_readable(path, "holds a TSIG secret")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:  # a folder, unreadable, gone since the check
+        raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
     secret = _KEY_SECRET.search(text)
     if secret is None:
         line = text.strip()

@@ -191,11 +191,15 @@ class Lifecycle:
         for _ in range(MAX_ROUNDS):
             now = self.clock()
             entries = self.store.entries(domain)
-            views = {
-                e.name: self.observer.view(e.name, self.publisher_for(e.domain))
-                for e in entries
-                if needs_dns_view(e) and e.id not in settled
-            }
+            views = {}
+            for e in entries:
+                if not needs_dns_view(e) or e.id in settled:
+                    continue
+                try:
+                    views[e.name] = self.observer.view(e.name, self.publisher_for(e.domain))
+                except (UsageError, PublishError) as exc:  # one domain's zone problem: the others go on
+                    self._key_failed(e, exc, report)
+                    settled.add(e.id)
             moved = False
             for step in plan(entries, views, now, self.policies, generate=rotate):
                 subject = step.subject
@@ -240,14 +244,18 @@ class Lifecycle:
         key = step.changes[0].after
         try:
             what = self.publisher_for(key.domain).sync(key, ttl=self.policies.for_domain(key.domain).ttl)
-        except PublishError as exc:
-            self.store.note_error(key.id, str(exc))
-            report.errors.append(f"{key.name}: {exc}")
-            _log.warning("%s: %s", key.name, exc)
+        except (PublishError, UsageError) as exc:  # e.g. a name outside the configured zone
+            self._key_failed(key, exc, report)
             return False
         report.done.append(f"{step}: {what}")
         self._hook("sent", step)
         return True
+
+    def _key_failed(self, key: KeyEntry, exc: Exception, report: TickReport) -> None:
+        """Note a key's DNS problem on the key and in the report; the tick goes on with the others."""
+        self.store.note_error(key.id, str(exc))
+        report.errors.append(f"{key.name}: {exc}")
+        _log.warning("%s: %s", key.name, exc)
 
     def generate(self, generation: Generation, *, testing: bool = False) -> KeyEntry:
         """Make the key pair and insert it, in state ``generated``, with the texts it will publish."""

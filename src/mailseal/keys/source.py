@@ -57,7 +57,9 @@ class KeySet:
     problems: Mapping[str, str] = field(default_factory=dict)
     """Names that could not be loaded (a missing or unsafe file, an unreadable store), and why.
 
-    A reload whose keys have problems is refused: the running keys stay.
+    On a reload these names keep the keys they had (see :meth:`keeping`);
+    every other name takes its new keys: one broken file does not hold back
+    a rotation of another key.
     """
     absent: Mapping[str, str] = field(default_factory=dict)
     """Names whose source answered, correctly, that it has no key for them now, and why.
@@ -67,6 +69,22 @@ class KeySet:
     problem, but a reload is not refused for them: the source is right, and
     keeping the previous keys would go on signing with a key the store retired.
     """
+
+    def keeping(self, previous: KeySet) -> KeySet:
+        """These keys, plus ``previous``'s keys for each name that failed to load now.
+
+        A kept name leaves ``problems`` (it still signs); the caller logs the
+        problem. Names absent now stay absent: the source is right about them.
+        """
+        kept = {
+            name: previous.keys[name]
+            for name in self.problems
+            if name in previous.keys and name not in self.keys
+        }
+        if not kept:
+            return self
+        problems = {name: why for name, why in self.problems.items() if name not in kept}
+        return KeySet({**self.keys, **kept}, problems, self.absent)
 
     def lookup(self, name: str) -> tuple[SigningKey, ...] | None:
         """The keys named ``name``; None when it is unknown, failed to load or has no key now."""

@@ -142,10 +142,14 @@ class SqliteKeyStore:
 
     def _create_file(self) -> None:
         folder = self.path.parent
-        if not folder.exists():
-            folder.mkdir(mode=0o750, parents=True)
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            if not folder.exists():
+                folder.mkdir(mode=0o750, parents=True)
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:  # a file where a folder should be, no permission, read-only file system
+            where = f"{exc.filename}: " if exc.filename and str(exc.filename) != str(self.path) else ""
+            raise KeyStoreError(f"cannot create key store {self.path}: {where}{exc.strerror}") from None
 
     def _check_mode(self) -> None:
         try:

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from mailseal.core.alignment import from_domains
 from mailseal.core.identity import is_within
+from mailseal.core.message import HeaderField
 from mailseal.core.results import DKIMResult, VerificationReport
 
 
@@ -90,9 +92,15 @@ ACCEPTED: Final = Decision(Verdict.ACCEPT, "", "")
 
 
 def most_severe(decisions: Sequence[Decision]) -> Decision:
-    """The decision the MTA gets: the most severe verdict, the first one on ties."""
-    chosen = ACCEPTED
-    for decision in decisions:
+    """The decision the MTA gets: the most severe verdict, the first one on ties.
+
+    An accept decided by the failure policy keeps its cause (for the log line
+    and the metrics); only when there is no decision at all is it a plain accept.
+    """
+    if not decisions:
+        return ACCEPTED
+    chosen = decisions[0]
+    for decision in decisions[1:]:
         if SEVERITY[decision.verdict] > SEVERITY[chosen.verdict]:
             chosen = decision
     return chosen
@@ -131,7 +139,10 @@ class Requirement:
 
 
 def check_requirements(
-    requirements: Sequence[Requirement], report: VerificationReport, policy: FailurePolicy
+    requirements: Sequence[Requirement],
+    report: VerificationReport,
+    policy: FailurePolicy,
+    headers: tuple[HeaderField, ...] = (),
 ) -> list[Decision]:
     """Apply each requirement whose domain covers the From domain.
 
@@ -139,10 +150,15 @@ def check_requirements(
     required domain or below it. When none does and the only problems were
     DNS failures (temperror), the DNS failure policy decides instead: the key
     may well be fine once DNS answers.
+
+    When there is no single From domain (two From fields, several addresses,
+    an over-long field), every domain named in any From field (``headers``)
+    is considered, and a requirement covering any of them fails: a reader
+    may see that address, and no signature can vouch for an ambiguous author.
     """
     author = report.from_domain
     if author is None:
-        return []
+        return _ambiguous_from(requirements, from_domains(headers))
     decisions = []
     for requirement in requirements:
         if not is_within(author, requirement.domain):
@@ -167,3 +183,15 @@ def check_requirements(
             )
         )
     return decisions
+
+
+def _ambiguous_from(requirements: Sequence[Requirement], domains: frozenset[str]) -> list[Decision]:
+    return [
+        Decision(
+            requirement.action,
+            f"required:{requirement.domain}",
+            f"the DKIM signature required for {requirement.domain} cannot apply to an ambiguous From",
+        )
+        for requirement in requirements
+        if any(is_within(domain, requirement.domain) for domain in domains)
+    ]

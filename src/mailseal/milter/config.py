@@ -7,7 +7,8 @@ offending key, all at once, so ``--check-config`` shows every mistake in one
 run. Unknown settings are errors too, with a suggestion: a typo must not
 silently leave a default in place.
 
-This module is the only importer of tomllib. See ``docs/milter.md`` for the
+tomllib is imported here and in :mod:`mailseal.keys.config` (the ``[keys]``
+table, which a milter configuration may share). See ``docs/milter.md`` for the
 reference of every setting.
 """
 

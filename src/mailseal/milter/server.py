@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import errno
 import grp
+import ipaddress
 import logging
 import os
 import pwd
@@ -32,7 +33,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from mailseal.core.results import VerificationReport
@@ -195,9 +196,12 @@ class MilterServer:
         return self._stopping
 
     def observe(self, outcome: MessageOutcome) -> None:
-        """Log one line for the message and count it."""
-        _log.info("%s", outcome_line(outcome))
-        self._metrics.observe(outcome, self._watched)
+        """Log one line for the message and count it; never raises (the reply is already out)."""
+        try:
+            _log.info("%s", outcome_line(outcome))
+            self._metrics.observe(outcome, self._watched)
+        except Exception:  # noqa: BLE001 - a logging or metrics bug must not break the connection
+            _log.exception("cannot log or count message %s", outcome.queue_id)
 
     def protocol_error(self, detail: str) -> None:
         """A connection broke the protocol."""
@@ -278,7 +282,7 @@ class MilterServer:
         edited, and edits still wait for SIGHUP.
         """
         path = None if keys_only else self._config_path
-        kept = "keys" if keys_only else "configuration"
+        what = "keys" if keys_only else "configuration"
         try:
             loaded = load(path, self._factory) if path else Loaded.read(self.config, self._loaded.source)
         except (ConfigError, UsageError) as exc:
@@ -287,9 +291,13 @@ class MilterServer:
             return False
         problems = key_problem_lines(loaded)
         if problems:
-            _log.error("reload refused, keeping the running %s: %s", kept, "; ".join(problems))
+            _log.error(
+                "reloading %s: these keys keep their previous key where they had one: %s",
+                what,
+                "; ".join(problems),
+            )
             self._metrics.error("reload")
-            return False
+            loaded = replace(loaded, keyset=loaded.keyset.keeping(self._loaded.keyset))
         self._generation += 1
         self._loaded = loaded
         self._runtime = build_runtime(loaded.config, loaded.keyset, self._generation)
@@ -461,8 +469,10 @@ class _Connection(asyncio.Protocol):
             for name in session.take_key_queries():
                 self._lookups[name] = asyncio.ensure_future(resolver.lookup_txt(name))
         elif kind is codec.EndOfMessage and session.outcome is not None:
-            self._server.observe(session.outcome)
-            session.outcome = None
+            outcome, session.outcome = session.outcome, None
+            self._write(out)  # the reply first: the MTA waits for it, the log line can wait
+            out.clear()
+            self._server.observe(outcome)
 
     def _answers_ready(self) -> bool:
         return all(future.done() for future in self._lookups.values())
@@ -475,12 +485,20 @@ class _Connection(asyncio.Protocol):
     async def _finish_after_lookups(self, event: codec.EndOfMessage) -> None:
         """Wait for the key lookups started at end-of-headers, then answer end-of-message."""
         budget = self._server.config.dns_timeout + 1.0
-        await asyncio.wait(list(self._lookups.values()), timeout=budget)
-        out: list[bytes] = []
-        self._handle(event, out)
-        self._write(out)
-        self._waiting = None
-        self.last_active = self._loop.time()
+        try:
+            await asyncio.wait(list(self._lookups.values()), timeout=budget)
+            out: list[bytes] = []
+            try:
+                self._handle(event, out)
+            except codec.ProtocolError as exc:
+                self._write(out)
+                self._server.protocol_error(str(exc))
+                self.close()
+                return
+            self._write(out)
+        finally:
+            self._waiting = None
+            self.last_active = self._loop.time()
         if self._transport is not None and not self._transport.is_closing():
             self._pump()
 
@@ -539,6 +557,28 @@ def _report_text(report: VerificationReport) -> str:
 
 
 # -- sockets and privileges -------------------------------------------------------------------
+
+
+def exposure_warning(address: ListenAddress) -> str | None:
+    """A warning when the milter listens on a TCP address other than loopback; None otherwise.
+
+    The milter protocol has no authentication: whoever can connect can have
+    mail signed with our keys, and the client address a session acts on is
+    whatever the connecting side claims.
+    """
+    if address.family == "unix":
+        return None
+    host = address.host.strip("[]")
+    if host.lower() == "localhost":
+        return None
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    return (
+        f"the milter listens on {address}, not a loopback address: the milter protocol has no "
+        "authentication, so anyone who can connect can have mail signed with these keys and claim "
+        "any client address; restrict it with a firewall, or listen on 127.0.0.1 or a unix socket"
+    )
 
 
 def open_listener(address: ListenAddress, *, mode: int = 0o660, group: str = "") -> socket.socket:
@@ -621,7 +661,7 @@ def drop_privileges(user: str, group: str = "") -> None:
         return
     if os.geteuid() != 0:
         raise UsageError(f"only root can switch to user {user!r}; start as root or remove milter.user")
-    os.setgroups([])
+    os.initgroups(name, gid)  # the user's supplementary groups (e.g. one owning a 0640 key store)
     os.setgid(gid)
     os.setuid(uid)
     _log.info("running as %s (uid %d, gid %d)", name, uid, gid)
@@ -667,6 +707,9 @@ def run(
         for note in key_absent_lines(loaded):
             _log.warning("%s (mail needing it gets on_failure.sign_key_unavailable)", note)
         bound = bound_address(settings.socket, sock)
+        exposed = exposure_warning(settings.socket)
+        if exposed:
+            _log.warning("%s", exposed)
         _log.info(
             "mailseal milter listening on %s with %d worker(s); Postfix: smtpd_milters = %s",
             bound,
@@ -861,8 +904,10 @@ class _Supervisor:
             return
         problems = key_problem_lines(loaded)
         if problems:
-            _log.error("reload refused, keeping the running configuration: %s", "; ".join(problems))
-            return
+            _log.error(
+                "reloading: these keys keep their previous key where they had one: %s", "; ".join(problems)
+            )
+            loaded = replace(loaded, keyset=loaded.keyset.keeping(self._loaded.keyset))
         self._loaded = loaded
         _log.info("configuration checked; telling %d worker(s) to reload", len(self._workers))
         self._signal_workers(signal.SIGHUP)

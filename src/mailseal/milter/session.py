@@ -48,6 +48,9 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 AUTHRES: Final = "Authentication-Results"
+_AUTHRES_NAME: Final = b"authentication-results"
+AUTHSERV_ID_SCAN: Final = 1024
+"""Bytes of a received Authentication-Results value read to find its authserv-id."""
 SIGNATURE: Final = "DKIM-Signature"
 
 
@@ -198,6 +201,8 @@ class _Message:
     verification: Verification | None = None
     queries: tuple[str, ...] = ()
     decisions: list[Decision] = field(default_factory=list)
+    authserv_ids: list[str | None] = field(default_factory=list)
+    """The authserv-id of each received Authentication-Results field, in order (kept even when oversize)."""
     broken: bool = False
     """An internal error happened: no more work on this message, the failure policy decides."""
 
@@ -344,9 +349,12 @@ class Session:
 
     def _on_header(self, event: codec.Header) -> bytes:
         message = self._current()
+        name = event.name
+        if len(name) == len(_AUTHRES_NAME) and name.lower() == _AUTHRES_NAME:
+            message.authserv_ids.append(self._authserv_id(name, event.value))
         if message.oversize:
             return b""
-        raw = codec.field_bytes(event.name, event.value, leading_space=self._leading_space)
+        raw = codec.field_bytes(name, event.value, leading_space=self._leading_space)
         message.header_bytes += len(raw)
         if message.header_bytes > message.runtime.max_header_bytes:
             message.oversize = True
@@ -374,10 +382,19 @@ class Session:
         if not message.broken:
             reply = self._guard(message, lambda: self._finish(message)) or b""
         if message.broken:
-            reply = self._reply(most_severe(message.decisions), [])
-            self._record(message, most_severe(message.decisions), None, 0)
+            message.signed = ()  # whatever was planned, nothing was signed
+            decision = most_severe(message.decisions)
+            deletions = self._authres_deletions(message)
+            reply = self._reply(decision, deletions)
+            self._record(message, decision, None, _delivered(decision, deletions))
         self._end_message()
         return reply
+
+    def _authserv_id(self, name: bytes, value: bytes) -> str | None:
+        """The authserv-id a received Authentication-Results field claims (only its first bytes are read)."""
+        head = value[:AUTHSERV_ID_SCAN]
+        raw = codec.field_bytes(name, head, leading_space=self._leading_space)
+        return authserv_id_of(HeaderField(name.decode("ascii", "replace"), raw))
 
     # -- the work -------------------------------------------------------------------------
 
@@ -480,13 +497,16 @@ class Session:
     def _finish(self, message: _Message) -> bytes:
         """End of message: the signatures, the Authentication-Results, the verdict."""
         runtime = message.runtime
-        edits: list[bytes] = []
+        # Forgeries of our Authentication-Results go whatever the route (sign-only, oversize too).
+        edits = self._authres_deletions(message)
+        deletions = len(edits)
         report: VerificationReport | None = None
-        removed = 0
         if message.verification is not None:
             report = message.verification.finish()
-            removed = self._authres_edits(message, report, edits)
-            message.decisions.extend(check_requirements(runtime.requirements, report, runtime.failure))
+            self._add_authres(message, report, edits)
+            message.decisions.extend(
+                check_requirements(runtime.requirements, report, runtime.failure, tuple(message.headers))
+            )
             if not report.passed and any(s.result is DKIMResult.TEMPERROR for s in report.signatures):
                 message.decisions.append(
                     runtime.failure.decide(
@@ -505,33 +525,33 @@ class Session:
         decision = most_severe(message.decisions)
         if decision.verdict in (Verdict.TEMPFAIL, Verdict.REJECT):
             message.signed = ()
-        self._record(message, decision, report, removed)
+        self._record(message, decision, report, _delivered(decision, edits[:deletions]))
         return self._reply(decision, edits)
 
-    def _authres_edits(self, message: _Message, report: VerificationReport, edits: list[bytes]) -> int:
-        """Delete Authentication-Results fields claiming to be ours (forgeries), then add ours."""
-        runtime = message.runtime
-        ours = runtime.authserv_id.lower()
-        forged = []
-        index = 0
-        for header in message.headers:
-            if header.key == "authentication-results":
-                index += 1
-                claimed = authserv_id_of(header)
-                if claimed is not None and claimed.lower() == ours:
-                    forged.append(index)
-        if not self._actions & _CHANGE_HEADERS and forged:
+    def _authres_deletions(self, message: _Message) -> list[bytes]:
+        """CHGHEADER deletions of the received Authentication-Results fields claiming to be ours (forgeries)."""
+        ours = message.runtime.authserv_id.lower()
+        forged = [
+            index
+            for index, claimed in enumerate(message.authserv_ids, 1)  # 1-based among the received fields
+            if claimed is not None and claimed.lower() == ours
+        ]
+        if not forged:
+            return []
+        if not self._actions & _CHANGE_HEADERS:  # an action the MTA did not allow breaks the connection
             _log.warning("cannot remove %d forged Authentication-Results: the MTA forbids it", len(forged))
-            forged = []
-        if not self._actions & _ADD_HEADERS:  # an action the MTA did not allow breaks the connection
-            return 0
+            return []
         # From the bottom up, so the indexes still to be used stay valid.
-        edits.extend(codec.change_header(position, AUTHRES, b"") for position in reversed(forged))
-        value = " " + authentication_results(runtime.authserv_id, report)
+        return [codec.change_header(position, AUTHRES, b"") for position in reversed(forged)]
+
+    def _add_authres(self, message: _Message, report: VerificationReport, edits: list[bytes]) -> None:
+        """Add our Authentication-Results on top, when the MTA lets us add header fields."""
+        if not self._actions & _ADD_HEADERS:  # an action the MTA did not allow breaks the connection
+            return
+        value = " " + authentication_results(message.runtime.authserv_id, report)
         edits.append(
             codec.insert_header(0, AUTHRES, codec.header_value(value, leading_space=self._leading_space))
         )
-        return len(forged)
 
     def _reply(self, decision: Decision, edits: list[bytes]) -> bytes:
         verdict = decision.verdict
@@ -562,6 +582,11 @@ class Session:
             removed_authres=removed,
             seconds=self._timer() - message.started if message.started else 0.0,
         )
+
+
+def _delivered(decision: Decision, deletions: list[bytes]) -> int:
+    """How many forged Authentication-Results the MTA removes: none when the message is refused."""
+    return len(deletions) if decision.verdict in (Verdict.ACCEPT, Verdict.QUARANTINE) else 0
 
 
 _HANDLERS: Final[Mapping[type[codec.Event], Callable[[Session, Any], bytes]]] = {

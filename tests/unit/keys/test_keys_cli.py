@@ -130,3 +130,35 @@ def test_rotate_refuses_a_second_rotation_under_way(keys) -> None:  # type: igno
     keys("generate", "example.com", "--algorithm", "ed25519", "--selector", "pending")
     status, _, err = keys("rotate", "example.com", "--algorithm", "ed25519", "--manual")
     assert status == 2 and "pending is generated" in err
+
+
+def test_a_store_path_under_a_file_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = tmp_path / "hostname"
+    plain.write_text("mx\n")
+    status = main(["keys", "list", "--store", str(plain / "keys.db")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err == f"mailseal: cannot create key store {plain / 'keys.db'}: Not a directory\n"
+
+
+def test_a_tsig_secret_file_that_is_a_folder_is_one_line_not_a_traceback(keys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "secrets"
+    folder.mkdir(mode=0o700)
+    status, _, err = keys("list", "--tsig-name", "k.", "--tsig-secret-file", str(folder))
+    assert status == 1
+    assert err == f"mailseal: {folder}: cannot read: Is a directory\n"
+
+
+def test_any_other_os_error_is_one_line_with_the_path(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mailseal.cli.milter
+
+    def unreadable(path: str) -> int:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(mailseal.cli.milter, "check_config", unreadable)
+    assert main(["milter", "--check-config", "/etc/mailseal/milter.toml"]) == 1
+    assert capsys.readouterr().err == "mailseal: /etc/mailseal/milter.toml: Permission denied\n"

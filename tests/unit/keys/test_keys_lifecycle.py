@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from mailseal.core.algorithms import KeyType
-from mailseal.errors import InsecureKeyFileError
+from mailseal.errors import InsecureKeyFileError, UsageError
 from mailseal.keys.lifecycle import Lifecycle, TickReport
 from mailseal.keys.publish import DnsUpdatePublisher, ManualPublisher, Publisher
-from mailseal.keys.rotation import Event, Step
+from mailseal.keys.rotation import Event, Generation, Step
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import KeyState, KeyStoreBusyError
 from support.keyflow import (
@@ -435,3 +435,27 @@ def test_policy_ttl_is_used_for_published_records(store: SqliteKeyStore, clock: 
     first_key(lifecycle)
     lifecycle.tick()
     assert seen == [POLICY.ttl]
+
+
+def test_one_domains_zone_problem_does_not_stop_the_tick_for_the_others(
+    store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock
+) -> None:
+    publisher = DnsUpdatePublisher(zone)
+    outside = "s1._domainkey.other.test is not in zone example.test; set the zone that holds it"
+
+    def publisher_for(domain: str) -> Publisher:
+        if domain == "other.test":
+            raise UsageError(outside)  # what the CLI's publisher_for says for a domain outside the zone
+        return publisher
+
+    lifecycle = Lifecycle(store, publisher_for=publisher_for, observer=zone, policies=POLICIES, clock=clock)
+    lifecycle.generate(Generation("other.test", KeyType.ED25519, 256, "s1"))
+    lifecycle.generate(Generation(DOMAIN, KeyType.ED25519, 256, "ed1"))
+    report = lifecycle.tick()
+    assert report.errors == [f"s1._domainkey.other.test: {outside}"]
+    broken = store.entry("other.test", "s1")
+    assert broken is not None and broken.last_error == outside
+    clock.advance(POLICY.propagation_delay)
+    report = lifecycle.tick()
+    assert report.errors == [f"s1._domainkey.other.test: {outside}"]  # noted again, never fatal
+    assert signing_selectors(store) == ["ed1"]

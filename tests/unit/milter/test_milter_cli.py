@@ -20,8 +20,22 @@ from support.milter_process import MilterProcess
 def test_check_config_ok(tmp_path: Path, rsa_key: PrivateKey, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_config(tmp_path, {"k": (rsa_key, "example.com", "s")}, {"example.com": ["k"]})
     assert main(["milter", "--check-config", str(path)]) == 0
-    out = capsys.readouterr().out
-    assert "ok -- listens on inet:8891@127.0.0.1 (Postfix: inet:127.0.0.1:8891), 1 key(s) loaded" in out
+    captured = capsys.readouterr()
+    assert (
+        "ok -- listens on inet:8891@127.0.0.1 (Postfix: inet:127.0.0.1:8891), 1 key(s) loaded" in captured.out
+    )
+    assert "warning" not in captured.err
+
+
+def test_check_config_warns_about_a_non_loopback_socket(
+    tmp_path: Path, rsa_key: PrivateKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = {"k": (rsa_key, "example.com", "s")}
+    path = write_config(tmp_path, keys, {"example.com": ["k"]}, socket_spec="inet:8891@0.0.0.0")
+    assert main(["milter", "--check-config", str(path)]) == 0  # a warning, not a refusal
+    captured = capsys.readouterr()
+    assert "ok -- listens on inet:8891@0.0.0.0" in captured.out
+    assert captured.err.startswith("warning: the milter listens on inet:8891@0.0.0.0, not a loopback address")
 
 
 def test_check_config_explains_errors_with_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,7 +26,7 @@ from mailseal.milter.server import load
 from support.keyflow import DOMAIN, POLICIES, POLICY
 from support.memdns import FakeClock, MemoryZone
 from support.milter_client import MilterClient, Result, apply_actions
-from support.milter_harness import ServerThread
+from support.milter_harness import ServerThread, toml_string
 from support.milter_store import wait_until, write_store_config, zone_resolver
 
 T0 = 1_767_225_600
@@ -241,13 +241,14 @@ def test_a_store_that_becomes_unreadable_keeps_the_running_keys(
     activate(lifecycle, clock, Generation(DOMAIN, KeyType.ED25519, 256, "ed1"))
     with start(tmp_path, store_path, clock) as running:
         store_path.chmod(0o644)  # refused: a store others may read is never used
-        assert wait_until(lambda: any("reload refused" in r.getMessage() for r in caplog.records))
-        refusal = next(r.getMessage() for r in caplog.records if "reload refused" in r.getMessage())
-        assert "keeping the running keys" in refusal and "chmod 600" in refusal
+        kept = "keep their previous key"
+        assert wait_until(lambda: any(kept in r.getMessage() for r in caplog.records))
+        refusal = next(r.getMessage() for r in caplog.records if kept in r.getMessage())
+        assert "chmod 600" in refusal
         assert signatures(send(running)[0]) == {("ed1", "ed25519-sha256")}
-        assert running.server.runtime.generation == 1
+        assert running.server.runtime.generation == 2
         store_path.chmod(0o600)
-        assert wait_until(lambda: running.server.runtime.generation == 2)
+        assert wait_until(lambda: running.server.runtime.generation == 3)
         assert signatures(send(running)[0]) == {("ed1", "ed25519-sha256")}
 
 
@@ -284,3 +285,28 @@ def test_a_rotation_is_applied_while_the_configuration_file_is_half_edited(
         assert wait_until(lambda: loaded_selectors(running) == {successor})
         assert signatures(send(running)[0]) == {(successor, "ed25519-sha256")}
         assert running.call(running.server.reload) is False  # SIGHUP would refuse the broken file
+
+
+def test_a_broken_key_file_does_not_hold_back_a_rotation_in_the_store(
+    tmp_path: Path, store_path: Path, store: SqliteKeyStore, lifecycle: Lifecycle, clock: FakeClock
+) -> None:
+    """A key file missing since start-up: the store's entry still follows rotations (key watch and SIGHUP)."""
+    activate(lifecycle, clock, Generation(DOMAIN, KeyType.ED25519, 256, "ed1"))
+    missing = tmp_path / "missing.key"
+    extra = (
+        f'\n[key_table.broken]\ndomain = "other.test"\nselector = "s1"\nfile = {toml_string(str(missing))}\n'
+    )
+    path = write_store_config(tmp_path / "milter.toml", store_path, DOMAIN, extra=extra)
+    with ServerThread(load(str(path)), clock=lambda: float(clock.now), config_path=str(path)) as running:
+        assert "broken" in running.server.runtime.keyset.problems
+        assert signatures(send(running)[0]) == {("ed1", "ed25519-sha256")}
+        clock.advance(ROTATE_EVERY)
+        assert lifecycle.tick().ok
+        clock.advance(POLICY.propagation_delay)
+        assert lifecycle.tick().ok  # ed1 retiring, its successor active
+        (successor,) = [key.selector for key in store.signing_keys(DOMAIN)]
+        assert wait_until(lambda: loaded_selectors(running) == {successor})
+        assert signatures(send(running)[0]) == {(successor, "ed25519-sha256")}
+        assert running.call(running.server.reload) is True  # SIGHUP: the file parses, so it loads
+        assert "broken" in running.server.runtime.keyset.problems
+        assert signatures(send(running)[0]) == {(successor, "ed25519-sha256")}

@@ -6,6 +6,7 @@ import ipaddress
 
 import pytest
 
+from mailseal.core.message import HeaderField
 from mailseal.core.results import DKIMResult, Reason, SignatureResult, VerificationReport
 from mailseal.milter.actions import (
     FAILURE_DEFAULTS,
@@ -83,6 +84,9 @@ def test_most_severe_wins() -> None:
     assert most_severe([]).verdict is Verdict.ACCEPT
     assert most_severe([quarantine, tempfail]) is tempfail
     assert most_severe([tempfail, reject, quarantine]) is reject
+    accepted = Decision(Verdict.ACCEPT, Failure.VERIFY_DNS_ERROR, "")
+    assert most_severe([accepted]) is accepted  # an accept by the failure policy keeps its cause
+    assert most_severe([accepted, quarantine]) is quarantine
 
 
 def test_every_tempfail_and_reject_has_a_proper_smtp_reply() -> None:
@@ -132,3 +136,23 @@ def test_requirement_temperror_follows_a_configured_dns_policy() -> None:
     (decision,) = check_requirements(REQUIRE, report, policy)
     assert decision.verdict is Verdict.TEMPFAIL
     assert decision.cause == Failure.VERIFY_DNS_ERROR
+
+
+def _from(*values: bytes) -> tuple[HeaderField, ...]:
+    return tuple(HeaderField("From", b"From:" + value + b"\r\n") for value in values)
+
+
+@pytest.mark.parametrize(
+    ("headers", "verdict"),
+    [
+        (_from(b" a@evil.example", b" b@bank.example"), Verdict.REJECT),
+        (_from(b" a@evil.example, b@Mail.Bank.Example"), Verdict.REJECT),
+        (_from(b" " + b"x" * 9000 + b"<b@bank.example>"), Verdict.REJECT),  # over MAX_FROM: token scan
+        (_from(b" a@evil.example", b" b@other.example"), None),  # the requirement covers neither
+        ((), None),
+    ],
+)
+def test_requirements_with_no_single_from(headers: tuple[HeaderField, ...], verdict: Verdict | None) -> None:
+    signatures = (sig(DKIMResult.PASS, "bank.example"),)  # a pass cannot vouch for an ambiguous author
+    decisions = check_requirements(REQUIRE, VerificationReport(signatures, None), POLICY_DEFAULT, headers)
+    assert [d.verdict for d in decisions] == ([verdict] if verdict else [])

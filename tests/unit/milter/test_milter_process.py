@@ -212,7 +212,8 @@ def test_privileges_are_dropped_after_binding_and_keys_read_as_that_user(
                 assert "mailseal_messages_total" in urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310 - loopback
                 mark = process.mark()
                 process.signal(signal.SIGHUP)
-                assert process.wait_for("reload refused", start=mark) is not None  # ed.key still unreadable
+                # ed.key still unreadable: it keeps no key (it never had one), the rest reloads
+                assert process.wait_for("keep their previous key", start=mark) is not None
                 assert process.stop() == 0
             assert_clean(process)
     finally:
@@ -256,3 +257,15 @@ def test_a_worker_that_dies_is_replaced(tmp_path: Path, keys: Keys) -> None:
             client.close()
         assert process.stop() == 0
     assert_clean(process)
+
+
+def test_a_non_loopback_socket_is_warned_about_at_start(tmp_path: Path, keys: Keys) -> None:
+    path = write_config(tmp_path, keys, {"*@example.com": list(keys)}, socket_spec="inet:0@0.0.0.0")
+    with MilterProcess(["--config", str(path), "--workers", "1"]) as process:
+        warning = process.wait_for(
+            r"WARNING the milter listens on inet:0@0\.0\.0\.0, not a loopback address", 1
+        )
+        assert warning is not None and "no authentication" in warning
+        with connect(process.address) as client:
+            assert signatures(client) == 2  # a warning, not a refusal
+        assert process.stop() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -23,6 +24,7 @@ from mailseal.milter.config import load_config
 from mailseal.milter.server import Loaded, load
 from support.milter_client import MilterClient, Result, apply_actions, split_message
 from support.milter_harness import MESSAGE, ServerThread, dns_records, write_config
+from support.milter_store import wait_until
 from support.peers import dkimpy_supports_ed25519, dkimpy_verify
 
 FIXED_NOW = 1_767_225_600
@@ -75,6 +77,12 @@ def session(address: tuple[str, int] | str, client_ip: str = "127.0.0.1", **nego
     return client
 
 
+def logged(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    """The log messages containing ``text``, waiting a little: the reply goes out before the log line."""
+    wait_until(lambda: any(text in r.getMessage() for r in caplog.records))
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
 def delivered(client: MilterClient, message: bytes, result: Result) -> bytes:
     assert client.negotiated is not None
     return apply_actions(message, result, leading_space=client.negotiated.leading_space)
@@ -102,7 +110,7 @@ def test_outgoing_mail_gets_rsa_and_ed25519_signatures_that_verify(
     assert peer[0] == "pass"
     if dkimpy_supports_ed25519():
         assert peer[1] == "pass"
-    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("qid=")]
+    (line,) = [m for m in logged(caplog, "qid=") if m.startswith("qid=")]
     assert "qid=4Q1D" in line and "action=accept" in line and "mode=sign" in line
     assert "signed=example.com/rsa2026/rsa-sha256,example.com/ed2026/ed25519-sha256" in line
     assert "alice" not in line and "Hello" not in line  # no local parts, no content
@@ -183,10 +191,7 @@ def test_unlisted_senders_pass_unsigned_and_are_logged(
         result = client.send_message(message)
     assert result.verdict == "continue"
     assert result.actions == []
-    assert any(
-        "unsigned=unlisted" in r.getMessage() and "sender_domain=elsewhere.example" in r.getMessage()
-        for r in caplog.records
-    )
+    assert any("sender_domain=elsewhere.example" in m for m in logged(caplog, "unsigned=unlisted"))
 
 
 def test_envelope_sender_can_pick_the_key(tmp_path: Path, keys: Keys, resolver: InMemoryResolver) -> None:
@@ -389,6 +394,21 @@ def test_internal_error_follows_the_configured_action(
     assert any("internal error" in r.getMessage() for r in caplog.records)
 
 
+def test_the_log_line_of_a_message_broken_by_an_internal_error(
+    tmp_path: Path, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "mailseal")
+    extra = '[on_failure]\nsign_internal_error = "accept"\n'
+    path = write_config(tmp_path, {"rsa": keys["rsa"]}, {"*@example.com": ["rsa"]}, extra)
+    loaded = Loaded.read(load_config(path), _BrokenKeySource("example.com"))
+    with ServerThread(loaded, clock=lambda: FIXED_NOW) as running, session(running.address) as client:
+        result = client.send_message(MESSAGE)
+    assert result.verdict == "continue"
+    (line,) = [m for m in logged(caplog, "qid=") if m.startswith("qid=")]
+    assert "action=accept cause=sign_internal_error" in line
+    assert "signed=" not in line  # nothing was signed
+
+
 def test_oversized_header_passes_untouched(tmp_path: Path, keys: Keys, resolver: InMemoryResolver) -> None:
     huge = MESSAGE.replace(b"Subject:", b"X-Padding: " + b"x" * 3000 + b"\r\nSubject:")
     with (
@@ -499,13 +519,20 @@ def test_reload_with_a_broken_file_keeps_the_running_configuration(
             assert len(client.send_message(MESSAGE).inserted("DKIM-Signature")) == 1
 
 
-def test_reload_refuses_a_configuration_whose_key_cannot_be_loaded(
-    tmp_path: Path, keys: Keys, resolver: InMemoryResolver
+def test_reload_keeps_the_old_key_of_a_name_that_cannot_be_loaded_and_updates_the_others(
+    tmp_path: Path, keys: Keys, resolver: InMemoryResolver, caplog: pytest.LogCaptureFixture
 ) -> None:
+    fresh = generate_private_key(KeyType.ED25519)
     with start(tmp_path, keys, resolver) as running:
+        old_rsa = running.server.runtime.keyset.keys["rsa"]
         (tmp_path / "rsa.key").chmod(0o644)
-        assert running.call(running.server.reload) is False
-        assert "rsa" in running.server.runtime.keyset.keys  # the old, loaded key stays in use
+        write_private_key(tmp_path / "ed.key", fresh, overwrite=True)
+        assert running.call(running.server.reload) is True  # per-key problems are logged, not fatal
+        keyset = running.server.runtime.keyset
+        assert keyset.keys["rsa"] == old_rsa  # the old, loaded key stays in use
+        (ed,) = keyset.keys["ed"]
+        assert ed.key.public_key_b64() == fresh.public_key_b64()
+        assert any("keep their previous key" in r.getMessage() for r in caplog.records)
 
 
 def test_a_changed_key_file_is_picked_up(tmp_path: Path, keys: Keys, resolver: InMemoryResolver) -> None:
@@ -544,3 +571,132 @@ def test_many_connections_at_once(server: ServerThread) -> None:
     for thread in threads:
         thread.join(30)
     assert results == ["continue"] * 40
+
+
+@pytest.mark.parametrize(
+    "from_fields",
+    [
+        b"From: Mallory <mallory@evil.example>\r\nFrom: Bank <alerts@bank.example>\r\n",
+        b"From: Mallory <mallory@evil.example>, Bank <alerts@bank.example>\r\n",
+        b"From: " + b"x" * 5000 + b" <alerts@bank.example>\r\n",
+    ],
+    ids=["two-fields", "two-addresses", "over-long"],
+)
+def test_required_domain_in_an_ambiguous_from_is_not_skipped(
+    tmp_path: Path, keys: Keys, resolver: InMemoryResolver, rsa_key: PrivateKey, from_fields: bytes
+) -> None:
+    body = b"".join(
+        line + b"\r\n" for line in MESSAGE.split(b"\r\n")[:-1] if not line.lower().startswith(b"from:")
+    )
+    body = from_fields + body
+    signed = sign(body, key=rsa_key, domain="example.com", selector="rsa2026", now=FIXED_NOW) + body
+    extra = '[[verify.require]]\ndomain = "bank.example"\naction = "reject"\n'
+    with (
+        start(tmp_path, keys, resolver, extra=extra) as running,
+        session(running.address, EXTERNAL) as client,
+    ):
+        result = client.send_message(signed)
+    assert result.reply == b"y"
+    assert result.text.startswith("550 5.7.20 mailseal: the DKIM signature required for bank.example")
+
+
+# -- forged Authentication-Results go on every path ------------------------------------------
+
+FORGED = MESSAGE.replace(
+    b"Subject:",
+    b"Authentication-Results: other.example; dkim=fail\r\n"
+    b"Authentication-Results: MX.test; dkim=pass header.d=bank.example\r\nSubject:",
+)
+
+
+def deletions(result: Result) -> list[tuple[int, bytes]]:
+    return [(a.index, a.value) for a in result.actions if a.kind == "change"]
+
+
+def test_an_internal_sender_cannot_plant_our_authentication_results(server: ServerThread) -> None:
+    with session(server.address) as client:  # internal: sign only, no verification
+        result = client.send_message(FORGED)
+    assert len(result.inserted("DKIM-Signature")) == 2
+    assert deletions(result) == [(2, b"")]
+    assert not result.inserted("Authentication-Results")
+
+
+def test_a_forged_authentication_results_goes_even_when_the_header_is_oversized(
+    tmp_path: Path, keys: Keys, resolver: InMemoryResolver
+) -> None:
+    huge = FORGED.replace(b"Subject:", b"X-Padding: " + b"x" * 3000 + b"\r\nSubject:")
+    huge = huge.replace(b"Date:", b"Authentication-Results: mx.test; " + b"y" * 5000 + b"\r\nDate:")
+    with (
+        start(tmp_path, keys, resolver, extra="[limits]\nmax_header_bytes = 1024\n") as running,
+        session(running.address, EXTERNAL) as client,
+    ):
+        result = client.send_message(huge)
+    assert result.verdict == "continue"
+    assert deletions(result) == [(3, b""), (2, b"")]
+    assert not result.inserted("Authentication-Results") and not result.inserted("DKIM-Signature")
+
+
+def test_a_forged_authentication_results_goes_after_an_internal_error(tmp_path: Path, keys: Keys) -> None:
+    path = write_config(
+        tmp_path,
+        {"rsa": keys["rsa"]},
+        {"*@example.com": ["rsa"]},
+        '[on_failure]\nsign_internal_error = "accept"\n',
+    )
+    loaded = Loaded.read(load_config(path), _BrokenKeySource("example.com"))
+    with ServerThread(loaded, clock=lambda: FIXED_NOW) as running, session(running.address) as client:
+        result = client.send_message(FORGED)
+    assert result.verdict == "continue"
+    assert deletions(result) == [(2, b"")]
+
+
+def test_forgeries_go_when_the_mta_allows_changing_but_not_adding_header_fields(
+    server: ServerThread,
+) -> None:
+    with session(server.address, EXTERNAL, actions=0x1FF & ~0x01) as client:  # no SMFIF_ADDHDRS
+        result = client.send_message(FORGED)
+    assert deletions(result) == [(2, b"")]
+    assert not result.inserted("Authentication-Results")
+
+
+class _SlowResolver:
+    """Answers after a short wait: the end of message arrives before the key lookup is done."""
+
+    def __init__(self, inner: InMemoryResolver) -> None:
+        self._inner = inner
+
+    async def lookup_txt(self, name: str) -> TxtAnswer:
+        await asyncio.sleep(0.05)
+        return await self._inner.lookup_txt(name)
+
+
+class _FailingMetrics:
+    def observe(self, outcome: object, watched_domains: frozenset[str]) -> None:
+        raise RuntimeError("simulated metrics bug")
+
+    def error(self, kind: str) -> None:
+        pass
+
+
+@pytest.mark.parametrize("client_ip", ["127.0.0.1", EXTERNAL], ids=["sign", "verify-after-lookups"])
+def test_a_failing_log_or_metrics_hook_does_not_lose_the_reply(
+    tmp_path: Path,
+    keys: Keys,
+    resolver: InMemoryResolver,
+    rsa_key: PrivateKey,
+    client_ip: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = write_config(tmp_path, keys, {"*@example.com": list(keys)})
+    signed = sign(MESSAGE, key=rsa_key, domain="example.com", selector="rsa2026", now=FIXED_NOW) + MESSAGE
+    metrics = _FailingMetrics()
+    with (
+        ServerThread(
+            load(str(path)), resolver=_SlowResolver(resolver), clock=lambda: FIXED_NOW, metrics=metrics
+        ) as running,
+        session(running.address, client_ip) as client,
+    ):
+        first = client.send_message(signed)
+        second = client.send_message(signed)  # the connection carries on
+    assert first.verdict == second.verdict == "continue"
+    assert logged(caplog, "cannot log or count")
