@@ -24,12 +24,12 @@ import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Literal, Self
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from support.managed import ManagedServer
 from support.opendkim_milter import MilterStartError, tcp_listening, unix_socket_listening
 from support.postfix import LOOPBACK, free_tcp_port
 
@@ -80,7 +80,7 @@ def _stop(holder: list[subprocess.Popen[bytes]], workdir: Path) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-class DkimpyMilter:
+class DkimpyMilter(ManagedServer):
     """``dkimpy-milter CONF`` on loopback with one RSA key for one domain; a context manager.
 
     ``mode`` is dkimpy-milter's Mode (``s``, ``v``, ``sv``); ``sign_headers``
@@ -166,20 +166,10 @@ class DkimpyMilter:
         live = [p for p in self._processes if p.poll() is None]
         return live[-1].pid if live else None
 
-    def log_text(self) -> str:
-        """What the milter printed so far."""
-        try:
-            return (self.workdir / "dkimpy-milter.log").read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    @property
+    def log_path(self) -> Path:
+        """What the milter prints goes here."""
+        return self.workdir / "dkimpy-milter.log"
 
     def start(self) -> Self:
         """Start the milter and wait until it listens."""

@@ -34,6 +34,8 @@ import dns.rdtypes.txtbase
 import dns.tsig
 import dns.tsigkeyring
 
+from support.managed import ManagedServer
+
 KNOTD = "/usr/sbin/knotd"
 KNOTC = "/usr/sbin/knotc"
 LOOPBACK = "127.0.0.1"
@@ -125,7 +127,7 @@ def _stop_process(process: subprocess.Popen[bytes], cleanup: Sequence[Path]) -> 
         shutil.rmtree(path, ignore_errors=True)
 
 
-class KnotServer:
+class KnotServer(ManagedServer):
     """A private authoritative knotd on 127.0.0.1 serving one zone, started and stopped by a test.
 
     Everything lives in fresh directories (Knot brings old records back from a
@@ -193,21 +195,6 @@ class KnotServer:
     def log_path(self) -> Path:
         """knotd's stdout and stderr."""
         return self._workdir / "knotd.log"
-
-    def log_text(self) -> str:
-        """What knotd logged so far (for failure messages)."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> Self:
         """Start knotd on a free port and wait until it serves the zone (signed, with ``dnssec``)."""

@@ -27,9 +27,9 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Literal, Self
 
+from support.managed import ManagedServer
 from support.postfix import LOOPBACK, free_tcp_port
 
 OPENDKIM = "/usr/sbin/opendkim"
@@ -97,7 +97,7 @@ def tcp_listening(port: int) -> bool:
     return False
 
 
-class OpenDKIMMilter:
+class OpenDKIMMilter(ManagedServer):
     """``opendkim -f -x CONF`` on loopback; a context manager.
 
     ``keys`` fill the KeyTable; ``signing_table`` is a list of (sender
@@ -177,13 +177,6 @@ class OpenDKIMMilter:
         live = [p for p in self._processes if p.poll() is None]
         return live[-1].pid if live else None
 
-    def log_text(self) -> str:
-        """What OpenDKIM printed so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
     # ------------------------------------------------------------------ configuration
 
     def _write_config(self) -> None:
@@ -232,14 +225,6 @@ class OpenDKIMMilter:
         self.config_path.write_text("".join(f"{key} {value}\n" for key, value in settings.items()))
 
     # ------------------------------------------------------------------ lifecycle
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> Self:
         """Start opendkim (again, on the same address) and wait until it listens."""

@@ -45,9 +45,9 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from support.managed import ManagedServer
 from support.smtp_sink import SinkMessage, SmtpSink
 
 LOOPBACK = "127.0.0.1"
@@ -232,7 +232,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
-class PostfixInstance:
+class PostfixInstance(ManagedServer):
     """A private Postfix on 127.0.0.1 relaying everything to a sink; a context manager.
 
     ``milters`` becomes ``smtpd_milters`` (a Postfix milter address such as
@@ -325,22 +325,7 @@ class PostfixInstance:
         """The master daemon's pid (also its process group), while running."""
         return self._pgid
 
-    def log_text(self) -> str:
-        """What Postfix logged so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
     # ------------------------------------------------------------------ lifecycle
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> Self:
         """Write the configuration, start the master and wait until every smtpd greets."""
