@@ -68,10 +68,15 @@ class _KillBeforeCommit:
         return getattr(self._db, name)
 
 
+def kill_before_commit(store: SqliteKeyStore, kill_at: int) -> None:
+    """Make ``store`` SIGKILL this process right before its ``kill_at``-th COMMIT, pages already written."""
+    store._db.execute("PRAGMA cache_size = 1")  # changes reach the file (and the journal) before COMMIT
+    store._db = _KillBeforeCommit(store._db, kill_at)  # type: ignore[assignment]
+
+
 def main(argv: list[str]) -> int:
     store = SqliteKeyStore(argv[0])
-    store._db.execute("PRAGMA cache_size = 1")  # changes reach the file (and the journal) before COMMIT
-    store._db = _KillBeforeCommit(store._db, int(argv[1]))  # type: ignore[assignment]
+    kill_before_commit(store, int(argv[1]))
     write_sequence(store)
     print("completed", flush=True)
     return 0

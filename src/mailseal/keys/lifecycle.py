@@ -247,7 +247,13 @@ class Lifecycle:
         except (PublishError, UsageError) as exc:  # e.g. a name outside the configured zone
             self._key_failed(key, exc, report)
             return False
-        report.done.append(f"{step}: {what}")
+        if step.event is Event.DNS_BEHIND and key.state in (KeyState.ACTIVE, KeyState.RETIRING):
+            report.done.append(
+                f"{step}: its record was missing or changed at the primary (not by mailseal); {what}"
+            )
+            _log.warning("%s (%s): record was missing or changed in DNS; %s", key.name, key.state, what)
+        else:
+            report.done.append(f"{step}: {what}")
         self._hook("sent", step)
         return True
 
@@ -255,7 +261,9 @@ class Lifecycle:
         """Note a key's DNS problem on the key and in the report; the tick goes on with the others."""
         self.store.note_error(key.id, str(exc))
         report.errors.append(f"{key.name}: {exc}")
-        _log.warning("%s: %s", key.name, exc)
+        # The report is how the error reaches the operator (the CLI prints it once); a log record at
+        # WARNING would be printed a second time by Python's last-resort handler when nobody configured logging.
+        _log.info("%s: %s", key.name, exc)
 
     def generate(self, generation: Generation, *, testing: bool = False) -> KeyEntry:
         """Make the key pair and insert it, in state ``generated``, with the texts it will publish."""
