@@ -37,6 +37,7 @@ import sqlite3
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -136,7 +137,6 @@ class SqliteKeyStore:
         self._timeout_ms = max(0, round(timeout * 1000))
         self._lock = threading.RLock()
         self._loaded: dict[int, PrivateKey] = {}
-        self._recovered = False
         if not readonly:
             self._create_file()
         self._check_mode()
@@ -346,8 +346,7 @@ class SqliteKeyStore:
                     db.close()
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
-            if not self._recovered:
-                self._recovered = True
+            if _first_in_a_while(str(real)):  # the milter opens the store every few seconds
                 _log.warning(
                     "key store %s: a writer died mid-commit and this process may not roll its journal "
                     "back; reading a private rolled-back copy until the next `mailseal keys tick`",
@@ -505,6 +504,19 @@ class SqliteKeyStore:
             yield
         finally:
             os.close(fd)
+
+
+_WARNED: dict[str, float] = {}
+_WARN_EVERY: Final = 600.0
+
+
+def _first_in_a_while(what: str) -> bool:
+    """Rate limit: True at most once per ``_WARN_EVERY`` seconds for ``what`` in this process."""
+    now = time.monotonic()
+    if now - _WARNED.get(what, -_WARN_EVERY) < _WARN_EVERY:
+        return False
+    _WARNED[what] = now
+    return True
 
 
 def _hot_journal(exc: sqlite3.OperationalError) -> bool:

@@ -11,6 +11,7 @@ it through the store's group (it reads a rolled-back private copy).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -100,8 +101,20 @@ def test_readers_open_a_store_left_mid_commit(tmp_path: Path, reference: list[St
     writer.close()
 
 
-def read_as_nobody(path: Path) -> tuple[State, list[str]] | str:
-    """Open the store read-only in a forked child that dropped to nobody:nogroup (+ the store's group)."""
+class Counting(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+def read_as_nobody(path: Path) -> tuple[State, list[str], int] | str:
+    """Open the store read-only three times in a forked child that dropped to nobody (+ the store's group).
+
+    Returns what it read, which keys sign, and how many warnings were logged.
+    """
     readable, writable = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -111,10 +124,14 @@ def read_as_nobody(path: Path) -> tuple[State, list[str]] | str:
             os.setgroups([path.stat().st_gid])
             os.setresgid(NOBODY, NOBODY, NOBODY)
             os.setresuid(NOBODY, NOBODY, NOBODY)
+            handler = Counting()
+            logging.getLogger("mailseal.keys.sqlite_store").addHandler(handler)
             try:
-                store = SqliteKeyStore(path, readonly=True)
-                result: object = [state(store), [k.selector for k in store.signing_keys(DOMAIN)]]
-                store.close()
+                for _ in range(3):  # as the milter does, every few seconds
+                    store = SqliteKeyStore(path, readonly=True)
+                    result: object = [state(store), [k.selector for k in store.signing_keys(DOMAIN)]]
+                    store.close()
+                result = [*result, handler.count]  # type: ignore[misc]
             except Exception as exc:  # the parent asserts on the text
                 result = f"{type(exc).__name__}: {exc}"
             os.write(writable, json.dumps(result).encode())
@@ -130,7 +147,7 @@ def read_as_nobody(path: Path) -> tuple[State, list[str]] | str:
     answer = json.loads(data)
     if isinstance(answer, str):
         return answer
-    return [tuple(row) for row in answer[0]], answer[1]
+    return [tuple(row) for row in answer[0]], answer[1], answer[2]
 
 
 @pytest.fixture
@@ -157,14 +174,14 @@ def test_a_group_reader_reads_a_rolled_back_copy(
     make_store(path)
     os.chown(path, 0, NOBODY)
     path.chmod(0o640)
-    assert read_as_nobody(path) == (reference[0], ["first"])
+    assert read_as_nobody(path) == (reference[0], ["first"], 0)
     kill_before_commit(path, kill_at)
     journal = path.with_name("keys.db-journal")
     os.chown(journal, 0, NOBODY)  # SQLite gives a journal its database's owner and mode
     journal.chmod(0o640)
     expected = reference[kill_at - 1]
     signing = [s for s, st, _ in sorted(expected, key=lambda r: r[0] != "second") if st == "active"]
-    assert read_as_nobody(path) == (expected, signing)
+    assert read_as_nobody(path) == (expected, signing, 1)  # the warning is not repeated every open
     assert journal.exists()  # nobody could not roll it back; the copy was private and is gone
     assert not list(Path("/dev/shm").glob("mailseal-store-*"))
     writer = SqliteKeyStore(path)
