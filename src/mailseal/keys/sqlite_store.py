@@ -327,12 +327,19 @@ class SqliteKeyStore:
                     if not _hot_journal(exc):
                         raise
                     continue
-            base = _SNAPSHOT_FOLDER if _SNAPSHOT_FOLDER.is_dir() else None
-            folder = Path(tempfile.mkdtemp(prefix="mailseal-store-", dir=base))
+            folder = _private_folder()
             try:
                 copy = folder / "keys.db"
-                _copy_private(real, copy)
-                _copy_private(journal, folder / "keys.db-journal")
+                try:
+                    _copy_private(real, copy)
+                    _copy_private(journal, folder / "keys.db-journal")
+                except FileNotFoundError:
+                    continue  # the journal went away meanwhile: look again
+                except OSError as exc:
+                    raise KeyStoreError(
+                        f"key store {self.path}: a writer died mid-commit, and its journal cannot be "
+                        f"read to recover ({exc.strerror}); the next mailseal keys tick recovers it"
+                    ) from None
                 try:
                     unchanged = (_mark(real), _mark(journal)) == before
                 except FileNotFoundError:
@@ -527,6 +534,19 @@ def _hot_journal(exc: sqlite3.OperationalError) -> bool:
 def _mark(path: Path) -> tuple[int, int, int, int]:
     info = path.stat()
     return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _private_folder() -> Path:
+    """A fresh 0700 folder, in memory (``/dev/shm``) when possible."""
+    try:
+        return Path(tempfile.mkdtemp(prefix="mailseal-store-", dir=_SNAPSHOT_FOLDER))
+    except OSError:  # no /dev/shm, or not writable here
+        try:
+            return Path(tempfile.mkdtemp(prefix="mailseal-store-"))
+        except OSError as exc:
+            raise KeyStoreError(
+                f"no private temporary folder to recover the key store in: {exc.strerror}"
+            ) from None
 
 
 def _copy_private(source: Path, target: Path) -> None:

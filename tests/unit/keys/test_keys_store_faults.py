@@ -218,3 +218,15 @@ def test_store_in_a_folder_of_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(path.parent, NOBODY, NOBODY)
     with pytest.raises(InsecureKeyFileError, match=rf"belongs to uid {NOBODY}, who could replace the store"):
         SqliteKeyStore(path)
+
+
+def test_a_journal_the_reader_cannot_read_is_a_clear_error(shared_folder: Path) -> None:
+    path = shared_folder / "keys.db"
+    make_store(path)
+    os.chown(path, 0, NOBODY)
+    path.chmod(0o640)
+    kill_before_commit(path, 2)
+    path.with_name("keys.db-journal").chmod(0o600)  # owner only: the group reader cannot recover
+    answer = read_as_nobody(path)
+    assert isinstance(answer, str) and answer.startswith("KeyStoreError: ")
+    assert "a writer died mid-commit, and its journal cannot be read to recover (Permission denied)" in answer
