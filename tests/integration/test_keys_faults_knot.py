@@ -101,6 +101,7 @@ def test_tick_publishes_again_an_active_record_deleted_behind_its_back(tmp_path:
         status, out, err = setup.cli("tick", now=T0 + 7200)
         assert status == 0, err
         assert "missing or changed at the primary" in out and "added the record" in out
+        assert err == ""  # said once, on standard output
         assert setup.served(name) == record
         status, out, _ = setup.cli("check", DOMAIN, "first", now=T0 + 7200)
         assert status == 0, out

@@ -270,7 +270,7 @@ class Lifecycle:
             report.done.append(
                 f"{step}: its record was missing or changed at the primary (not by mailseal); {what}"
             )
-            _log.warning("%s (%s): record was missing or changed in DNS; %s", key.name, key.state, what)
+            _log.info("%s (%s): record was missing or changed in DNS; %s", key.name, key.state, what)
         else:
             report.done.append(f"{step}: {what}")
         self._hook("sent", step)
