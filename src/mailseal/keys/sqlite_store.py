@@ -196,7 +196,11 @@ class SqliteKeyStore:
             raise InsecureKeyFileError(
                 f"key store {self.path} belongs to uid {info.st_uid}, not to root or to us (uid {me}): "
                 f"its owner could replace the keys we sign with; fix with: chown {me} {self.path}"
-                + ("" if self.readonly else " (or run this command as its owner)")
+                + (
+                    " (or run as its owner, e.g. [milter] user; or, mode 0640, in its group)"
+                    if self.readonly
+                    else " (or run this command as its owner)"
+                )
             )
         where = real.parent
         if folder.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
