@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+from mailseal.core.address import Author
+
 
 class DKIMResult(StrEnum):
     """RFC 8601 section 2.7.1 result words for the ``dkim`` method."""
@@ -165,6 +167,8 @@ class VerificationReport:
 
     signatures: tuple[SignatureResult, ...]
     from_domain: str | None
+    author: Author | None = None
+    """What the From fields say about the author (None when the report was built by hand)."""
 
     @property
     def result(self) -> DKIMResult:

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailseal.core.address import author
 from mailseal.core.algorithms import KeyType, PublicKey, key_bits, key_type_of, verify_digest
-from mailseal.core.alignment import alignment, from_domain
+from mailseal.core.alignment import alignment
 from mailseal.core.bodyhash import BodyHasher, BodyHashSpec
 from mailseal.core.canonicalization import Canon, canonicalize_header, relaxed_header
 from mailseal.core.identity import domain_of_auid
@@ -80,7 +81,8 @@ class Verification:
         self._options = options or VerifyOptions()
         self._now = now
         self._index = index_by_name(self._headers)
-        self._author_domain = from_domain(self._headers)
+        self._author = author(self._headers)
+        self._author_domain = self._author.domain
         self._candidates: list[_Candidate] = []
         specs: list[BodyHashSpec] = []
         cap = self._options.max_signatures
@@ -236,7 +238,7 @@ class Verification:
                 self._check(c)
             assert c.verdict is not None  # noqa: S101 - _check always decides
             results.append(c.verdict)
-        return VerificationReport(tuple(results), self._author_domain)
+        return VerificationReport(tuple(results), self._author_domain, self._author)
 
     def _check(self, c: _Candidate) -> None:
         sig = c.signature

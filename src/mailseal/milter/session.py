@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final, TypeVar
 
+from mailseal.core.address import AuthorStatus, author
 from mailseal.core.authres import authentication_results, authserv_id_of
 from mailseal.core.message import HeaderField
 from mailseal.core.results import DKIMResult, VerificationReport
@@ -42,7 +43,7 @@ from mailseal.milter.actions import (
 )
 from mailseal.milter.routing import Origin, Route, classify, client_address, route
 from mailseal.milter.runtime import Runtime, SenderSource
-from mailseal.milter.signing_table import choose_keys, envelope_sender, header_sender
+from mailseal.milter.signing_table import choose_keys, envelope_sender
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -177,7 +178,7 @@ class MessageOutcome:
     signed: tuple[tuple[str, str, str], ...]
     """(domain, selector, algorithm) of each signature added."""
     sign_note: str
-    """Why a message to be signed was not: ``unlisted``, ``no-sender``, ``unsignable`` or empty."""
+    """Why a message to be signed was not: ``unlisted``, ``no-sender``, ``unreadable-from``, ``unsignable`` or empty."""
     report: VerificationReport | None
     removed_authres: int
     seconds: float
@@ -447,7 +448,17 @@ class Session:
     def _start_signing(self, message: _Message, now: int) -> None:
         runtime = message.runtime
         if runtime.sender_source is SenderSource.FROM:
-            sender = header_sender(message.headers)
+            who = author(message.headers)
+            if who.status is AuthorStatus.UNREADABLE:  # no key can be chosen: the configured policy decides
+                message.sign_note = "unreadable-from"
+                message.decisions.append(
+                    runtime.failure.decide(
+                        Failure.SIGN_FROM_UNREADABLE,
+                        "the From field cannot be read, so the message cannot be signed",
+                    )
+                )
+                return
+            sender = who.mailbox.address if who.mailbox is not None else None
         else:
             sender = envelope_sender(message.sender_args, self._macro("mail_addr", b"M"))
         if sender is None:
