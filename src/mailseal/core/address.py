@@ -29,6 +29,7 @@ Grammar (RFC 5322 3.4, with the obsolete forms of 4.4 that real mail uses)::
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -296,6 +297,8 @@ def _addr_spec(tokens: list[_Token]) -> Mailbox:
     local_tokens, domain_tokens = tokens[:at], tokens[at + 1 :]
     if not local_tokens or not all(k in ("atom", "quoted", ".") for k in kinds[:at]):
         raise AddressProblem("the local part is not words and dots")
+    if any(a != "." and b != "." for a, b in itertools.pairwise(kinds[:at])):
+        raise AddressProblem("two words in the local part with no dot between them")
     local = "".join(t[1] for t in local_tokens)
     return Mailbox(local, _domain(domain_tokens))
 
@@ -303,9 +306,10 @@ def _addr_spec(tokens: list[_Token]) -> Mailbox:
 def _domain(tokens: list[_Token]) -> str:
     if len(tokens) == 1 and tokens[0][0] == "literal":
         return tokens[0][1]
-    text = "".join(t[1] for t in tokens if t[0] in ("atom", "."))
-    if len(text) != sum(len(t[1]) for t in tokens):
+    kinds = [t[0] for t in tokens]
+    if not all(k == ("atom" if i % 2 == 0 else ".") for i, k in enumerate(kinds)):
         raise AddressProblem("the domain is not dot-separated labels")
+    text = "".join(t[1] for t in tokens)
     text = text.removesuffix(".")
     labels = text.split(".")
     if not text or not all(_LABEL.fullmatch(label) for label in labels):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import sys
 import time
+import traceback
+from pathlib import Path
 
 import pytest
 
 import mailseal
 from mailseal import DKIMResult, PrivateKey
+from mailseal.core import address as address_module
 from mailseal.core.address import (
     MAX_COMMENT_DEPTH,
     MAX_FROM_BYTES,
@@ -75,9 +79,28 @@ def test_unreadable_shapes_are_problems_not_addresses(value: str) -> None:
         parse_address_list(value)
 
 
+def _stack_depth() -> int:
+    return len(traceback.extract_stack())
+
+
+def test_no_function_of_the_reader_calls_itself() -> None:
+    """Nesting is a counter, not a call per level: no function in core/address.py is recursive."""
+    tree = ast.parse(Path(address_module.__file__).read_text())
+    for function in ast.walk(tree):
+        if isinstance(function, ast.FunctionDef):
+            called = {
+                n.func.id
+                for n in ast.walk(function)
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+            }
+            assert function.name not in called, function.name
+
+
 def test_comment_depth_is_bounded_without_recursion() -> None:
     limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(100)  # a recursive reader would fail here long before the depth bound
+    sys.setrecursionlimit(
+        _stack_depth() + 30
+    )  # a recursive reader would fail here long before the depth bound
     try:
         ok = "(" * MAX_COMMENT_DEPTH + ")" * MAX_COMMENT_DEPTH + " a@b.example"
         assert parse_address_list(ok) == (Mailbox("a", "b.example"),)
