@@ -65,7 +65,7 @@ from mailseal.core.txtanswer import TxtAnswer, TxtStatus
 
 SIGNATURE_FIELD = "dkim-signature"
 REPORTED_PER_EVALUATED = 4  # at most this many fields reported per signature we may evaluate
-MAX_SIGNATURE_FIELDS = 256
+MAX_SIGNATURE_FIELDS = 64
 """DKIM-Signature fields parsed per message, counted from the bottom; the rest are only counted."""
 _LOOSE_TAG = re.compile(rb"(?:^|;)\s*([dsai])\s*=\s*([^;]*)")
 _LOOSE_VALUE = re.compile(r"[A-Za-z0-9._@+=-]{1,255}\Z")
@@ -357,6 +357,23 @@ class Verification:
             return
         self._decide(c, None, _pass_detail(sig, c.facts))
 
+    def _unsigned(self, c: _Candidate) -> tuple[str, ...]:
+        """Names with an instance this signature does not cover, in order of the topmost such instance.
+
+        Walks the names, not the fields: a thousand fields of one name cost one
+        step when the topmost is uncovered (junk signatures above the real one).
+        """
+        covered = {*c.chosen, c.position}
+        found = []
+        for key, positions in self._index.items():  # positions are bottom-most first
+            if not key:
+                continue
+            top = next((p for p in reversed(positions) if p not in covered), None)
+            if top is not None:
+                found.append((top, key))
+        found.sort()
+        return tuple(key for _, key in found)
+
     def _decide(self, c: _Candidate, reason: Reason | None, detail: str) -> None:
         c.reason, c.detail, c.decided = reason, detail, True
 
@@ -364,16 +381,7 @@ class Verification:
         """The candidate's verdict as a value; its result word comes from the one reason table."""
         f = c.facts
         result = DKIMResult.PASS if c.reason is None else REASON_RESULT[c.reason]
-        unsigned: tuple[str, ...] = ()
-        if c.signature is not None:
-            covered = set(c.chosen)
-            unsigned = tuple(
-                dict.fromkeys(
-                    h.key
-                    for p, h in enumerate(self._headers)
-                    if p not in covered and p != c.position and h.key
-                )
-            )
+        unsigned = self._unsigned(c) if c.signature is not None else ()
         return SignatureResult(
             result,
             c.reason,
