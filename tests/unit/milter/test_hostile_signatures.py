@@ -24,9 +24,12 @@ Keys = Mapping[str, tuple[PrivateKey | None, str, str]]
 def _run(tmp_path: Path, keys: Keys, records: dict[str, str], message: bytes, extra: str = REQUIRE) -> Result:
     path = write_config(tmp_path, keys, {"*@example.com": list(keys)}, extra)
     resolver = InMemoryResolver(records)
-    with ServerThread(
-        load(str(path)), resolver=resolver, clock=lambda: FIXED_NOW, config_path=str(path)
-    ) as running, MilterClient(running.address) as client:
+    with (
+        ServerThread(
+            load(str(path)), resolver=resolver, clock=lambda: FIXED_NOW, config_path=str(path)
+        ) as running,
+        MilterClient(running.address) as client,
+    ):
         client.negotiate()
         client.macros(b"C", {"j": "mx.test", "daemon_name": "smtpd"})
         client.connect(address=EXTERNAL)
