@@ -13,7 +13,8 @@ read it, because require rules and alignment depend on the answer. So:
   a value of its own (:attr:`AuthorStatus.UNREADABLE`), never "no domain";
 * an address hidden in an RFC 2047 encoded-word is not an address (RFC 2047
   section 5: an encoded-word must not appear in an addr-spec), so a From
-  whose only "address" is encoded is unreadable too.
+  whose only "address" is encoded, or whose local part holds an
+  encoded-word, is unreadable too.
 
 Grammar (RFC 5322 3.4, with the obsolete forms of 4.4 that real mail uses)::
 
@@ -64,6 +65,7 @@ _COMMENT_PART = re.compile(r"[^()\\\x00-\x08\x0a-\x1f\x7f]+|\\[^\x00-\x08\x0a-\x
 _LABEL = re.compile(
     r"(?!-)[\w-]{1,63}(?<!-)"
 )  # \w: letters and digits of any script, and "_" (deployed names)
+_ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[^?\s]*\?")  # "=?charset?encoding?" opens an RFC 2047 word
 _FOLD = re.compile(r"\r\n(?=[ \t])")
 
 # The common shapes (`Name <local@domain>`, `local@domain`) without the tokenizer: one
@@ -300,6 +302,11 @@ def _addr_spec(tokens: list[_Token]) -> Mailbox:
     if any(a != "." and b != "." for a, b in itertools.pairwise(kinds[:at])):
         raise AddressProblem("two words in the local part with no dot between them")
     local = "".join(t[1] for t in local_tokens)
+    if _ENCODED_WORD.search(local):
+        # RFC 2047 section 5: an encoded-word MUST NOT appear in an addr-spec. A client that
+        # decodes it anyway shows another address (Postfix turns a bare encoded "address" into
+        # "=?utf-8?q?alice=40bank.example?=@our.host"), so nobody can tell which one a reader sees.
+        raise AddressProblem("an encoded-word inside the address")
     return Mailbox(local, _domain(domain_tokens))
 
 

@@ -61,6 +61,8 @@ def test_addresses_are_read(value: str, expected: list[tuple[str, str]]) -> None
         "=?utf-8?b?YWxpY2VAYmFuay5leGFtcGxl?=",
         "<=?utf-8?q?alice=40bank.example?=>",
         "x@=?utf-8?q?bank.example?=",
+        "=?utf-8?q?alice=40bank.example?=@mx.example.net",  # what Postfix makes of an encoded-only From
+        '"=?utf-8?q?alice=40bank.example?="@mx.example.net',
         "a@b.example\x1b]0;owned\x07",
         "a@b.example\rX",  # a bare CR
         "Name <a@b.example",
