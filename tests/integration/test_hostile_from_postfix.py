@@ -31,6 +31,7 @@ HOSTILE = {
     "over-16kb": b'"' + b"x" * 17_000 + b'" <alice@bank.example>',
     "folded-whitespace": b"Alice" + b"\r\n " * 6000 + b"<alice@bank.example>",
     "encoded-word-only": b"=?utf-8?q?alice=40bank.example?=",
+    "nul": b"alice@bank.example\x00@evil.example",
 }
 
 

@@ -137,11 +137,12 @@ def parse_address_list(value: bytes | str) -> tuple[Mailbox, ...]:
     linear in the length of ``value``, which the caller bounds.
     """
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    text = _FOLD.sub("", text)
+    if "\r\n" in text:
+        text = _FOLD.sub("", text)
     simple = _SIMPLE.match(text)
     if simple:
         local, domain = simple.group(1, 2) if simple.group(1) else simple.group(3, 4)
-        if all(_LABEL.fullmatch(label) for label in domain.split(".")):
+        if "-" not in domain or all(_LABEL.fullmatch(label) for label in domain.split(".")):
             return (Mailbox(local, domain.lower()),)
     return _parse_tokens(_tokens(text))
 
@@ -149,6 +150,13 @@ def parse_address_list(value: bytes | str) -> tuple[Mailbox, ...]:
 def author(headers: Iterable[HeaderField]) -> Author:
     """Who the message says it is from, or why that cannot be told; never raises."""
     fields = [h for h in headers if h.key == "from"]
+    if len(fields) == 1 and len(fields[0].raw) <= MAX_FROM_BYTES:  # the usual case, kept short
+        try:
+            found = parse_address_list(fields[0].value)
+        except AddressProblem as problem:
+            return Author(AuthorStatus.UNREADABLE, detail=f"unreadable From: {problem}")
+        if len(found) == 1:
+            return Author(AuthorStatus.SINGLE, (found[0].domain,), mailbox=found[0])
     if not fields:
         return Author(AuthorStatus.MISSING, detail="no From field")
     if len(fields) > MAX_FROM_FIELDS:
