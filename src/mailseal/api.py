@@ -136,6 +136,10 @@ def _verify_options(
         )
     if base.max_signatures < 1:
         raise UsageError("max_signatures must be at least 1")
+    if base.max_verify_work < 1:
+        raise UsageError("max_verify_work must be at least 1")
+    if base.max_rsa_bits < base.min_rsa_bits:
+        raise UsageError("max_rsa_bits cannot be below min_rsa_bits")
     if base.clock_skew < 0:
         raise UsageError("clock_skew cannot be negative")
     return base

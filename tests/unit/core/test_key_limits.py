@@ -107,3 +107,13 @@ def test_work_budget_per_message(rsa_key: PrivateKey) -> None:
     assert all("work budget" in s.detail for s in report.signatures if s.reason is Reason.NOT_EVALUATED)
     # Bottom first: the first signatures made (at the bottom) are the ones that were checked.
     assert [s.selector for s in report.signatures if s.passed] == ["s3", "s2", "s1", "s0"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [VerifyOptions(max_verify_work=0), VerifyOptions(min_rsa_bits=2048, max_rsa_bits=1024)],
+    ids=["no-budget", "cap-below-floor"],
+)
+def test_options_that_cannot_work_are_misuse(options: VerifyOptions) -> None:
+    with pytest.raises(mailseal.UsageError):
+        mailseal.verify_sync(SAMPLE, resolver=InMemoryResolver({}), options=options, now=NOW)
