@@ -180,6 +180,23 @@ def check_requirements(
     return decisions
 
 
+def unchecked_requirements(requirements: Sequence[Requirement], why: str) -> list[Decision]:
+    """Every requirement, failed: the message could not be verified at all (e.g. an oversize header).
+
+    Nobody read the From, so any rule could apply, and no signature was
+    checked, so none is met: fail closed rather than let the size of a
+    header switch the rules off.
+    """
+    return [
+        Decision(
+            requirement.action,
+            f"required:{requirement.domain}",
+            f"the DKIM signature required for {requirement.domain} cannot be checked: {why}",
+        )
+        for requirement in requirements
+    ]
+
+
 def _author_of(report: VerificationReport, headers: tuple[HeaderField, ...]) -> Author:
     if report.author is not None:
         return report.author

@@ -40,6 +40,7 @@ from mailseal.milter.actions import (
     check_requirements,
     most_severe,
     smtp_reply,
+    unchecked_requirements,
 )
 from mailseal.milter.routing import Origin, Route, classify, client_address, route
 from mailseal.milter.runtime import Runtime, SenderSource
@@ -431,12 +432,10 @@ class Session:
         )
         decided = message.route = route(runtime.routing, origin)
         if message.oversize:
-            message.decisions.append(
-                runtime.failure.decide(
-                    Failure.HEADER_TOO_LARGE,
-                    f"the header is larger than {runtime.max_header_bytes} bytes",
-                )
-            )
+            why = f"the header is larger than {runtime.max_header_bytes} bytes"
+            message.decisions.append(runtime.failure.decide(Failure.HEADER_TOO_LARGE, why))
+            if decided.verify:  # the From was not read and nothing was verified: every rule applies
+                message.decisions.extend(unchecked_requirements(runtime.requirements, why))
             return
         now = int(self._clock())
         if decided.sign:

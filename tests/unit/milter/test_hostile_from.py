@@ -115,3 +115,19 @@ def test_outgoing_mail_with_an_unreadable_from_follows_its_configured_policy(
     assert result.text.startswith("550 5.6.0 mailseal: the From field cannot be read")
     readable = _run(tmp_path, _keys(rsa_key), MESSAGE, extra=extra, client_ip="127.0.0.1")
     assert len(readable.inserted("DKIM-Signature")) == 1
+
+
+def test_an_oversize_header_does_not_switch_the_require_rules_off(
+    tmp_path: Path, rsa_key: PrivateKey
+) -> None:
+    padding = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 900) for i in range(40))  # ~37 KB of header
+    message = _with_from(b"alice@bank.example").replace(b"Subject:", padding + b"Subject:", 1)
+    extra = REQUIRE + "[limits]\nmax_header_bytes = 16384\n"
+    result = _run(tmp_path, _keys(rsa_key), message, extra=extra)
+    assert result.reply == b"y"
+    assert result.text.startswith(
+        "550 5.7.20 mailseal: the DKIM signature required for bank.example cannot be checked"
+    )
+    # Without a require rule the header_too_large policy alone decides (accept, untouched).
+    plain = _run(tmp_path, _keys(rsa_key), message, extra="[limits]\nmax_header_bytes = 16384\n")
+    assert plain.verdict == "continue" and plain.actions == []
