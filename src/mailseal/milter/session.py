@@ -405,6 +405,8 @@ class Session:
 
         A message that was to be signed follows the signing policy (the
         stricter one, tempfail by default) even when verifying it failed.
+        A message that was to be verified meets every require rule, failed:
+        an exception must not be a way around them (issue 8 item 1).
         """
         try:
             return work()
@@ -418,6 +420,10 @@ class Session:
             message.decisions.append(
                 message.runtime.failure.decide(failure, "mailseal had an internal error, try again later")
             )
+            if message.route is None or message.route.verify:  # a bug must not switch the require rules off
+                message.decisions.extend(
+                    unchecked_requirements(message.runtime.requirements, "mailseal had an internal error")
+                )
             return None
 
     def _start(self, message: _Message) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mailseal import PrivateKey, sign
+from mailseal.core.txtanswer import TxtAnswer
 from mailseal.dns.memory import InMemoryResolver
 from mailseal.milter.server import load
 from support.milter_client import MilterClient, Result
@@ -131,3 +132,30 @@ def test_an_oversize_header_does_not_switch_the_require_rules_off(
     # Without a require rule the header_too_large policy alone decides (accept, untouched).
     plain = _run(tmp_path, _keys(rsa_key), message, extra="[limits]\nmax_header_bytes = 16384\n")
     assert plain.verdict == "continue" and plain.actions == []
+
+
+class _BrokenAnswers:
+    """A resolver whose answers are not TxtAnswer values: verifying them raises (an internal error)."""
+
+    async def lookup_txt(self, name: str) -> TxtAnswer:
+        return "not an answer"  # type: ignore[return-value]
+
+
+def test_an_internal_error_while_verifying_does_not_switch_the_require_rules_off(
+    tmp_path: Path, rsa_key: PrivateKey
+) -> None:
+    message = _with_from(b"alice@bank.example")
+    signed = sign(message, key=rsa_key, domain="bank.example", selector="sel", now=FIXED_NOW) + message
+    path = write_config(tmp_path, _keys(rsa_key), {"*@example.com": ["own"]}, REQUIRE)
+    with (
+        ServerThread(load(str(path)), resolver=_BrokenAnswers(), clock=lambda: FIXED_NOW) as running,
+        MilterClient(running.address) as client,
+    ):
+        client.negotiate()
+        client.macros(b"C", {"j": "mx.test", "daemon_name": "smtpd"})
+        client.connect(address=EXTERNAL)
+        result = client.send_message(signed)
+    assert result.reply == b"y"  # verify_internal_error alone would accept
+    assert result.text.startswith(
+        "550 5.7.20 mailseal: the DKIM signature required for bank.example cannot be checked"
+    )
