@@ -143,6 +143,7 @@ class Verification:
         for c in pending[cap:]:
             self._decide(c, Reason.NOT_EVALUATED, f"not evaluated: only {cap} signatures are checked")
         self._pending = pending[:cap]  # the evaluation order, for key lookups and crypto
+        self._work = 0  # crypto units spent (keypolicy.verify_cost)
         self._body = BodyHasher(
             [(c.signature.body_canon, c.signature.algorithm.hash_name, c.signature.body_length)
              for c in self._pending if c.signature is not None]
@@ -281,22 +282,9 @@ class Verification:
     def finish(self) -> VerificationReport:
         """Check body hashes and signatures in evaluation order; report top first, bounded."""
         self._body.finish()
-        work = 0
         for c in self._pending:
-            if c.decided:
-                continue
-            if c.key is not None:
-                cost = verify_cost(c.key)
-                if work + cost > self._options.max_verify_work:
-                    self._decide(
-                        c,
-                        Reason.NOT_EVALUATED,
-                        f"not evaluated: the message's verification work budget "
-                        f"({self._options.max_verify_work} units) was spent",
-                    )
-                    continue
-                work += cost
-            self._check(c)
+            if not c.decided:
+                self._check(c)
         reported = self._reported()
         results = tuple(self._result(c) for c in reported)
         return VerificationReport(
@@ -335,6 +323,16 @@ class Verification:
                 c, Reason.BODY_HASH_MISMATCH, "the body was changed after signing (body hash mismatch)"
             )
             return
+        cost = verify_cost(c.key)  # charged only when the public-key operation really runs
+        if self._work + cost > self._options.max_verify_work:
+            self._decide(
+                c,
+                Reason.NOT_EVALUATED,
+                f"not evaluated: the message's verification work budget "
+                f"({self._options.max_verify_work} units) was spent",
+            )
+            return
+        self._work += cost
         digest = sig.algorithm.new_hash()
         canon = sig.header_canon
         for position in c.chosen:
