@@ -117,3 +117,17 @@ def test_work_budget_per_message(rsa_key: PrivateKey) -> None:
 def test_options_that_cannot_work_are_misuse(options: VerifyOptions) -> None:
     with pytest.raises(mailseal.UsageError):
         mailseal.verify_sync(SAMPLE, resolver=InMemoryResolver({}), options=options, now=NOW)
+
+
+def test_the_budget_pays_for_public_key_operations_only(rsa_key: PrivateKey) -> None:
+    old = SAMPLE
+    for selector in ("s0", "s1", "s2", "s3"):
+        old = _signed(rsa_key, selector, old)
+    changed = old.replace(b"\r\n\r\n", b"\r\n\r\nA line added later.\r\n", 1)  # every body hash now fails
+    message = _signed(rsa_key, "fresh", changed)
+    record = f"v=DKIM1; k=rsa; p={rsa_key.public_key_b64()}"
+    records: dict[str, object] = {
+        f"{s}._domainkey.example.com": record for s in ("s0", "s1", "s2", "s3", "fresh")
+    }
+    report = _verify(message, records, max_verify_work=1)
+    assert [s.reason for s in report.signatures] == [None] + [Reason.BODY_HASH_MISMATCH] * 4
