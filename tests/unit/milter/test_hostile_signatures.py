@@ -64,3 +64,20 @@ def test_a_key_with_a_huge_exponent_is_permerror_not_a_cost(tmp_path: Path, rsa_
     (authres,) = result.inserted("Authentication-Results")
     assert b"dkim=permerror" in authres.value
     assert b"key-too-large" in authres.value or b"signature-mismatch" not in authres.value
+
+
+def test_the_required_and_aligned_signature_is_checked_first_even_on_top(
+    tmp_path: Path, rsa_key: PrivateKey
+) -> None:
+    """Ten signatures of other domains below it cannot push it out (bottom-first alone would reject this mail)."""
+    keys: Keys = {"rsa": (rsa_key, "example.com", "rsa2026")}
+    message = MESSAGE
+    for i in range(10):
+        message = (
+            sign(message, key=rsa_key, domain=f"other{i}.example", selector="s", now=FIXED_NOW) + message
+        )
+    message = sign(message, key=rsa_key, domain="example.com", selector="rsa2026", now=FIXED_NOW) + message
+    result = _run(tmp_path, keys, dns_records(keys), message)  # max_signatures = 8 by default
+    assert result.verdict == "continue", result.text
+    (authres,) = result.inserted("Authentication-Results")
+    assert b"dkim=pass" in authres.value and b"header.d=example.com" in authres.value
