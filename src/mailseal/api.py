@@ -8,6 +8,7 @@ cannot work. Any other exception is a bug.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterable, Sequence
 
@@ -128,14 +129,17 @@ def _verify_options(
 ) -> VerifyOptions:
     base = options or VerifyOptions()
     if allow_rsa_sha1 is not None or max_signatures is not None:
-        base = VerifyOptions(
+        base = dataclasses.replace(
+            base,
             max_signatures=base.max_signatures if max_signatures is None else max_signatures,
             allow_rsa_sha1=base.allow_rsa_sha1 if allow_rsa_sha1 is None else allow_rsa_sha1,
-            min_rsa_bits=base.min_rsa_bits,
-            clock_skew=base.clock_skew,
         )
     if base.max_signatures < 1:
         raise UsageError("max_signatures must be at least 1")
+    if base.max_verify_work < 1:
+        raise UsageError("max_verify_work must be at least 1")
+    if base.max_rsa_bits < base.min_rsa_bits:
+        raise UsageError("max_rsa_bits cannot be below min_rsa_bits")
     if base.clock_skew < 0:
         raise UsageError("clock_skew cannot be negative")
     return base

@@ -517,9 +517,12 @@ class PostfixInstance(ManagedServer):
         Envelope addresses default to the From and To/Cc header addresses.
         """
         who = client if client is not None else (INTERNAL if internal else EXTERNAL)
-        default_sender, default_recipients = envelope_of(message)
-        mail_from = default_sender if sender is None else sender
-        rcpt_to = list(default_recipients if recipients is None else recipients)
+        if sender is None or recipients is None:  # a hostile From need not be parsable by the harness
+            default_sender, default_recipients = envelope_of(message)
+            sender = default_sender if sender is None else sender
+            recipients = default_recipients if recipients is None else recipients
+        mail_from = sender
+        rcpt_to = list(recipients)
         with self.smtp(who, listener=listener) as session:
             stage = "mail"
             try:

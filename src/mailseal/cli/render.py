@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
+from mailseal.core.address import AuthorStatus
+from mailseal.core.keypolicy import WEAK_RSA_BITS
 from mailseal.core.options import RECOMMENDED_HEADERS
 from mailseal.core.results import Alignment, DKIMResult, SignatureResult, VerificationReport
 
@@ -27,6 +30,8 @@ def to_json(label: str, report: VerificationReport, authres: str) -> dict[str, A
         "file": label,
         "result": report.result.value,
         "from_domain": report.from_domain,
+        "author": report.author.status.value if report.author is not None else None,
+        "left_out": report.left_out,
         "signatures": signatures,
         "authentication_results": authres.replace("\r\n\t", " "),
     }
@@ -39,13 +44,40 @@ def explain(label: str, report: VerificationReport, authres: str) -> str:
         lines.append("  no DKIM-Signature header field: nothing vouches for this message")
     for number, sig in enumerate(report.signatures, 1):
         lines.extend(_explain_one(number, sig))
+    if report.left_out:
+        lines.append(
+            f"  {report.left_out} more DKIM-Signature field(s) left out of this report "
+            "(over the per-message limit; not evaluated)"
+        )
+    if report.author is not None and report.author.status in (AuthorStatus.UNREADABLE, AuthorStatus.MISSING):
+        lines.append(
+            f"  the author cannot be told ({report.author.detail}): no signature is aligned with From"
+        )
     if report.passed:
         lines.append(
             "  A pass proves the signing domain took responsibility for the signed parts of this message"
             " and that they were not altered; it does not prove who wrote it."
         )
-    lines.append("  Authentication-Results: " + authres.replace("\r\n\t", "\n      "))
-    return "\n".join(lines)
+    lines.extend(("  Authentication-Results: " + authres.replace("\r\n\t", "\n      ")).split("\n"))
+    return "\n".join(printable(line) for line in lines)
+
+
+# C0 and C1 controls, DEL, and the bidirectional overrides that reorder what a terminal shows.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as escapes: a header name cannot drive the terminal.
+
+    An ESC sequence in a header name or value (``\\x1b]0;...``) would otherwise
+    set the terminal title or colours of whoever reads the explanation.
+    """
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _explain_one(number: int, sig: SignatureResult) -> list[str]:
@@ -94,7 +126,7 @@ def _explain_one(number: int, sig: SignatureResult) -> list[str]:
             out.append("    the key is in testing mode (t=y): treat this like unsigned mail")
         if (
             sig.key_bits is not None
-            and sig.key_bits < 2048
+            and sig.key_bits < WEAK_RSA_BITS
             and sig.algorithm
             and sig.algorithm.startswith("rsa")
         ):

@@ -2,7 +2,7 @@
 
 RFC 8301 retires rsa-sha1 ("Verifiers MUST NOT consider signatures using
 RSA-SHA1 as valid") and sets 1024 bits as the smallest RSA key a verifier
-must accept; we verify rsa-sha1 only to explain the result, and count it as
+must accept (that rule lives in :mod:`mailseal.core.keypolicy`); we verify rsa-sha1 only to explain the result, and count it as
 a pass only behind an option whose name says it is legacy.
 """
 
@@ -20,8 +20,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 PrivateKeyObject = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-
-MIN_RSA_BITS: Final = 1024
 
 
 class KeyType(StrEnum):
@@ -88,6 +86,15 @@ def key_type_of(key: PublicKey | PrivateKeyObject) -> KeyType:
     if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
         return KeyType.RSA
     return KeyType.ED25519
+
+
+def rsa_exponent(key: rsa.RSAPublicKey | rsa.RSAPrivateKey | ed25519.Ed25519PublicKey) -> int:
+    """The RSA public exponent e (0 for Ed25519 keys)."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.public_key().public_numbers().e
+    if isinstance(key, rsa.RSAPublicKey):
+        return key.public_numbers().e
+    return 0
 
 
 def key_bits(key: PublicKey | PrivateKeyObject) -> int:

@@ -8,22 +8,13 @@ copy, read once, with no network access.
 
 from __future__ import annotations
 
-import re
-from email.utils import getaddresses
 from functools import lru_cache
 
 from publicsuffixlist import PublicSuffixList
 
+from mailseal.core.address import author
 from mailseal.core.message import HeaderField
 from mailseal.core.results import Alignment
-
-# `Name <local@domain>` or `local@domain` with a plain display name and no comments.
-# Anchored, applied to the stripped value, and the optional display name must start with
-# a non-space character: no overlapping quantifiers, so matching is linear.
-_SIMPLE_FROM = re.compile(r"(?:[\w.-][\w .-]*<)?[\w.+-]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)\.?>?\Z")
-
-
-MAX_FROM = 4096
 
 
 @lru_cache(maxsize=1)
@@ -43,52 +34,8 @@ def organizational_domain(domain: str) -> str:
 
 
 def from_domain(headers: tuple[HeaderField, ...]) -> str | None:
-    """The domain of the single From address; None when there is not exactly one."""
-    froms = [f for f in headers if f.key == "from"]
-    if len(froms) != 1:
-        return None
-    if len(froms[0].raw) > MAX_FROM:
-        return None  # no real From field is this long; do not spend parser time on it
-    value = froms[0].value.replace(b"\r\n", b"").decode("utf-8", "replace")
-    simple = _SIMPLE_FROM.match(value.strip())
-    if simple:  # the common shapes, without the cost of the full RFC 5322 parser
-        return simple.group(1).lower().removesuffix(".")
-    addresses = [addr for _, addr in getaddresses([value]) if addr]
-    if len(addresses) != 1 or "@" not in addresses[0]:
-        return None
-    domain = addresses[0].rpartition("@")[2].strip().lower().removesuffix(".")
-    return domain or None
-
-
-# `@domain` tokens, for From fields too long (or too odd) to parse properly.
-_AT_DOMAIN = re.compile(rb"@\s*([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)")
-MAX_FROM_DOMAINS = 64
-
-
-def from_domains(headers: tuple[HeaderField, ...]) -> frozenset[str]:
-    """Every domain named by any From field, bounded: for policy checks when there is no single From.
-
-    Fields up to ``MAX_FROM`` bytes go through the address parser; longer ones
-    (and anything the parser misses) are scanned for ``@domain`` tokens, only
-    in their first ``MAX_FROM * 4`` bytes. At most ``MAX_FROM_DOMAINS`` names.
-    """
-    found: set[str] = set()
-    for header in headers:
-        if header.key != "from":
-            continue
-        value = header.value[: MAX_FROM * 4].replace(b"\r\n", b"")
-        if len(header.raw) <= MAX_FROM:
-            text = value.decode("utf-8", "replace")
-            for _, addr in getaddresses([text]):
-                if "@" in addr:
-                    domain = addr.rpartition("@")[2].strip().lower().removesuffix(".")
-                    if domain:
-                        found.add(domain)
-        for match in _AT_DOMAIN.finditer(value):
-            found.add(match.group(1).decode("ascii").lower().removesuffix("."))
-        if len(found) >= MAX_FROM_DOMAINS:
-            break
-    return frozenset(sorted(found)[:MAX_FROM_DOMAINS])
+    """The domain of the single From address; None when there is not exactly one readable one."""
+    return author(headers).domain
 
 
 def alignment(signing_domain: str, author_domain: str | None) -> Alignment:

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from mailseal.core.algorithms import (
     ED25519_SHA256,
-    MIN_RSA_BITS,
     RSA_SHA256,
     Algorithm,
     KeyType,
@@ -26,6 +25,7 @@ from mailseal.core.algorithms import (
     key_bits,
     key_type_of,
 )
+from mailseal.core.keypolicy import DEFAULT_MAX_RSA_BITS, MIN_RSA_BITS
 from mailseal.errors import KeyFileError, UsageError
 
 DEFAULT_RSA_BITS = 2048
@@ -62,7 +62,7 @@ def load_private_key(data: bytes, *, password: bytes | None = None) -> PrivateKe
 
     Loading validates the key, which costs milliseconds for RSA: load once and
     reuse the object. Raises :class:`KeyFileError` for unusable data and
-    :class:`UsageError` for RSA keys below 1024 bits.
+    :class:`UsageError` for RSA keys below ``keypolicy.MIN_RSA_BITS`` (1024).
     """
     stripped = data.strip()
     key: object
@@ -94,8 +94,8 @@ def generate_private_key(key_type: KeyType, bits: int = DEFAULT_RSA_BITS) -> Pri
     else:
         if bits < MIN_RSA_BITS:
             raise UsageError(f"RSA keys must have at least {MIN_RSA_BITS} bits (RFC 8301)")
-        if bits > 8192:
-            raise UsageError("RSA keys above 8192 bits are not supported")
+        if bits > DEFAULT_MAX_RSA_BITS:
+            raise UsageError(f"RSA keys above {DEFAULT_MAX_RSA_BITS} bits are not supported")
         key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     return PrivateKey(key, key_type_of(key), key_bits(key))
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from mailseal.core.canonicalization import Canon
+from mailseal.core.keypolicy import DEFAULT_MAX_RSA_BITS, MIN_RSA_BITS
 
 # RFC 6376 5.4.1 recommends these; we sign each one that is present.
 RECOMMENDED_HEADERS: Final = (
@@ -19,6 +20,8 @@ RECOMMENDED_HEADERS: Final = (
 
 DEFAULT_MAX_SIGNATURES: Final = 8
 DEFAULT_CLOCK_SKEW: Final = 300
+DEFAULT_MAX_VERIFY_WORK: Final = 64
+"""Crypto work per message, in RSA-2048 verifications: 8 signatures with 4096-bit keys, or one at the caps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +47,21 @@ class SignOptions:
 class VerifyOptions:
     """How to judge signatures.
 
-    ``max_signatures`` caps the work one message can cause; the rest are
-    reported as not evaluated. ``allow_rsa_sha1`` is a legacy switch: RFC 8301
-    says rsa-sha1 signatures must not be counted as valid. ``clock_skew``
-    (seconds) is allowed on x= and t=.
+    ``max_signatures`` caps the signatures that get a key lookup and
+    ``max_verify_work`` the crypto work (in RSA-2048 verifications, see
+    :func:`mailseal.core.keypolicy.verify_cost`) one message can cause; the
+    rest are reported as not evaluated. ``preferred_domains`` are evaluated
+    first (e.g. the domains of require rules), then signatures aligned with
+    From, bottom first. ``allow_rsa_sha1`` is a legacy switch: RFC 8301 says
+    rsa-sha1 signatures must not be counted as valid. RSA keys outside
+    ``min_rsa_bits``..``max_rsa_bits`` are refused (``core/keypolicy.py`` says
+    why 8192). ``clock_skew`` (seconds) is allowed on x= and t=.
     """
 
     max_signatures: int = DEFAULT_MAX_SIGNATURES
     allow_rsa_sha1: bool = False
-    min_rsa_bits: int = 1024
+    min_rsa_bits: int = MIN_RSA_BITS
     clock_skew: int = DEFAULT_CLOCK_SKEW
+    max_rsa_bits: int = DEFAULT_MAX_RSA_BITS
+    max_verify_work: int = DEFAULT_MAX_VERIFY_WORK
+    preferred_domains: tuple[str, ...] = ()

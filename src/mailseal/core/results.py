@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+from mailseal.core.address import Author
+
 
 class DKIMResult(StrEnum):
     """RFC 8601 section 2.7.1 result words for the ``dkim`` method."""
@@ -59,6 +61,7 @@ class Reason(StrEnum):
     KEY_BAD_BASE64 = "key-bad-base64"
     KEY_INVALID = "key-invalid"
     KEY_TOO_SMALL = "key-too-small"
+    KEY_TOO_LARGE = "key-too-large"  # modulus or exponent over the caps (costly or refused by OpenSSL)
     KEY_STRICT_SUBDOMAIN = "key-strict-subdomain"
     # DNS (RFC 6376 section 6.1.2).
     DNS_TIMEOUT = "dns-timeout"
@@ -102,6 +105,7 @@ REASON_RESULT: Final[Mapping[Reason, DKIMResult]] = {
     Reason.KEY_BAD_BASE64: DKIMResult.PERMERROR,
     Reason.KEY_INVALID: DKIMResult.PERMERROR,
     Reason.KEY_TOO_SMALL: DKIMResult.PERMERROR,
+    Reason.KEY_TOO_LARGE: DKIMResult.PERMERROR,
     Reason.KEY_STRICT_SUBDOMAIN: DKIMResult.PERMERROR,
     Reason.DNS_TIMEOUT: DKIMResult.TEMPERROR,
     Reason.DNS_SERVFAIL: DKIMResult.TEMPERROR,
@@ -165,6 +169,10 @@ class VerificationReport:
 
     signatures: tuple[SignatureResult, ...]
     from_domain: str | None
+    author: Author | None = None
+    """What the From fields say about the author (None when the report was built by hand)."""
+    left_out: int = 0
+    """DKIM-Signature fields not in ``signatures`` (over the report bound): counted, never silent."""
 
     @property
     def result(self) -> DKIMResult:

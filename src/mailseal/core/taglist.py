@@ -21,6 +21,12 @@ from mailseal.core.results import Reason
 _BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _FWS = " \t\r\n"
 
+MAX_TAG_LIST_BYTES = 65536
+"""Longest tag list read: an RSA-8192 key record or a signature with a long h= is a few KB."""
+MAX_TAGS = 100
+"""Most tags read in one list: a signature uses 14 names at most, a key record 7 (unknown ones are ignored)."""
+_SHOWN = 40  # characters of a bad tag name echoed in a problem's detail (which reaches logs and A-R)
+
 
 def parse_tag_list(text: str, *, reason_prefix: str = "sig") -> dict[str, str]:
     """Parse a tag-list into a dict of tag name -> value (FWS around values removed).
@@ -30,22 +36,26 @@ def parse_tag_list(text: str, *, reason_prefix: str = "sig") -> dict[str, str]:
     """
     syntax = Reason.KEY_SYNTAX if reason_prefix == "key" else Reason.SIG_SYNTAX
     duplicate = Reason.KEY_SYNTAX if reason_prefix == "key" else Reason.SIG_DUPLICATE_TAG
+    if len(text) > MAX_TAG_LIST_BYTES:
+        raise SyntaxProblem(syntax, f"the tag list is longer than {MAX_TAG_LIST_BYTES} characters")
     if _BAD_VALUE_CHAR.search(text):
         raise SyntaxProblem(syntax, "the tag list contains a control character")
     folded = "\r" in text or "\n" in text
     tags: dict[str, str] = {}
-    parts = text.split(";")
+    parts = text.split(";", MAX_TAGS + 1)
     if parts and not parts[-1].strip(_FWS):
         parts.pop()  # the optional trailing ";"
+    if len(parts) > MAX_TAGS:
+        raise SyntaxProblem(syntax, f"the tag list has more than {MAX_TAGS} tags")
     for part in parts:
         name, eq, value = part.partition("=")
         name = name.strip(_FWS)
         if not eq:
             if not name:
                 raise SyntaxProblem(syntax, "empty tag between two semicolons")
-            raise SyntaxProblem(syntax, f"tag {name!r} has no '='")
+            raise SyntaxProblem(syntax, f"tag {name[:_SHOWN]!r} has no '='")
         if not (name.isascii() and name.replace("_", "a").isalnum() and name[0].isalpha()):
-            raise SyntaxProblem(syntax, f"invalid tag name {name!r}")
+            raise SyntaxProblem(syntax, f"invalid tag name {name[:_SHOWN]!r}")
         value = value.strip(_FWS)
         if folded and ("\r" in value or "\n" in value):
             value = _unfold(value, name, syntax)

@@ -12,20 +12,41 @@ Drivers (the library, the CLI, the milter) do the I/O around it::
 Never raises for any content of the message or of a DNS answer: every
 problem becomes a :class:`SignatureResult` with a reason. Any other
 exception is a bug.
+
+Which signatures get work, and in what order (the budget is DNS lookups and
+crypto, never fields): fields added in transit go on top, so the signature
+that was there first is at the bottom, and junk prepended above it must not
+push it out. Fields are therefore read from the bottom up (at most
+``MAX_SIGNATURE_FIELDS``), and the ones that need a key are ranked: first
+those whose d= a caller names (``VerifyOptions.preferred_domains``: the
+milter passes its require rules), then those aligned with From, then the
+rest, bottom first within each rank. The first ``max_signatures`` get a key
+lookup; the crypto checks then run in the same order until
+``max_verify_work`` units (one RSA-2048 verification each,
+:func:`~mailseal.core.keypolicy.verify_cost`) are spent. Everything else is
+``not-evaluated``; the report holds at most ``REPORTED_PER_EVALUATED``
+fields per evaluated one and counts the fields it left out.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from mailseal.core.algorithms import KeyType, PublicKey, key_bits, key_type_of, verify_digest
-from mailseal.core.alignment import alignment, from_domain
-from mailseal.core.bodyhash import BodyHasher, BodyHashSpec
+from mailseal.core.address import author
+from mailseal.core.algorithms import PublicKey, key_bits, verify_digest
+from mailseal.core.alignment import alignment
+from mailseal.core.bodyhash import BodyHasher
 from mailseal.core.canonicalization import Canon, canonicalize_header, relaxed_header
-from mailseal.core.identity import domain_of_auid
+from mailseal.core.identity import is_within
+from mailseal.core.keypolicy import (
+    WEAK_RSA_BITS,
+    key_size_problem,
+    max_key_der_bytes,
+    usage_problem,
+    verify_cost,
+)
 from mailseal.core.keyrecord import KeyRecord, parse_key_record
 from mailseal.core.message import HeaderField
 from mailseal.core.options import VerifyOptions
@@ -44,6 +65,8 @@ from mailseal.core.txtanswer import TxtAnswer, TxtStatus
 
 SIGNATURE_FIELD = "dkim-signature"
 REPORTED_PER_EVALUATED = 4  # at most this many fields reported per signature we may evaluate
+MAX_SIGNATURE_FIELDS = 64
+"""DKIM-Signature fields parsed per message, counted from the bottom; the rest are only counted."""
 _LOOSE_TAG = re.compile(rb"(?:^|;)\s*([dsai])\s*=\s*([^;]*)")
 _LOOSE_VALUE = re.compile(r"[A-Za-z0-9._@+=-]{1,255}\Z")
 
@@ -57,21 +80,50 @@ _DNS_REASONS = {
 
 
 @dataclass(slots=True)
+class _Facts:
+    """What is known about one signature and what it covers; typed, so mypy sees every field.
+
+    Filled as far as the signature could be parsed and its key fetched, then
+    copied field by field into the :class:`SignatureResult`.
+    """
+
+    domain: str | None = None
+    selector: str | None = None
+    algorithm: str | None = None
+    auid: str | None = None
+    canonicalization: str | None = None
+    signed_headers: tuple[str, ...] = ()
+    body_length_limited: bool = False
+    unsigned_body_bytes: int | None = None
+    from_oversigned: bool = False
+    key_bits: int | None = None
+    key_testing: bool = False
+    aligned: bool | None = None
+    alignment: Alignment = Alignment.UNKNOWN
+    dnssec: bool | None = None
+    timestamp: int | None = None
+    expiration: int | None = None
+    signature_b: str | None = None
+
+
+@dataclass(slots=True)
 class _Candidate:
     """One DKIM-Signature field and what we have learnt about it so far."""
 
     position: int
     header: HeaderField
-    info: dict[str, Any]
+    facts: _Facts
     signature: DKIMSignature | None = None
-    verdict: SignatureResult | None = None
+    reason: Reason | None = None
+    detail: str = ""
+    decided: bool = False
     key: PublicKey | None = None
-    key_testing: bool = False
-    chosen: list[int] = field(default_factory=list)
+    chosen: tuple[int, ...] = ()
+    rank: int = 2
 
 
 class Verification:
-    """Verify one message's signatures; see the module docstring for the stages."""
+    """Verify one message's signatures; see the module docstring for the stages and the order."""
 
     def __init__(
         self, headers: Sequence[HeaderField], options: VerifyOptions | None = None, *, now: int
@@ -80,67 +132,59 @@ class Verification:
         self._options = options or VerifyOptions()
         self._now = now
         self._index = index_by_name(self._headers)
-        self._author_domain = from_domain(self._headers)
-        self._candidates: list[_Candidate] = []
-        specs: list[BodyHashSpec] = []
+        self._author = author(self._headers)
+        self._author_domain = self._author.domain
+        positions = [p for p, h in enumerate(self._headers) if h.key == SIGNATURE_FIELD]
+        self._fields = len(positions)
+        # Bottom first: the field that was there first cannot be pushed out by fields added above it.
+        self._candidates = [self._parse(position) for position in reversed(positions[-MAX_SIGNATURE_FIELDS:])]
         cap = self._options.max_signatures
-        evaluated = 0
-        for position, header in enumerate(self._headers):
-            if header.key != SIGNATURE_FIELD:
-                continue
-            if len(self._candidates) >= cap * REPORTED_PER_EVALUATED:
-                break  # junk fields cannot make the report (and the A-R field) grow without bound
-            candidate = _Candidate(position, header, {})
-            self._candidates.append(candidate)
-            self._parse(candidate)
-            if candidate.signature is None or candidate.verdict is not None:
-                continue  # decided while parsing: costs no DNS or crypto, so it does not use up the cap
-            if evaluated >= cap:
-                self._decide(
-                    candidate, Reason.NOT_EVALUATED, f"not evaluated: only {cap} signatures are checked"
-                )
-                continue
-            evaluated += 1
-            sig = candidate.signature
-            specs.append((sig.body_canon, sig.algorithm.hash_name, sig.body_length))
-        self._body = BodyHasher(specs)
+        pending = sorted((c for c in self._candidates if not c.decided), key=lambda c: (c.rank, -c.position))
+        for c in pending[cap:]:
+            self._decide(c, Reason.NOT_EVALUATED, f"not evaluated: only {cap} signatures are checked")
+        self._pending = pending[:cap]  # the evaluation order, for key lookups and crypto
+        self._work = 0  # crypto units spent (keypolicy.verify_cost)
+        self._body = BodyHasher(
+            [(c.signature.body_canon, c.signature.algorithm.hash_name, c.signature.body_length)
+             for c in self._pending if c.signature is not None]
+        )  # fmt: skip
 
     # -- stage 1: the signature fields -------------------------------------------
 
-    def _parse(self, candidate: _Candidate) -> None:
+    def _parse(self, position: int) -> _Candidate:
+        header = self._headers[position]
+        candidate = _Candidate(position, header, _Facts())
         try:
-            sig = DKIMSignature.from_header(candidate.header.value)
+            sig = DKIMSignature.from_header(header.value)
         except SyntaxProblem as problem:
-            candidate.info = _loose_info(candidate.header)
+            candidate.facts = _loose_facts(header)
             self._decide(candidate, problem.reason, problem.detail)
-            return
+            return candidate
         candidate.signature = sig
-        chosen, _ = select(sig.signed_headers, self._index, exclude=candidate.position)
-        candidate.chosen = chosen
-        covered = set(chosen)
+        chosen, _ = select(sig.signed_headers, self._index, exclude=position)
+        candidate.chosen = tuple(chosen)
         froms_present = len(self._index.get("from", ()))
         froms_signed = sum(1 for h in sig.signed_headers if h.lower() == "from")
         align = alignment(sig.domain, self._author_domain)
-        candidate.info = {
-            "domain": sig.domain,
-            "selector": sig.selector,
-            "algorithm": sig.algorithm.name,
-            "auid": sig.auid,
-            "canonicalization": sig.canonicalization,
-            "signed_headers": tuple(self._headers[p].key for p in chosen),
-            "unsigned_headers": _unique(
-                h.key
-                for p, h in enumerate(self._headers)
-                if p not in covered and p != candidate.position and h.key
-            ),
-            "body_length_limited": sig.body_length is not None,
-            "from_oversigned": froms_signed > froms_present,
-            "alignment": align,
-            "aligned": None if align is Alignment.UNKNOWN else align is not Alignment.NONE,
-            "timestamp": sig.timestamp,
-            "expiration": sig.expiration,
-            "signature_b": sig.signature_b64,
-        }
+        candidate.facts = _Facts(
+            domain=sig.domain,
+            selector=sig.selector,
+            algorithm=sig.algorithm.name,
+            auid=sig.auid,
+            canonicalization=sig.canonicalization,
+            signed_headers=tuple(self._headers[p].key for p in chosen),
+            body_length_limited=sig.body_length is not None,
+            from_oversigned=froms_signed > froms_present,
+            alignment=align,
+            aligned=None if align is Alignment.UNKNOWN else align is not Alignment.NONE,
+            timestamp=sig.timestamp,
+            expiration=sig.expiration,
+            signature_b=sig.signature_b64,
+        )
+        if any(is_within(sig.domain, preferred) for preferred in self._options.preferred_domains):
+            candidate.rank = 0
+        elif align in (Alignment.EXACT, Alignment.ORGANIZATIONAL):
+            candidate.rank = 1
         skew = self._options.clock_skew
         if sig.expiration is not None and self._now > sig.expiration + skew:
             self._decide(candidate, Reason.SIG_EXPIRED, f"the signature expired (x={sig.expiration})")
@@ -150,25 +194,26 @@ class Verification:
                 Reason.SIG_TIMESTAMP_IN_FUTURE,
                 f"the signature is dated in the future (t={sig.timestamp})",
             )
+        return candidate
 
     # -- stage 2: keys from DNS ----------------------------------------------------
 
     def key_queries(self) -> tuple[str, ...]:
-        """The distinct DNS names whose TXT records are still needed."""
+        """The distinct DNS names whose TXT records are still needed, most wanted first."""
         names: dict[str, None] = {}
-        for c in self._candidates:
-            if c.signature is not None and c.verdict is None and c.key is None:
+        for c in self._pending:
+            if c.signature is not None and not c.decided and c.key is None:
                 names[c.signature.key_query_name.lower()] = None
         return tuple(names)
 
     def add_key_answer(self, name: str, answer: TxtAnswer) -> None:
         """Give the DNS answer for ``name``; every signature using that key takes it."""
         name = name.lower().removesuffix(".")
-        for c in self._candidates:
+        for c in self._pending:
             sig = c.signature
-            if sig is None or c.verdict is not None or sig.key_query_name.lower() != name:
+            if sig is None or c.decided or sig.key_query_name.lower() != name:
                 continue
-            c.info["dnssec"] = answer.authenticated if answer.status is TxtStatus.FOUND else None
+            c.facts.dnssec = answer.authenticated if answer.status is TxtStatus.FOUND else None
             self._take_key(c, sig, answer)
 
     def _take_key(self, c: _Candidate, sig: DKIMSignature, answer: TxtAnswer) -> None:
@@ -198,24 +243,31 @@ class Verification:
                 c, first_problem.reason, f"key record at {sig.key_query_name}: {first_problem.detail}"
             )
             return
-        problem = _check_record(record, sig)
+        where = sig.key_query_name
+        problem = usage_problem(record, sig.algorithm, domain=sig.domain, auid=sig.auid, where=where)
+        if problem is None and len(record.public_key_b64) * 3 // 4 > max_key_der_bytes(
+            self._options.max_rsa_bits
+        ):
+            problem = SyntaxProblem(
+                Reason.KEY_TOO_LARGE,
+                f"the key at {where} is {len(record.public_key_b64) * 3 // 4} bytes, larger than any key "
+                f"of at most {self._options.max_rsa_bits} bits",
+            )
         if problem is not None:
             self._decide(c, problem.reason, problem.detail)
             return
         try:
             key = record.public_key()
         except SyntaxProblem as bad:
-            self._decide(c, bad.reason, f"key record at {sig.key_query_name}: {bad.detail}")
+            self._decide(c, bad.reason, f"key record at {where}: {bad.detail}")
             return
-        bits = key_bits(key)
-        c.info["key_bits"] = bits
-        c.info["key_testing"] = record.testing
-        if key_type_of(key) is KeyType.RSA and bits < self._options.min_rsa_bits:
-            self._decide(
-                c,
-                Reason.KEY_TOO_SMALL,
-                f"the RSA key has {bits} bits; at least {self._options.min_rsa_bits} are required (RFC 8301)",
-            )
+        c.facts.key_bits = key_bits(key)
+        c.facts.key_testing = record.testing
+        problem = key_size_problem(
+            key, min_rsa_bits=self._options.min_rsa_bits, max_rsa_bits=self._options.max_rsa_bits
+        )
+        if problem is not None:
+            self._decide(c, problem.reason, f"key record at {where}: {problem.detail}")
             return
         c.key = key
 
@@ -228,15 +280,26 @@ class Verification:
     # -- stage 4: verdicts -------------------------------------------------------------
 
     def finish(self) -> VerificationReport:
-        """Check body hashes and signatures; one result per DKIM-Signature, top first."""
+        """Check body hashes and signatures in evaluation order; report top first, bounded."""
         self._body.finish()
-        results = []
-        for c in self._candidates:
-            if c.verdict is None:
+        for c in self._pending:
+            if not c.decided:
                 self._check(c)
-            assert c.verdict is not None  # noqa: S101 - _check always decides
-            results.append(c.verdict)
-        return VerificationReport(tuple(results), self._author_domain)
+        reported = self._reported()
+        results = tuple(self._result(c) for c in reported)
+        return VerificationReport(
+            results, self._author_domain, self._author, left_out=self._fields - len(reported)
+        )
+
+    def _reported(self) -> list[_Candidate]:
+        """The evaluated fields, then the others by rank, bottom first; shown top first."""
+        limit = max(self._options.max_signatures * REPORTED_PER_EVALUATED, len(self._pending))
+        chosen = {id(c) for c in self._pending}
+        rest = sorted(
+            (c for c in self._candidates if id(c) not in chosen), key=lambda c: (c.rank, -c.position)
+        )
+        keep = [*self._pending, *rest][:limit]
+        return sorted(keep, key=lambda c: c.position)
 
     def _check(self, c: _Candidate) -> None:
         sig = c.signature
@@ -253,13 +316,23 @@ class Verification:
                     f"l={sig.body_length} is longer than the {body_length}-byte canonical body",
                 )
                 return
-            c.info["unsigned_body_bytes"] = body_length - sig.body_length
+            c.facts.unsigned_body_bytes = body_length - sig.body_length
         spec = (sig.body_canon, sig.algorithm.hash_name, sig.body_length)
         if self._body.digest(spec) != sig.body_hash:
             self._decide(
                 c, Reason.BODY_HASH_MISMATCH, "the body was changed after signing (body hash mismatch)"
             )
             return
+        cost = verify_cost(c.key)  # charged only when the public-key operation really runs
+        if self._work + cost > self._options.max_verify_work:
+            self._decide(
+                c,
+                Reason.NOT_EVALUATED,
+                f"not evaluated: the message's verification work budget "
+                f"({self._options.max_verify_work} units) was spent",
+            )
+            return
+        self._work += cost
         digest = sig.algorithm.new_hash()
         canon = sig.header_canon
         for position in c.chosen:
@@ -280,83 +353,95 @@ class Verification:
                 "the rsa-sha1 signature verifies, but rsa-sha1 is not accepted (RFC 8301)",
             )
             return
-        self._decide(c, None, _pass_detail(sig, c))
+        self._decide(c, None, _pass_detail(sig, c.facts))
+
+    def _unsigned(self, c: _Candidate) -> tuple[str, ...]:
+        """Names with an instance this signature does not cover, in order of the topmost such instance.
+
+        Walks the names, not the fields: a thousand fields of one name cost one
+        step when the topmost is uncovered (junk signatures above the real one).
+        """
+        covered = {*c.chosen, c.position}
+        found = []
+        for key, positions in self._index.items():  # positions are bottom-most first
+            if not key:
+                continue
+            top = next((p for p in reversed(positions) if p not in covered), None)
+            if top is not None:
+                found.append((top, key))
+        found.sort()
+        return tuple(key for _, key in found)
 
     def _decide(self, c: _Candidate, reason: Reason | None, detail: str) -> None:
-        result = DKIMResult.PASS if reason is None else REASON_RESULT[reason]
-        warnings = _warnings(c.info) if result is DKIMResult.PASS else ()
-        c.verdict = SignatureResult(result, reason, detail, warnings=warnings, **c.info)
+        c.reason, c.detail, c.decided = reason, detail, True
+
+    def _result(self, c: _Candidate) -> SignatureResult:
+        """The candidate's verdict as a value; its result word comes from the one reason table."""
+        f = c.facts
+        result = DKIMResult.PASS if c.reason is None else REASON_RESULT[c.reason]
+        unsigned = self._unsigned(c) if c.signature is not None else ()
+        return SignatureResult(
+            result,
+            c.reason,
+            c.detail,
+            domain=f.domain,
+            selector=f.selector,
+            algorithm=f.algorithm,
+            auid=f.auid,
+            canonicalization=f.canonicalization,
+            signed_headers=f.signed_headers,
+            unsigned_headers=unsigned,
+            body_length_limited=f.body_length_limited,
+            unsigned_body_bytes=f.unsigned_body_bytes,
+            from_oversigned=f.from_oversigned,
+            key_bits=f.key_bits,
+            key_testing=f.key_testing,
+            aligned=f.aligned,
+            alignment=f.alignment,
+            dnssec=f.dnssec,
+            timestamp=f.timestamp,
+            expiration=f.expiration,
+            signature_b=f.signature_b,
+            warnings=_warnings(f) if result is DKIMResult.PASS else (),
+        )
 
 
-WEAK_RSA_BITS = 2048
-
-
-def _warnings(info: dict[str, Any]) -> tuple[str, ...]:
+def _warnings(f: _Facts) -> tuple[str, ...]:
     """What a pass does not cover, as short stable phrases (for JSON and A-R readers)."""
     out = []
-    bits = info.get("key_bits")
-    if bits is not None and str(info.get("algorithm", "")).startswith("rsa") and bits < WEAK_RSA_BITS:
-        out.append(f"weak-key: {bits}-bit RSA")
-    if info.get("key_testing"):
+    if f.key_bits is not None and (f.algorithm or "").startswith("rsa") and f.key_bits < WEAK_RSA_BITS:
+        out.append(f"weak-key: {f.key_bits}-bit RSA")
+    if f.key_testing:
         out.append("testing: the key record has t=y")
-    if info.get("body_length_limited"):
-        out.append(f"partial-body: {info.get('unsigned_body_bytes', 0)} body bytes after l= are unsigned")
-    if not info.get("from_oversigned"):
+    if f.body_length_limited:
+        out.append(f"partial-body: {f.unsigned_body_bytes or 0} body bytes after l= are unsigned")
+    if not f.from_oversigned:
         out.append("from-not-oversigned: a From field added above would not break the signature")
-    if info.get("aligned") is False:
+    if f.aligned is False:
         out.append("not-aligned: d= is not the From domain")
-    if info.get("dnssec") is False:
+    if f.dnssec is False:
         out.append("no-dnssec: the key was not DNSSEC-validated")
     return tuple(out)
 
 
-def _check_record(record: KeyRecord, sig: DKIMSignature) -> SyntaxProblem | None:
-    """RFC 6376 6.1.2 step 6 onwards: does this key allow this signature?"""
-    where = sig.key_query_name
-    if record.revoked:
-        return SyntaxProblem(Reason.KEY_REVOKED, f"the key at {where} has been revoked (empty p=)")
-    if record.key_type is not sig.algorithm.key_type:
-        return SyntaxProblem(
-            Reason.KEY_TYPE_MISMATCH,
-            f"the key at {where} is {record.key_type} but the signature uses {sig.algorithm.name}",
-        )
-    if record.hash_algorithms is not None and sig.algorithm.hash_name not in record.hash_algorithms:
-        return SyntaxProblem(
-            Reason.KEY_HASH_NOT_ALLOWED,
-            f"the key at {where} allows only h={':'.join(record.hash_algorithms)}",
-        )
-    if "*" not in record.service_types and "email" not in record.service_types:
-        return SyntaxProblem(Reason.KEY_SERVICE_NOT_EMAIL, f"the key at {where} is not for email (s=)")
-    if record.strict_subdomains and domain_of_auid(sig.auid).lower() != sig.domain:
-        return SyntaxProblem(
-            Reason.KEY_STRICT_SUBDOMAIN,
-            f"the key at {where} has t=s, but i={sig.auid} is in a subdomain of d={sig.domain}",
-        )
-    return None
-
-
-def _pass_detail(sig: DKIMSignature, c: _Candidate) -> str:
+def _pass_detail(sig: DKIMSignature, f: _Facts) -> str:
     parts = [f"verified: {sig.domain} took responsibility for this message"]
-    if c.info.get("key_testing"):
+    if f.key_testing:
         parts.append("but its key is marked as testing (t=y)")
-    if sig.body_length is not None:
-        unsigned = c.info.get("unsigned_body_bytes", 0)
-        if unsigned:
-            parts.append(f"only the first {sig.body_length} body bytes are signed ({unsigned} are not)")
+    if sig.body_length is not None and f.unsigned_body_bytes:
+        unsigned = f.unsigned_body_bytes
+        parts.append(f"only the first {sig.body_length} body bytes are signed ({unsigned} are not)")
     return "; ".join(parts)
 
 
-def _unique(names: Any) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(names))
-
-
-def _loose_info(header: HeaderField) -> dict[str, Any]:
+def _loose_facts(header: HeaderField) -> _Facts:
     """d=, s=, a=, i= read leniently from an unparseable signature, for the report."""
-    info: dict[str, Any] = {}
+    found: dict[str, str] = {}
     for match in _LOOSE_TAG.finditer(header.value):
         value = match.group(2).strip().decode("utf-8", "replace")
         if not _LOOSE_VALUE.match(value):
             continue  # never echo control characters or odd bytes from a broken field
-        key = {"d": "domain", "s": "selector", "a": "algorithm", "i": "auid"}[match.group(1).decode()]
-        info.setdefault(key, value)
-    return info
+        found.setdefault(match.group(1).decode(), value)
+    return _Facts(
+        domain=found.get("d"), selector=found.get("s"), algorithm=found.get("a"), auid=found.get("i")
+    )

@@ -16,9 +16,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from mailseal.core.algorithms import KeyType
+from mailseal.core.algorithms import KeyType, PublicKey, key_bits, key_type_of
+from mailseal.core.keypolicy import (
+    DEFAULT_MAX_RSA_BITS,
+    MIN_RSA_BITS,
+    WEAK_RSA_BITS,
+    allows_email,
+    allows_hash,
+    key_size_problem,
+)
 from mailseal.core.keyrecord import TXT_STRING_MAX, KeyRecord
 from mailseal.core.problems import SyntaxProblem
+from mailseal.core.results import Reason
 from mailseal.core.txtanswer import TxtAnswer, TxtStatus
 from mailseal.dns.authoritative import DnssecStatus, ServerAnswer, authoritative_servers, query_txt
 from mailseal.dns.resolver import DnsResolver
@@ -28,8 +37,6 @@ __all__ = ["Code", "Finding", "Level", "Lookups", "analyse", "exit_status", "gat
 
 LONG_TTL: Final = 86400
 SHORT_TTL: Final = 60
-WEAK_RSA_BITS: Final = 2048
-MIN_RSA_BITS: Final = 1024
 
 
 class Level(StrEnum):
@@ -57,6 +64,7 @@ class Code(StrEnum):
     KEY_MISMATCH = "key-mismatch"
     NOT_IN_STORE = "not-in-store"
     KEY_TOO_SMALL = "key-too-small"
+    KEY_TOO_LARGE = "key-too-large"
     KEY_WEAK = "key-weak"
     TESTING_FLAG = "testing-flag"
     NOT_FOR_EMAIL = "not-for-email"
@@ -320,17 +328,10 @@ def _one_record(record: bytes, answer: ServerAnswer, expected: KeyEntry | None) 
         key = parsed.public_key()
     except SyntaxProblem as problem:
         return findings + _bad_key(record, answer, parsed, problem)
-    bits = _bits(parsed.key_type, key)
-    findings += _strength(parsed.key_type, bits)
+    findings += _strength(key)
     findings += _restrictions(parsed)
     findings += _against_store(parsed, expected)
     return findings
-
-
-def _bits(key_type: KeyType, key: object) -> int:
-    if key_type is KeyType.RSA:
-        return int(getattr(key, "key_size", 0))
-    return 256
 
 
 def _revoked(expected: KeyEntry | None) -> list[Finding]:
@@ -377,10 +378,11 @@ def _looks_cut(value: str) -> bool:
 _BASE64: Final = re.compile(r"[A-Za-z0-9+/]+=*")
 
 
-def _strength(key_type: KeyType, bits: int) -> list[Finding]:
-    if key_type is not KeyType.RSA:
-        return []
-    if bits < MIN_RSA_BITS:
+def _strength(key: PublicKey) -> list[Finding]:
+    """The verifier's own size rules (``core/keypolicy.py``), as findings with a fix."""
+    problem = key_size_problem(key, min_rsa_bits=MIN_RSA_BITS, max_rsa_bits=DEFAULT_MAX_RSA_BITS)
+    bits = key_bits(key)
+    if problem is not None and problem.reason is Reason.KEY_TOO_SMALL:
         return [
             Finding(
                 Level.FAIL,
@@ -389,7 +391,16 @@ def _strength(key_type: KeyType, bits: int) -> list[Finding]:
                 "rotate to a 2048-bit key: `mailseal keys rotate DOMAIN`",
             )
         ]
-    if bits < WEAK_RSA_BITS:
+    if problem is not None:
+        return [
+            Finding(
+                Level.FAIL,
+                Code.KEY_TOO_LARGE if problem.reason is Reason.KEY_TOO_LARGE else Code.SYNTAX,
+                f"{problem.detail}: verifiers that cap verification cost (mailseal among them) refuse it",
+                "rotate to a 2048-bit key with e=65537: `mailseal keys rotate DOMAIN`",
+            )
+        ]
+    if key_type_of(key) is KeyType.RSA and bits < WEAK_RSA_BITS:
         return [
             Finding(
                 Level.WARN,
@@ -412,7 +423,7 @@ def _restrictions(parsed: KeyRecord) -> list[Finding]:
                 "remove t=y from the record once signing works",
             )
         )
-    if "*" not in parsed.service_types and "email" not in parsed.service_types:
+    if not allows_email(parsed):
         findings.append(
             Finding(
                 Level.FAIL,
@@ -421,12 +432,12 @@ def _restrictions(parsed: KeyRecord) -> list[Finding]:
                 "remove the s= tag (or set s=email)",
             )
         )
-    if parsed.hash_algorithms is not None and "sha256" not in parsed.hash_algorithms:
+    if not allows_hash(parsed, "sha256"):
         findings.append(
             Finding(
                 Level.FAIL,
                 Code.HASH_EXCLUDED,
-                f"h={':'.join(parsed.hash_algorithms)} excludes sha256, the only hash signers may use",
+                f"h={':'.join(parsed.hash_algorithms or ())} excludes sha256, the only hash signers may use",
                 "remove the h= tag (or set h=sha256)",
             )
         )

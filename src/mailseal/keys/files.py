@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
 from pathlib import Path
 
 from mailseal.core.keymaterial import PrivateKey, load_private_key
-from mailseal.errors import InsecureKeyFileError, KeyFileError
+from mailseal.errors import InsecureKeyFileError, KeyFileError, UsageError
 
 KEY_FILE_MODE = 0o600
 MAX_KEY_FILE = 1 << 20  # a PEM key is a few KB; refuse to read anything absurd
@@ -60,6 +61,11 @@ def read_private_key(path: Path, *, allow_insecure: bool = False) -> PrivateKey:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
+        if exc.errno == errno.ELOOP and path.is_symlink():  # O_NOFOLLOW's way of saying "a symlink"
+            raise InsecureKeyFileError(
+                f"key file {path} is a symlink; refused, since whoever can change the link chooses the key: "
+                f"name the file itself ({path.resolve()})"
+            ) from None
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
@@ -87,3 +93,5 @@ def read_private_key(path: Path, *, allow_insecure: bool = False) -> PrivateKey:
         return load_private_key(data)
     except KeyFileError as exc:
         raise KeyFileError(f"{path}: {exc}") from None
+    except UsageError as exc:  # e.g. an RSA-512 key: say which file holds it
+        raise UsageError(f"key file {path}: {exc}") from None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from mailseal.core.alignment import from_domains
+from mailseal.core.address import Author, AuthorStatus, Mailbox, author
 from mailseal.core.identity import is_within
 from mailseal.core.message import HeaderField
 from mailseal.core.results import DKIMResult, VerificationReport
@@ -48,6 +48,8 @@ class Failure(StrEnum):
 
     SIGN_KEY_UNAVAILABLE = "sign_key_unavailable"
     """A key the signing table names could not be loaded (missing, unsafe or bad file)."""
+    SIGN_FROM_UNREADABLE = "sign_from_unreadable"
+    """Signing chooses keys by the From address (``routing.sender = "from"``) and the From cannot be read."""
     SIGN_INTERNAL_ERROR = "sign_internal_error"
     """A bug or an unexpected condition while signing."""
     VERIFY_DNS_ERROR = "verify_dns_error"
@@ -60,6 +62,7 @@ class Failure(StrEnum):
 
 FAILURE_DEFAULTS: Final[Mapping[Failure, Verdict]] = {
     Failure.SIGN_KEY_UNAVAILABLE: Verdict.TEMPFAIL,
+    Failure.SIGN_FROM_UNREADABLE: Verdict.ACCEPT,  # sent unsigned; retrying cannot make it readable
     Failure.SIGN_INTERNAL_ERROR: Verdict.TEMPFAIL,
     Failure.VERIFY_DNS_ERROR: Verdict.ACCEPT,
     Failure.VERIFY_INTERNAL_ERROR: Verdict.ACCEPT,
@@ -70,6 +73,8 @@ FAILURE_DEFAULTS: Final[Mapping[Failure, Verdict]] = {
 SMTP_REPLIES: Final[Mapping[tuple[Verdict, str | None], tuple[int, str]]] = {
     (Verdict.TEMPFAIL, Failure.SIGN_KEY_UNAVAILABLE): (451, "4.3.0"),
     (Verdict.TEMPFAIL, Failure.SIGN_INTERNAL_ERROR): (451, "4.3.0"),
+    (Verdict.TEMPFAIL, Failure.SIGN_FROM_UNREADABLE): (451, "4.6.0"),  # other or undefined media error
+    (Verdict.REJECT, Failure.SIGN_FROM_UNREADABLE): (550, "5.6.0"),
     (Verdict.TEMPFAIL, Failure.VERIFY_DNS_ERROR): (451, "4.4.3"),  # directory server failure
     (Verdict.TEMPFAIL, Failure.VERIFY_INTERNAL_ERROR): (451, "4.3.0"),
     (Verdict.TEMPFAIL, Failure.HEADER_TOO_LARGE): (452, "4.3.4"),
@@ -144,45 +149,87 @@ def check_requirements(
     policy: FailurePolicy,
     headers: tuple[HeaderField, ...] = (),
 ) -> list[Decision]:
-    """Apply each requirement whose domain covers the From domain.
+    """Apply each requirement that covers the author; fail closed when the author is unclear.
 
     A signature satisfies a requirement when it passes and its d= is the
     required domain or below it. When none does and the only problems were
     DNS failures (temperror), the DNS failure policy decides instead: the key
     may well be fine once DNS answers.
 
-    When there is no single From domain (two From fields, several addresses,
-    an over-long field), every domain named in any From field (``headers``)
-    is considered, and a requirement covering any of them fails: a reader
-    may see that address, and no signature can vouch for an ambiguous author.
+    The author comes from ``report.author`` (else from ``headers``):
+
+    * one address: the requirements covering its domain apply;
+    * several From fields or addresses: a requirement covering any of them
+      fails whatever the signatures (a reader may see that address, and no
+      signature can vouch for an ambiguous author);
+    * no From field, or one we cannot read (too long, nested too deep, a NUL
+      or other control character, an address only inside an encoded-word):
+      any domain may be the one a mail client shows, so *every* requirement
+      applies, and each is met only by a passing signature of its domain.
     """
-    author = report.from_domain
-    if author is None:
-        return _ambiguous_from(requirements, from_domains(headers))
+    who = _author_of(report, headers)
+    if who.status is AuthorStatus.MULTIPLE:
+        return _ambiguous_from(requirements, frozenset(who.domains))
     decisions = []
     for requirement in requirements:
-        if not is_within(author, requirement.domain):
+        if who.status is AuthorStatus.SINGLE and not is_within(who.domains[0], requirement.domain):
             continue
-        relevant = [s for s in report.signatures if s.domain and is_within(s.domain, requirement.domain)]
-        if any(s.passed for s in relevant):
-            continue
-        if relevant and all(s.result is DKIMResult.TEMPERROR for s in relevant):
-            decisions.append(
-                policy.decide(
-                    Failure.VERIFY_DNS_ERROR,
-                    f"cannot check the DKIM signature of {requirement.domain} now (DNS), try again later",
-                )
-            )
-            continue
-        word = "failed" if relevant else "is missing"
-        decisions.append(
-            Decision(
-                requirement.action,
-                f"required:{requirement.domain}",
-                f"the DKIM signature required for {requirement.domain} {word}",
-            )
-        )
+        decision = _require(requirement, report, policy, who)
+        if decision is not None:
+            decisions.append(decision)
     return decisions
+
+
+def unchecked_requirements(requirements: Sequence[Requirement], why: str) -> list[Decision]:
+    """Every requirement, failed: the message could not be verified at all (e.g. an oversize header).
+
+    Nobody read the From, so any rule could apply, and no signature was
+    checked, so none is met: fail closed rather than let the size of a
+    header switch the rules off.
+    """
+    return [
+        Decision(
+            requirement.action,
+            f"required:{requirement.domain}",
+            f"the DKIM signature required for {requirement.domain} cannot be checked: {why}",
+        )
+        for requirement in requirements
+    ]
+
+
+def _author_of(report: VerificationReport, headers: tuple[HeaderField, ...]) -> Author:
+    if report.author is not None:
+        return report.author
+    if report.from_domain is not None:
+        return Author(AuthorStatus.SINGLE, (report.from_domain,), mailbox=Mailbox("", report.from_domain))
+    return author(headers)
+
+
+# Fixed words only: the detail of an unreadable From comes from the sender and stays out of SMTP replies.
+_UNCLEAR: Final[Mapping[AuthorStatus, str]] = {
+    AuthorStatus.MISSING: " (no From field: every requirement applies)",
+    AuthorStatus.UNREADABLE: " (the From field cannot be read: every requirement applies)",
+}
+
+
+def _require(
+    requirement: Requirement, report: VerificationReport, policy: FailurePolicy, who: Author
+) -> Decision | None:
+    relevant = [s for s in report.signatures if s.domain and is_within(s.domain, requirement.domain)]
+    if any(s.passed for s in relevant):
+        return None
+    if relevant and all(s.result is DKIMResult.TEMPERROR for s in relevant):
+        return policy.decide(
+            Failure.VERIFY_DNS_ERROR,
+            f"cannot check the DKIM signature of {requirement.domain} now (DNS), try again later",
+        )
+    word = "failed" if relevant else "is missing"
+    unclear = _UNCLEAR.get(who.status, "")
+    return Decision(
+        requirement.action,
+        f"required:{requirement.domain}",
+        f"the DKIM signature required for {requirement.domain} {word}{unclear}",
+    )
 
 
 def _ambiguous_from(requirements: Sequence[Requirement], domains: frozenset[str]) -> list[Decision]:

@@ -26,6 +26,7 @@ from mailseal.configfile import Path_, TableReader, dotted, parse_toml
 from mailseal.core.algorithms import ALGORITHMS, Algorithm
 from mailseal.core.canonicalization import Canon
 from mailseal.core.identity import is_domain_name, is_selector
+from mailseal.core.keypolicy import DEFAULT_MAX_RSA_BITS, MIN_RSA_BITS, RSA_BITS_LIMIT
 from mailseal.core.options import DEFAULT_MAX_SIGNATURES, SignOptions, VerifyOptions
 from mailseal.keys.config import TABLE_SETTINGS as KEYS_SETTINGS
 from mailseal.keys.source import SENDER_DOMAIN, KeyFileEntry, StoreKeyEntry
@@ -197,7 +198,9 @@ _SCHEMA: Final[Mapping[str, frozenset[str]]] = {
     "signing": frozenset({"canonicalization", "headers", "oversign", "expire_after"}),
     "key": frozenset({"domain", "selector", "file", "algorithm", "store"}),
     "keys": KEYS_SETTINGS,
-    "verify": frozenset({"dns_timeout", "nameservers", "allow_rsa_sha1", "min_rsa_bits", "require"}),
+    "verify": frozenset(
+        {"dns_timeout", "nameservers", "allow_rsa_sha1", "min_rsa_bits", "max_rsa_bits", "require"}
+    ),
     "require": frozenset({"domain", "action"}),
     "on_failure": frozenset(f.value for f in Failure),
     "limits": frozenset({"max_header_bytes", "max_signatures", "idle_timeout"}),
@@ -241,10 +244,22 @@ def _build(r: _Reader, data: Mapping[str, Any], path: str | None, base: Path) ->
     max_signatures = r.whole(
         limits, ("limits",), "max_signatures", DEFAULT_MAX_SIGNATURES, minimum=1, maximum=100
     )
+    requirements = _requirements(r, verify.get("require", []))
     verify_options = VerifyOptions(
         max_signatures=max_signatures,
         allow_rsa_sha1=r.flag(verify, ("verify",), "allow_rsa_sha1", default=False),
-        min_rsa_bits=r.whole(verify, ("verify",), "min_rsa_bits", 1024, minimum=512, maximum=16384),
+        min_rsa_bits=r.whole(
+            verify, ("verify",), "min_rsa_bits", MIN_RSA_BITS, minimum=512, maximum=RSA_BITS_LIMIT
+        ),
+        max_rsa_bits=r.whole(
+            verify,
+            ("verify",),
+            "max_rsa_bits",
+            DEFAULT_MAX_RSA_BITS,
+            minimum=MIN_RSA_BITS,
+            maximum=RSA_BITS_LIMIT,
+        ),
+        preferred_domains=tuple(requirement.domain for requirement in requirements),  # checked first
     )
     nameservers = r.strings(verify, ("verify",), "nameservers", ())
     return Config(
@@ -258,7 +273,7 @@ def _build(r: _Reader, data: Mapping[str, Any], path: str | None, base: Path) ->
         verify_options=verify_options,
         dns_timeout=r.number(verify, ("verify",), "dns_timeout", 5.0, minimum=0.1, maximum=60),
         nameservers=nameservers,
-        requirements=_requirements(r, verify.get("require", [])),
+        requirements=requirements,
         failure=_failure(r, r.sub(data, (), "on_failure", "on_failure")),
         max_header_bytes=r.whole(
             limits, ("limits",), "max_header_bytes", 256 * 1024, minimum=1024, maximum=64 * 1024 * 1024

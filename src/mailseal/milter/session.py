@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final, TypeVar
 
+from mailseal.core.address import AuthorStatus, author
 from mailseal.core.authres import authentication_results, authserv_id_of
 from mailseal.core.message import HeaderField
 from mailseal.core.results import DKIMResult, VerificationReport
@@ -39,10 +40,11 @@ from mailseal.milter.actions import (
     check_requirements,
     most_severe,
     smtp_reply,
+    unchecked_requirements,
 )
 from mailseal.milter.routing import Origin, Route, classify, client_address, route
 from mailseal.milter.runtime import Runtime, SenderSource
-from mailseal.milter.signing_table import choose_keys, envelope_sender, header_sender
+from mailseal.milter.signing_table import choose_keys, envelope_sender
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -177,7 +179,7 @@ class MessageOutcome:
     signed: tuple[tuple[str, str, str], ...]
     """(domain, selector, algorithm) of each signature added."""
     sign_note: str
-    """Why a message to be signed was not: ``unlisted``, ``no-sender``, ``unsignable`` or empty."""
+    """Why a message to be signed was not: ``unlisted``, ``no-sender``, ``unreadable-from``, ``unsignable`` or empty."""
     report: VerificationReport | None
     removed_authres: int
     seconds: float
@@ -403,6 +405,8 @@ class Session:
 
         A message that was to be signed follows the signing policy (the
         stricter one, tempfail by default) even when verifying it failed.
+        A message that was to be verified meets every require rule, failed:
+        an exception must not be a way around them (issue 8 item 1).
         """
         try:
             return work()
@@ -416,6 +420,10 @@ class Session:
             message.decisions.append(
                 message.runtime.failure.decide(failure, "mailseal had an internal error, try again later")
             )
+            if message.route is None or message.route.verify:  # a bug must not switch the require rules off
+                message.decisions.extend(
+                    unchecked_requirements(message.runtime.requirements, "mailseal had an internal error")
+                )
             return None
 
     def _start(self, message: _Message) -> None:
@@ -430,12 +438,10 @@ class Session:
         )
         decided = message.route = route(runtime.routing, origin)
         if message.oversize:
-            message.decisions.append(
-                runtime.failure.decide(
-                    Failure.HEADER_TOO_LARGE,
-                    f"the header is larger than {runtime.max_header_bytes} bytes",
-                )
-            )
+            why = f"the header is larger than {runtime.max_header_bytes} bytes"
+            message.decisions.append(runtime.failure.decide(Failure.HEADER_TOO_LARGE, why))
+            if decided.verify:  # the From was not read and nothing was verified: every rule applies
+                message.decisions.extend(unchecked_requirements(runtime.requirements, why))
             return
         now = int(self._clock())
         if decided.sign:
@@ -447,7 +453,17 @@ class Session:
     def _start_signing(self, message: _Message, now: int) -> None:
         runtime = message.runtime
         if runtime.sender_source is SenderSource.FROM:
-            sender = header_sender(message.headers)
+            who = author(message.headers)
+            if who.status is AuthorStatus.UNREADABLE:  # no key can be chosen: the configured policy decides
+                message.sign_note = "unreadable-from"
+                message.decisions.append(
+                    runtime.failure.decide(
+                        Failure.SIGN_FROM_UNREADABLE,
+                        "the From field cannot be read, so the message cannot be signed",
+                    )
+                )
+                return
+            sender = who.mailbox.address if who.mailbox is not None else None
         else:
             sender = envelope_sender(message.sender_args, self._macro("mail_addr", b"M"))
         if sender is None:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from email.utils import getaddresses
 from enum import IntEnum
 
+from mailseal.core.address import author
 from mailseal.core.identity import is_domain_name
 from mailseal.core.message import HeaderField
 from mailseal.keys.source import SENDER_DOMAIN, KeySet, SigningKey
@@ -194,22 +194,14 @@ def choose_keys(rule: Rule, keyset: KeySet, sender_domain: str) -> KeyChoice:
     return KeyChoice(tuple(keys), tuple(missing))
 
 
-_SIMPLE_ADDRESS = re.compile(r"\s*(?:[\w .-]*<)?([\w.+=-]+@[A-Za-z0-9.-]+)>?\s*\Z")
-
-
 def header_sender(headers: Sequence[HeaderField]) -> str | None:
-    """The one address in the one From field; None when there is not exactly one (RFC 5322 3.6.2)."""
-    froms = [h for h in headers if h.key == "from"]
-    if len(froms) != 1:
-        return None
-    value = froms[0].value.replace(b"\r\n", b"").decode("utf-8", "replace")
-    simple = _SIMPLE_ADDRESS.match(value)
-    if simple:  # the common shapes, without the cost of the full parser
-        return simple.group(1)
-    addresses = [address for _, address in getaddresses([value]) if address]
-    if len(addresses) != 1 or "@" not in addresses[0]:
-        return None
-    return addresses[0]
+    """The one address in the one From field; None when there is not exactly one readable one (RFC 5322 3.6.2).
+
+    Read by :func:`mailseal.core.address.author`: bounded, never recursive,
+    never raises (a hostile From is "unreadable", and has no sender).
+    """
+    mailbox = author(headers).mailbox
+    return mailbox.address if mailbox is not None else None
 
 
 def envelope_sender(mail_args: Sequence[str], mail_addr_macro: str | None) -> str | None:

@@ -13,6 +13,7 @@ from mailseal.core.algorithms import KeyType
 from mailseal.core.keymaterial import generate_private_key
 from mailseal.core.results import REASON_RESULT
 from mailseal.dns.memory import InMemoryResolver
+from support.hostile_keys import modulus_of, odd_number, rsa_p
 from support.messages import SAMPLE
 
 NOW = 1_767_225_600
@@ -136,6 +137,9 @@ CASES: dict[Reason, Case] = {
     Reason.KEY_BAD_BASE64: _key_case(lambda _r, _e: "v=DKIM1; k=rsa; p=@@@@"),
     Reason.KEY_INVALID: _key_case(lambda _r, _e: "v=DKIM1; k=ed25519; p=AAAA", signer="ed"),
     Reason.KEY_TOO_SMALL: _small_key_case,
+    Reason.KEY_TOO_LARGE: _key_case(
+        lambda r, _e: f"v=DKIM1; k=rsa; p={rsa_p(modulus_of(r.public_key_b64()), odd_number(2040))}"
+    ),
     Reason.KEY_STRICT_SUBDOMAIN: _key_case(lambda r, _e: _record(r, "t=s; ")),
     Reason.DNS_TIMEOUT: _key_case(lambda _r, _e: TxtAnswer.failure(TxtStatus.TIMEOUT)),
     Reason.DNS_SERVFAIL: _key_case(lambda _r, _e: TxtAnswer.failure(TxtStatus.SERVFAIL)),

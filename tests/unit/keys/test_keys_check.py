@@ -18,6 +18,7 @@ from mailseal.dns.authoritative import DnssecStatus, ServerAnswer
 from mailseal.keys.check import Code, Finding, Level, Lookups, analyse, exit_status
 from mailseal.keys.lifecycle import records_for
 from mailseal.keys.store import KeyEntry, KeyState
+from support.hostile_keys import odd_number, rsa_p
 
 NAME = "sel._domainkey.example.test"
 
@@ -104,6 +105,15 @@ def test_key_too_small_and_weak(rsa1024: PrivateKey) -> None:
     assert codes(analyse(look(server(ours(rsa1024).record_text)), ours(rsa1024)))[Code.KEY_WEAK] is Level.WARN
     findings = analyse(look(server(f"v=DKIM1; k=rsa; p={rsa512_public_b64()}")), None)
     assert codes(findings)[Code.KEY_TOO_SMALL] is Level.FAIL
+
+
+def test_key_too_large_is_the_verifier_rule() -> None:
+    """keys check and the verifier share core/keypolicy.py: a key the verifier refuses fails the check."""
+    huge_exponent = odd_number(64, seed=3)
+    findings = analyse(look(server(f"v=DKIM1; k=rsa; p={rsa_p(odd_number(2048), huge_exponent)}")), None)
+    assert codes(findings)[Code.KEY_TOO_LARGE] is Level.FAIL
+    findings = analyse(look(server(f"v=DKIM1; k=rsa; p={rsa_p(odd_number(8200), 65537)}")), None)
+    assert codes(findings)[Code.KEY_TOO_LARGE] is Level.FAIL
 
 
 def test_testing_flag(ed_key: PrivateKey) -> None:

@@ -147,7 +147,6 @@ def _from(*values: bytes) -> tuple[HeaderField, ...]:
     [
         (_from(b" a@evil.example", b" b@bank.example"), Verdict.REJECT),
         (_from(b" a@evil.example, b@Mail.Bank.Example"), Verdict.REJECT),
-        (_from(b" " + b"x" * 9000 + b"<b@bank.example>"), Verdict.REJECT),  # over MAX_FROM: token scan
         (_from(b" a@evil.example", b" b@other.example"), None),  # the requirement covers neither
         ((), None),
     ],
