@@ -40,6 +40,7 @@ from mailseal.core.algorithms import KeyType
 from mailseal.dns.resolver import parse_nameserver
 from mailseal.dns.update import TsigCredentials
 from mailseal.errors import ConfigError, UsageError
+from mailseal.keys.backends import parse_location
 from mailseal.keys.rotation import Policies, RotationPolicy
 from mailseal.keys.selectors import check_scheme
 
@@ -75,7 +76,15 @@ _PUBLISH_KEYS: Final = {
     "tsig_secret_file",
     "timeout",
 }
-_TOP_KEYS: Final = _POLICY_KEYS | {"store", "authoritative", "resolvers", "timeout", "publish", "domains"}
+_TOP_KEYS: Final = _POLICY_KEYS | {
+    "store",
+    "kek_file",
+    "authoritative",
+    "resolvers",
+    "timeout",
+    "publish",
+    "domains",
+}
 TABLE_SETTINGS: Final = frozenset(_TOP_KEYS)
 """Every setting the ``[keys]`` table may hold (the milter checks names against it in a shared file)."""
 
@@ -95,7 +104,8 @@ class PublishConfig:
 class KeysConfig:
     """Everything ``mailseal keys`` needs besides its arguments."""
 
-    store: Path
+    store: Path | str
+    """A SQLite file, or a PostgreSQL connection string (see :mod:`mailseal.keys.backends`)."""
     policies: Policies = field(default_factory=Policies)
     publish: PublishConfig = field(default_factory=PublishConfig)
     domain_publish: Mapping[str, PublishConfig] = field(default_factory=dict)
@@ -103,6 +113,8 @@ class KeysConfig:
     resolvers: tuple[str, ...] | None = None  # None: the system's resolv.conf
     timeout: float = 5.0
     source: Path | None = None
+    kek_file: Path | None = None
+    """This host's key-encryption key file (private keys in a PostgreSQL store are sealed with it)."""
 
     def publish_for(self, domain: str) -> PublishConfig:
         """The publishing settings for ``domain``."""
@@ -191,14 +203,16 @@ def _config(table: dict[str, Any], path: Path) -> KeysConfig:
             publishers[name] = _publish(settings["publish"], publish, f"{where}.publish", path)
     store = table.get("store")
     if store is not None and not isinstance(store, str):
-        raise UsageError("keys.store must be a path")
-    store_path = default_store_path()
-    if store:
-        store_path = Path(store).expanduser()
-        if not store_path.is_absolute():  # like tsig_secret_file, and as the milter reads it
-            store_path = path.parent / store_path
+        raise UsageError("keys.store must be a path or a postgresql:// connection")
+    store_path: Path | str = default_store_path()
+    if store:  # relative paths like tsig_secret_file's, and as the milter reads them
+        store_path = parse_location(store, path.parent)
+    kek = table.get("kek_file")
+    if kek is not None and not isinstance(kek, str):
+        raise UsageError("keys.kek_file must be a path")
     return KeysConfig(
         store=store_path,
+        kek_file=_kek_path(kek, path.parent),
         policies=Policies(default, policies),
         publish=publish,
         domain_publish=publishers,
@@ -207,6 +221,13 @@ def _config(table: dict[str, Any], path: Path) -> KeysConfig:
         timeout=_seconds(table.get("timeout", 5.0), "keys.timeout"),
         source=path,
     )
+
+
+def _kek_path(value: str | None, base: Path) -> Path | None:
+    if not value:
+        return None
+    kek = Path(value).expanduser()
+    return kek if kek.is_absolute() else base / kek
 
 
 def _unknown(table: Mapping[str, object], allowed: set[str], where: str) -> None:
