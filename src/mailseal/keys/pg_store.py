@@ -398,6 +398,14 @@ class PgKeyStore:
         )
         return tuple((d, int(i), s, int(a or 0)) for d, i, s, a in rows)
 
+    def sealed_rows(self, key_ids: Sequence[int]) -> dict[int, tuple[str, bytes]]:
+        """``{id: (kek_id, sealed private key)}`` of these keys, as stored (for a milter's local cache)."""
+        rows = self._select(
+            "SELECT id, kek_id, private_sealed FROM mailseal.keys WHERE id = ANY(%s) AND private_sealed IS NOT NULL",
+            (list(key_ids),),
+        )
+        return {int(i): (str(k), bytes(b)) for i, k, b in rows}
+
     def signing_domains(self) -> list[str]:
         """Domains with at least one signing key."""
         rows = self._select(

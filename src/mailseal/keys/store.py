@@ -30,6 +30,7 @@ __all__ = [
     "KeyState",
     "KeyStore",
     "KeyStoreBusyError",
+    "KeyStoreUnavailableError",
     "NewKey",
     "SealedStore",
     "SigningKey",
@@ -55,6 +56,10 @@ STATE_ORDER: Final = tuple(KeyState)
 
 class KeyStoreBusyError(KeyStoreError):
     """Another process holds the store's tick lock (e.g. an overlapping cron run)."""
+
+
+class KeyStoreUnavailableError(KeyStoreError):
+    """The store cannot be reached now (a database down or unreachable); keep what you have and retry."""
 
 
 @dataclass(frozen=True, slots=True)

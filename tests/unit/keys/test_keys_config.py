@@ -148,4 +148,4 @@ def test_no_file_means_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     config = load_config(None)
     assert config.publish.mode == "manual"
     assert config.policies.default.rotate_every == 180 * DAY
-    assert config.store.name == "keys.db"
+    assert isinstance(config.store, Path) and config.store.name == "keys.db"
