@@ -39,11 +39,23 @@ store = true
 
 
 def write_store_config(
-    path: Path, store: Path, domain: str, *, milter_settings: str = "", extra: str = ""
+    path: Path,
+    store: Path | str,
+    domain: str,
+    *,
+    milter_settings: str = "",
+    extra: str = "",
+    kek_file: Path | None = None,
+    cache_file: Path | None = None,
 ) -> Path:
-    """A milter configuration at ``path``: ``[keys] store`` and :func:`store_tables`."""
+    """A milter configuration at ``path``: ``[keys] store`` (a file or a database) and :func:`store_tables`."""
     tables = store_tables(domain, milter_settings=milter_settings, extra=extra)
-    path.write_text(f"[keys]\nstore = {toml_string(str(store))}\n" + tables)
+    keys = f"[keys]\nstore = {toml_string(str(store))}\n"
+    if kek_file is not None:
+        keys += f"kek_file = {toml_string(str(kek_file))}\n"
+    if cache_file is not None:
+        keys += f"cache_file = {toml_string(str(cache_file))}\n"
+    path.write_text(keys + tables)
     return path
 
 

@@ -88,7 +88,6 @@ class DatabaseKeySource:
         self._timeout = timeout
         self._store: Any = None  # a PgKeyStore of this process (typed loosely: psycopg is optional)
         self._pid = 0
-        self._inherited: list[Any] = []
 
     @property
     def entries(self) -> tuple[StoreKeyEntry, ...]:
@@ -100,12 +99,12 @@ class DatabaseKeySource:
         """The database, without its password."""
         return self._where
 
+    def __del__(self) -> None:
+        self._drop()
+
     def _open(self) -> Any:
         if self._store is not None and self._pid != os.getpid():
-            # Forked: the parent's connection must be neither used nor closed here (closing would end
-            # the parent's session too). Keep a reference so it is never finalised in this process.
-            self._inherited.append(self._store)
-            self._store = None
+            self._drop()  # forked: the parent's connection is the parent's
         if self._store is None:
             from mailseal.keys.pg_store import PgKeyStore
 
@@ -120,10 +119,14 @@ class DatabaseKeySource:
         return self._store
 
     def _drop(self) -> None:
-        if self._store is not None and self._pid == os.getpid():
-            with contextlib.suppress(Exception):
-                self._store.close()
-        self._store = None
+        store, self._store = self._store, None
+        if store is None:
+            return
+        with contextlib.suppress(Exception):  # best effort: the connection may be gone already
+            if self._pid == os.getpid():
+                store.close()
+            else:
+                store.forget()
 
     def version(self) -> Hashable:
         """The signing keys' identities (one query); :class:`KeyStoreUnavailableError` when unreachable."""
@@ -157,6 +160,9 @@ class DatabaseKeySource:
             domain: [(k.key_id, k.selector, k.activated_at) for k in keys] for domain, keys in found.items()
         }
         self._write_cache(rows)
+        # No connection outlives a load: the milter's supervisor loads, then forks its workers,
+        # and each worker's key watch opens its own.
+        self._drop()
         return self._keyset({d: [(k.selector, k.key, k.key_id) for k in keys] for d, keys in found.items()})
 
     def _keyset(self, found: dict[str, list[tuple[str, Any, int]]], origin: str = "") -> KeySet:

@@ -232,6 +232,24 @@ class PgKeyStore:
             self._db.close()
         return KeyStoreError(f"key store {self.where}: {_first_line(exc)}")
 
+    def forget(self) -> None:
+        """In a forked child: drop the parent's connection without ending the parent's session.
+
+        Closing would send libpq's goodbye on the socket both processes
+        share; the child's copy of the socket is pointed at /dev/null first.
+        """
+        db, self._db = self._db, None
+        if db is None or db.closed:
+            return
+        with contextlib.suppress(OSError, psycopg.Error):
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, db.fileno())
+            finally:
+                os.close(null)
+        with contextlib.suppress(psycopg.Error):
+            db.close()
+
     def close(self) -> None:
         """Close the connection (which also releases the rotation lock if held)."""
         with self._lock:
