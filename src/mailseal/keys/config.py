@@ -79,6 +79,7 @@ _PUBLISH_KEYS: Final = {
 _TOP_KEYS: Final = _POLICY_KEYS | {
     "store",
     "kek_file",
+    "cache_file",  # the milter's (a PostgreSQL store's keys kept for outages); not used here
     "authoritative",
     "resolvers",
     "timeout",

@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import psycopg
-import psycopg.conninfo
 import psycopg.errors
 
 from mailseal.core.algorithms import KeyType
 from mailseal.core.keymaterial import PrivateKey, load_private_key
 from mailseal.core.keywrap import KekRing, unseal
 from mailseal.errors import KeyStoreError
+from mailseal.keys.backends import describe
 from mailseal.keys.kek import read_kek_file, seal_new
 from mailseal.keys.store import (
     Change,
@@ -54,7 +54,7 @@ from mailseal.keys.store import (
     transition_time,
 )
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TICK_LOCK", "PgKeyStore", "display_dsn"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TICK_LOCK", "PgKeyStore"]
 
 TICK_LOCK: Final = 0x6D61696C  # "mail": the rotation leader's session advisory lock
 _MIGRATE_LOCK: Final = 0x6D736D67  # "msmg": held (per transaction) while the schema is created or upgraded
@@ -132,19 +132,6 @@ _SIGNING: Final = (
 )
 
 
-def display_dsn(dsn: str) -> str:
-    """The connection string without its password, for messages and logs."""
-    try:
-        parts = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "(an unparsable PostgreSQL connection string)"
-    parts.pop("password", None)
-    if set(parts) == {"service"}:
-        return f"service={parts['service']}"
-    shown = {k: v for k, v in parts.items() if k in ("service", "host", "port", "dbname", "user") and v}
-    return "postgresql: " + " ".join(f"{k}={v}" for k, v in shown.items())
-
-
 class PgKeyStore:
     """A :class:`~mailseal.keys.store.KeyStore` in a PostgreSQL database shared by a fleet.
 
@@ -168,7 +155,7 @@ class PgKeyStore:
         ``connect_timeout`` bounds connecting.
         """
         self.dsn = dsn
-        self.where = display_dsn(dsn)
+        self.where = describe(dsn)
         self.kek_file = kek_file
         self.readonly = readonly
         self.timeout = timeout

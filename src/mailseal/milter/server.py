@@ -329,7 +329,7 @@ class MilterServer:
 
     async def _watch_keys(self, interval: float) -> None:
         """Reload when the key source says its keys changed (a rotated key file, a rotation in the store)."""
-        outage: str | None = None  # logged once per outage, counted at every failed check
+        failed = 0  # checks failed in a row: the first is logged, every one counted
         while True:
             await asyncio.sleep(interval)
             try:
@@ -338,8 +338,8 @@ class MilterServer:
             except (OSError, MailsealError) as exc:
                 unavailable = isinstance(exc, KeyStoreUnavailableError)
                 self._metrics.error("key_store_unavailable" if unavailable else "key_check")
-                if str(exc) != outage:
-                    outage = str(exc)
+                failed += 1
+                if failed == 1:
                     _log.warning(
                         "cannot check the keys for changes: %s%s",
                         exc,
@@ -348,9 +348,9 @@ class MilterServer:
                         else "",
                     )
                 continue
-            if outage is not None:
-                _log.warning("the keys can be checked again (after: %s)", outage)
-                outage = None
+            if failed:
+                _log.warning("the keys can be checked again, after %d failed check(s)", failed)
+                failed = 0
             if version != self._key_version:
                 _log.info("signing keys changed; reloading them")
                 if not self.reload(keys_only=True):

@@ -204,7 +204,9 @@ def test_a_leader_that_lost_its_connection_stops(store: PgKeyStore, dsn: str) ->
 
 def test_an_unreachable_database_is_an_error_not_a_traceback(tmp_path: Path) -> None:
     dsn = f"postgresql://nobody:s3cret@/mailseal?host={tmp_path}"
-    with pytest.raises(KeyStoreError, match="cannot connect to the key store postgresql:") as caught:
+    with pytest.raises(
+        KeyStoreError, match="cannot connect to the key store postgresql://nobody@/mailseal"
+    ) as caught:
         open_store(parse_location(dsn), timeout=1)
     assert "s3cret" not in str(caught.value)
 

@@ -10,7 +10,6 @@ is verified against what the zone serves at that moment.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,23 +26,20 @@ from mailseal.keys.store import KeyStore
 from mailseal.milter.server import load
 from support.keyflow import DOMAIN, POLICIES, POLICY
 from support.memdns import FakeClock, MemoryZone
-from support.milter_client import MilterClient, Result, apply_actions
 from support.milter_harness import ServerThread, toml_string
-from support.milter_store import wait_until, write_store_config, zone_resolver
+from support.milter_store import (
+    loaded_selectors,
+    send,
+    signatures,
+    wait_until,
+    write_store_config,
+    zone_resolver,
+)
 from support.stores import StoreBackend
 
 T0 = 1_767_225_600
 assert POLICY.rotate_every is not None
 ROTATE_EVERY = POLICY.rotate_every  # 2026-01-01T00:00:00Z
-MESSAGE = (
-    b"From: Alice <alice@example.test>\r\n"
-    b"To: Bob <bob@example.net>\r\n"
-    b"Subject: keys from the store\r\n"
-    b"Date: Thu, 1 Jan 2026 10:00:00 +0000\r\n"
-    b"Message-ID: <store@example.test>\r\n"
-    b"\r\n"
-    b"Hello Bob.\r\n"
-)
 PASS = (DKIMResult.PASS, None)
 REVOKED = (DKIMResult.PERMERROR, Reason.KEY_REVOKED)
 
@@ -99,31 +95,6 @@ def config_for(tmp_path: Path, where: StoreBackend | Path, extra: str = "") -> P
 def start(tmp_path: Path, where: StoreBackend | Path, clock: FakeClock) -> ServerThread:
     path = config_for(tmp_path, where)
     return ServerThread(load(str(path)), clock=lambda: float(clock.now), config_path=str(path))
-
-
-def send(running: ServerThread) -> tuple[Result, bytes]:
-    """One message from a local client (so: signed); the result and the message as delivered."""
-    with MilterClient(running.address) as client:
-        negotiated = client.negotiate()
-        client.macros(b"C", {"j": "mx.test", "daemon_name": "smtpd"})
-        client.connect(address="127.0.0.1")
-        result = client.send_message(MESSAGE, sender="alice@example.test")
-    return result, apply_actions(MESSAGE, result, leading_space=negotiated.leading_space)
-
-
-def signatures(result: Result) -> set[tuple[str, str]]:
-    """(s=, a=) of each DKIM-Signature the milter added."""
-    found = set()
-    for action in result.inserted("DKIM-Signature"):
-        tags = dict(
-            tag.split(b"=", 1) for tag in re.sub(rb"\s+", b"", action.value).split(b";") if b"=" in tag
-        )
-        found.add((tags[b"s"].decode(), tags[b"a"].decode()))
-    return found
-
-
-def loaded_selectors(running: ServerThread) -> set[str]:
-    return {key.selector for keys in running.server.runtime.keyset.keys.values() for key in keys}
 
 
 def verdicts(message: bytes, zone: MemoryZone, now: int) -> dict[str, tuple[DKIMResult, Reason | None]]:
