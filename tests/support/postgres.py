@@ -56,9 +56,10 @@ def require_postgres() -> Path:
 class PostgresServer(ManagedServer):
     """One private cluster; ``dsn(dbname)`` is a libpq URL over its socket."""
 
-    def __init__(self, bindir: Path) -> None:
-        """Prepare (nothing runs until :meth:`start`)."""
+    def __init__(self, bindir: Path, settings: dict[str, str] | None = None) -> None:
+        """Prepare (nothing runs until :meth:`start`); ``settings`` are extra ``-c NAME=VALUE``."""
         self.bindir = bindir
+        self.settings = dict(settings or {})
         # A short path of our own: unix socket paths are limited to ~100 characters.
         self.root = Path(tempfile.mkdtemp(prefix="mspg-"))
         self.data = self.root / "data"
@@ -121,6 +122,7 @@ class PostgresServer(ManagedServer):
                 "full_page_writes=off",
                 "-c",
                 "max_connections=200",
+                *(f"{flag}" for name, value in self.settings.items() for flag in ("-c", f"{name}={value}")),
             ],
             stdout=log,
             stderr=log,
