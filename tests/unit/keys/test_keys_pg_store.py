@@ -357,3 +357,56 @@ def test_kek_rotation_without_a_moment_nobody_can_sign(cli: Cli, dsn: str, kek: 
 def test_kek_commands_refuse_a_sqlite_store(cli: Cli, tmp_path: Path, kek: Path) -> None:
     status, _, err = cli("kek", "reseal", "--store", str(tmp_path / "keys.db"), "--kek-file", str(kek))
     assert status == 2 and "is a SQLite file: its keys are not sealed" in err
+
+
+def test_the_documented_roles_sign_and_rotate_with_exactly_their_grants(
+    pg_cluster: PostgresServer, dsn: str, kek: Path
+) -> None:
+    """The GRANTs of docs/keys.md ("A fleet"): the signer reads and signs, cannot write; the rotator ticks."""
+    owner = PgKeyStore(dsn, kek_file=kek)  # creates the schema
+    entry = owner.add(new_key("sel"))
+    owner.apply([Change.to(entry, state=KeyState.ACTIVE, published_at=NOW, visible_at=NOW, activated_at=NOW)])
+    owner.close()
+    with psycopg.connect(dsn, autocommit=True) as db:
+        for role in ("ms_test_rotate", "ms_test_sign"):  # roles are cluster-wide: left by an earlier run?
+            if db.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+                db.execute(f"CREATE ROLE {role} LOGIN")
+        for statement in (
+            "GRANT USAGE ON SCHEMA mailseal TO ms_test_rotate, ms_test_sign",
+            "GRANT SELECT ON mailseal.meta, mailseal.keys TO ms_test_sign",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA mailseal TO ms_test_rotate",
+            "GRANT INSERT, UPDATE ON mailseal.keys, mailseal.transitions TO ms_test_rotate",
+            "GRANT DELETE ON mailseal.transitions TO ms_test_rotate",
+        ):
+            db.execute(statement)
+
+    def as_role(role: str) -> str:
+        return pg_cluster.dsn("keys", user=role)
+
+    signer = PgKeyStore(as_role("ms_test_sign"), kek_file=kek, readonly=True)
+    try:
+        assert [k.selector for k in signer.signing_keys("example.test")] == ["sel"]
+    finally:
+        signer.close()
+    writer_as_signer = PgKeyStore(as_role("ms_test_sign"), kek_file=kek)
+    try:
+        with pytest.raises(KeyStoreError, match="permission denied"):
+            writer_as_signer.apply([Change.to(entry, state=KeyState.RETIRING, retired_at=NOW + 1)])
+    finally:
+        writer_as_signer.close()
+    rotator = PgKeyStore(as_role("ms_test_rotate"), kek_file=kek)
+    try:
+        with rotator.exclusive():
+            second = rotator.add(new_key("two"))
+            (current,) = [e for e in rotator.entries() if e.selector == "sel"]
+            rotator.apply(
+                [
+                    Change.to(current, state=KeyState.RETIRING, retired_at=NOW + 2),
+                    Change.to(
+                        second, state=KeyState.ACTIVE, published_at=NOW, visible_at=NOW, activated_at=NOW + 2
+                    ),
+                ]
+            )
+        assert [k.selector for k in rotator.signing_keys("example.test")] == ["two"]
+    finally:
+        rotator.close()
