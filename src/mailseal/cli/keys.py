@@ -36,16 +36,29 @@ EXIT_FAIL: Final = 1
 EXIT_WARN: Final = 3
 EXIT_TEMPFAIL: Final = 75
 
+_DESCRIPTION: Final = """\
+Generate, publish, check and rotate DKIM keys kept in one key store.
+
+exit status: 0 done (or check passed), 1 failed, 2 usage error, 3 check found
+only warnings, 75 try again later (publish --wait timed out, or another tick
+holds the store)."""
+
 
 def register(commands: Any) -> None:
     """Add ``keys`` and its subcommands."""
     keys = commands.add_parser(
-        "keys", help="key lifecycle: generate, publish, check and rotate DKIM keys", description=__doc__
+        "keys",
+        help="key lifecycle: generate, publish, check and rotate DKIM keys",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=type(keys))
-    common = _common_options()
+    # Each subcommand lists only the options it uses: DNS lookups for check, UPDATE/TSIG where it publishes.
+    common = [_store_options()]
+    checking = [*common, _lookup_options()]
+    publishing = [*checking, _update_options()]
 
-    p = sub.add_parser("generate", parents=[common], help="make a key pair and keep it in the store")
+    p = sub.add_parser("generate", parents=common, help="make a key pair and keep it in the store")
     p.add_argument("domain", help="signing domain (d=)")
     p.add_argument("--selector", help="selector (default: from the naming scheme)")
     p.add_argument("--scheme", help="selector naming scheme, e.g. ms{year}q{quarter} (default: the policy's)")
@@ -55,27 +68,27 @@ def register(commands: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the new key as JSON")
     p.set_defaults(handler=_generate)
 
-    p = sub.add_parser("list", parents=[common], help="table of keys: state, age, next action")
+    p = sub.add_parser("list", parents=common, help="table of keys: state, age, next action")
     p.add_argument("domain", nargs="?", help="only this domain")
     p.add_argument("--all", action="store_true", help="include removed keys")
     p.add_argument("--json", action="store_true", help="one JSON array")
     p.set_defaults(handler=_list)
 
-    p = sub.add_parser("show", parents=[common], help="everything about one key")
+    p = sub.add_parser("show", parents=common, help="everything about one key")
     p.add_argument("domain")
     p.add_argument("selector")
     p.add_argument("--json", action="store_true", help="as JSON")
     p.add_argument("--private", action="store_true", help="also print the private key (PEM)")
     p.set_defaults(handler=_show)
 
-    p = sub.add_parser("record", parents=[common], help="the TXT record: zone-file text or JSON for DNS APIs")
+    p = sub.add_parser("record", parents=common, help="the TXT record: zone-file text or JSON for DNS APIs")
     p.add_argument("domain")
     p.add_argument("selector")
     p.add_argument("--json", action="store_true", help="JSON: name, type, ttl, value, strings")
     p.add_argument("--revoked", action="store_true", help="the record that revokes the key (empty p=)")
     p.set_defaults(handler=_record)
 
-    p = sub.add_parser("publish", parents=[common], help="put a generated key into DNS (UPDATE or manual)")
+    p = sub.add_parser("publish", parents=publishing, help="put a generated key into DNS (UPDATE or manual)")
     p.add_argument("domain")
     p.add_argument("selector")
     p.add_argument(
@@ -86,13 +99,15 @@ def register(commands: Any) -> None:
     )
     p.set_defaults(handler=_publish)
 
-    p = sub.add_parser("check", parents=[common], help="check published keys; exit 0 pass, 3 warn, 1 fail")
+    p = sub.add_parser("check", parents=checking, help="check published keys; exit 0 pass, 3 warn, 1 fail")
     p.add_argument("domain")
     p.add_argument("selector", nargs="?", help="default: every key of the domain that should be in DNS")
     p.add_argument("--json", action="store_true", help="findings as JSON")
     p.set_defaults(handler=_check)
 
-    p = sub.add_parser("rotate", parents=[common], help="start a rotation now: new key, published, then tick")
+    p = sub.add_parser(
+        "rotate", parents=publishing, help="start a rotation now: new key, published, then tick"
+    )
     p.add_argument("domain")
     p.add_argument(
         "--algorithm", choices=["rsa", "ed25519"], help="which key type to rotate (default: policy's)"
@@ -100,7 +115,7 @@ def register(commands: Any) -> None:
     p.set_defaults(handler=_rotate)
 
     p = sub.add_parser(
-        "retire", parents=[common], help="stop signing with a key (grace period, then revoked)"
+        "retire", parents=publishing, help="stop signing with a key (grace period, then revoked)"
     )
     p.add_argument("domain")
     p.add_argument("selector")
@@ -108,7 +123,9 @@ def register(commands: Any) -> None:
     p.add_argument("--force", action="store_true", help="even if it is the domain's only active key")
     p.set_defaults(handler=_retire)
 
-    p = sub.add_parser("tick", parents=[common], help="advance every rotation (run from cron/systemd timer)")
+    p = sub.add_parser(
+        "tick", parents=publishing, help="advance every rotation (run from cron/systemd timer)"
+    )
     p.add_argument("--domain", help="only this domain")
     p.add_argument("--no-rotate", action="store_true", help="advance keys but do not start new rotations")
     p.add_argument("--json", action="store_true", help="report as JSON")
@@ -131,7 +148,7 @@ def register(commands: Any) -> None:
 
     p = sub.add_parser(
         "kek",
-        parents=[common],
+        parents=common,
         help="the key-encryption key of a PostgreSQL store: new, reseal, drop-old, status",
     )
     p.add_argument(
@@ -143,37 +160,59 @@ def register(commands: Any) -> None:
     p.set_defaults(handler=_kek)
 
 
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    g = common.add_argument_group("configuration (override the [keys] table of the config file)")
+def _store_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    g = options.add_argument_group("configuration (override the [keys] table of the config file)")
     g.add_argument(
-        "--config", type=Path, help="TOML file (default $MAILSEAL_KEYS_CONFIG, ~/.config/mailseal/keys.toml)"
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML file (default $MAILSEAL_KEYS_CONFIG, ~/.config/mailseal/keys.toml)",
     )
     g.add_argument(
         "--store",
-        help="key store file or postgresql:// connection (default: the config's, or the data folder)",
+        metavar="STORE",
+        help="key store: a file, or a PostgreSQL database (postgresql://... or service=NAME); "
+        "default: the config's, or the data folder",
     )
     g.add_argument(
-        "--kek-file", type=Path, help="key-encryption key file (PostgreSQL store; default: config's)"
+        "--kek-file",
+        type=Path,
+        metavar="FILE",
+        help="key-encryption key file (a PostgreSQL store; default: the config's kek_file)",
     )
     g.add_argument(
         "--now", type=int, metavar="EPOCH", help="pretend it is this time (UTC seconds; for tests)"
     )
-    g.add_argument("--primary", metavar="IP[:PORT]", help="primary server for DNS UPDATE")
-    g.add_argument("--zone", help="zone to UPDATE (default: found from DNS)")
-    g.add_argument("--tsig-name", help="TSIG key name")
-    g.add_argument("--tsig-secret-file", type=Path, help="file with the base64 TSIG secret (mode 0600)")
-    g.add_argument("--tsig-algorithm", choices=TSIG_ALGORITHMS, help="TSIG algorithm (default hmac-sha256)")
-    g.add_argument("--manual", action="store_true", help="print what to publish instead of sending UPDATEs")
+    return options
+
+
+def _lookup_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    g = options.add_argument_group("DNS lookups")
     g.add_argument(
         "--authoritative",
         action="append",
         metavar="IP[:PORT]",
-        help="authoritative server to check (repeatable)",
+        help="authoritative server to check (repeatable; default: the zone's NS servers)",
     )
     g.add_argument("--resolver", action="append", metavar="IP[:PORT]", help="resolver to use (repeatable)")
-    g.add_argument("--timeout", type=float, help="DNS timeout in seconds (default 5)")
-    return common
+    g.add_argument("--timeout", type=float, metavar="SECONDS", help="DNS timeout in seconds (default 5)")
+    return options
+
+
+def _update_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    g = options.add_argument_group("publishing (DNS UPDATE signed with TSIG, or by hand)")
+    g.add_argument("--primary", metavar="IP[:PORT]", help="primary server for DNS UPDATE")
+    g.add_argument("--zone", metavar="ZONE", help="zone to UPDATE (default: found from DNS)")
+    g.add_argument("--tsig-name", metavar="NAME", help="TSIG key name")
+    g.add_argument(
+        "--tsig-secret-file", type=Path, metavar="FILE", help="file with the base64 TSIG secret (mode 0600)"
+    )
+    g.add_argument("--tsig-algorithm", choices=TSIG_ALGORITHMS, help="TSIG algorithm (default hmac-sha256)")
+    g.add_argument("--manual", action="store_true", help="print what to publish instead of sending UPDATEs")
+    return options
 
 
 class _Session:
@@ -201,39 +240,40 @@ class _Session:
 
 
 def _with_overrides(config: KeysConfig, args: argparse.Namespace) -> KeysConfig:
+    def option(name: str) -> Any:
+        return getattr(args, name, None)  # a subcommand has only the option groups it uses
+
     publish = config.publish
-    if args.manual:
+    if option("manual"):
         publish = replace(publish, mode="manual")
-    elif args.primary:
-        publish = replace(publish, mode="update", primary=args.primary)
-    if args.zone:
-        publish = replace(publish, zone=args.zone)
-    if args.tsig_secret_file is not None:
-        name_in_file, algorithm_in_file, secret = read_tsig_file(args.tsig_secret_file)
-        name = args.tsig_name or name_in_file
+    elif option("primary"):
+        publish = replace(publish, mode="update", primary=option("primary"))
+    if option("zone"):
+        publish = replace(publish, zone=option("zone"))
+    if option("tsig_secret_file") is not None:
+        name_in_file, algorithm_in_file, secret = read_tsig_file(option("tsig_secret_file"))
+        name = option("tsig_name") or name_in_file
         if not name:
             raise UsageError("--tsig-secret-file needs --tsig-name (the file does not name the key)")
-        publish = replace(
-            publish,
-            tsig=TsigCredentials(name, secret, args.tsig_algorithm or algorithm_in_file or "hmac-sha256"),
-        )
-    elif args.tsig_name:
+        algorithm = option("tsig_algorithm") or algorithm_in_file or "hmac-sha256"
+        publish = replace(publish, tsig=TsigCredentials(name, secret, algorithm))
+    elif option("tsig_name"):
         raise UsageError("--tsig-name needs --tsig-secret-file")
     if publish is not config.publish:
         # Flags name one primary: they apply to every domain this command touches.
         config = replace(config, publish=publish, domain_publish={})
-    if args.timeout is not None:
-        config = replace(config, timeout=args.timeout)
-        publish = replace(config.publish, timeout=args.timeout)
+    if option("timeout") is not None:
+        config = replace(config, timeout=option("timeout"))
+        publish = replace(config.publish, timeout=option("timeout"))
         config = replace(config, publish=publish)
     if args.store is not None:
-        config = replace(config, store=parse_location(args.store))
-    if args.kek_file is not None:
-        config = replace(config, kek_file=args.kek_file)
-    if args.authoritative:
-        config = replace(config, authoritative=tuple(args.authoritative))
-    if args.resolver:
-        config = replace(config, resolvers=tuple(args.resolver))
+        config = replace(config, store=parse_location(str(args.store)))
+    if option("kek_file") is not None:
+        config = replace(config, kek_file=option("kek_file"))
+    if option("authoritative"):
+        config = replace(config, authoritative=tuple(option("authoritative")))
+    if option("resolver"):
+        config = replace(config, resolvers=tuple(option("resolver")))
     return config
 
 
@@ -306,7 +346,7 @@ def _generate(args: argparse.Namespace) -> int:
             return 0
         print(f"generated {entry.name} ({entry.key_type}, {entry.bits} bits); private key kept in the store")
         print(zone_file_record(entry.name + ".", split_txt(entry.record_text), ttl=policy.ttl))
-        print(f"next: mailseal keys publish {domain} {selector}   (or let `mailseal keys tick` publish it)")
+        print(f"next: mailseal keys publish {domain} {selector}   (or let mailseal keys tick publish it)")
         return 0
 
     return _run(args, body)
@@ -414,11 +454,12 @@ def _record(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     def body(session: _Session) -> int:
-        entry = session.entry(_domain(args.domain), args.selector)
-        if entry.state is KeyState.GENERATED:
-            report = session.lifecycle.request(entry, Event.PUBLISH)
-        else:
-            report = session.lifecycle.resend(entry)
+        with session.lifecycle.exclusive():  # never beside a running tick
+            entry = session.entry(_domain(args.domain), args.selector)
+            if entry.state is KeyState.GENERATED:
+                report = session.lifecycle.request(entry, Event.PUBLISH)
+            else:
+                report = session.lifecycle.resend(entry)
         status = _report(report, as_json=False)
         if status or args.wait <= 0:
             return status
@@ -515,6 +556,10 @@ def _print_findings(name: str, entry: KeyEntry | None, findings: Sequence[Findin
 
 def _rotate(args: argparse.Namespace) -> int:
     def body(session: _Session) -> int:
+        with session.lifecycle.exclusive():  # the new key and its publication, never beside a running tick
+            return start_rotation(session)
+
+    def start_rotation(session: _Session) -> int:
         domain = _domain(args.domain)
         key_type = KeyType(args.algorithm) if args.algorithm else None
         generation = session.lifecycle.successor(domain, key_type)
@@ -526,7 +571,7 @@ def _rotate(args: argparse.Namespace) -> int:
         if pending:
             raise UsageError(
                 f"a rotation of {domain}'s {generation.key_type} key is under way: {pending[-1].selector} is "
-                f"{pending[-1].state}; `mailseal keys tick` finishes it"
+                f"{pending[-1].state}; mailseal keys tick finishes it"
             )
         entry = session.lifecycle.generate(generation)
         print(f"generated {entry.name} ({entry.key_type}, {entry.bits} bits)")
@@ -536,7 +581,7 @@ def _rotate(args: argparse.Namespace) -> int:
             print(
                 f"signing switches to {entry.selector} once every authoritative server serves it "
                 f"(+{duration_text(policy.propagation_delay)}); the old key stays published for "
-                f"{duration_text(policy.grace)}, then is revoked. `mailseal keys tick` carries this out."
+                f"{duration_text(policy.grace)}, then is revoked. mailseal keys tick carries this out."
             )
         return status
 

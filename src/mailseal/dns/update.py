@@ -160,8 +160,13 @@ class DnsUpdater:
         try:
             response = dns.query.tcp(update, self.address, timeout=self.timeout, port=self.port)
         except dns.tsig.PeerBadKey:
+            # Knot also answers BADKEY when it knows the key but its ACL refuses this update.
             raise PublishError(
-                self._tsig_problem("BADKEY: the primary does not know this key name")
+                self._tsig_problem(
+                    f"BADKEY: the primary does not know this key name, or knows it but does not allow it "
+                    f"to update {name} (Knot answers an UPDATE its ACL refuses this way); check the key "
+                    f"name and the server's update rules (they must allow TXT records under _domainkey)"
+                )
             ) from None
         except dns.tsig.PeerBadSignature:
             raise PublishError(

@@ -20,6 +20,10 @@ The milter reads ``store`` from this table too (see ``docs/milter.md``)::
     [keys.domains."example.org".publish]
     mode = "manual"
 
+The file is read by :mod:`mailseal.configfile`, the milter's reader too:
+every problem is reported at once, each with its line, and an unknown
+setting with the closest known name.
+
 TSIG secrets are read from ``tsig_secret_file`` (a base64 line, or the
 ``key {...}`` block ``tsig-keygen``/``keymgr`` print) or from ``tsig_secret``
 in this file; either file must not be readable by group or others.
@@ -30,12 +34,13 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
+from mailseal.configfile import ConfigProblems, Path_, TableReader, parse_toml
 from mailseal.core.algorithms import KeyType
 from mailseal.dns.resolver import parse_nameserver
 from mailseal.dns.update import TsigCredentials
@@ -158,68 +163,74 @@ def default_config_path() -> Path | None:
 
 
 def load_config(path: Path | None) -> KeysConfig:
-    """Read ``path`` (``None``: defaults only); :class:`ConfigError` names the file and the setting."""
+    """Read ``path`` (``None``: defaults only); :class:`ConfigProblems` lists every problem with its line."""
     if path is None:
         return KeysConfig(store=default_store_path())
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
-    try:
-        document = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        line = _line_of(str(exc))
-        raise ConfigError(f"not valid TOML: {exc}", path=str(path), line=line) from None
-    table = document.get("keys", {})
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigProblems(str(path), [(None, f"cannot read: {reason}")]) from None
+    data, lines = parse_toml(text, path=str(path))
+    r = TableReader(lines, _SCHEMA)
+    table = data.get("keys", {})
     if not isinstance(table, dict):
-        raise ConfigError("[keys] must be a table", path=str(path))
+        r.problem(("keys",), "[keys] must be a table")
+        table = {}
+    config = _config(r, table, path)
+    r.raise_problems(str(path))
+    return config
+
+
+_SCHEMA: Final = {
+    "keys": frozenset(_TOP_KEYS),
+    "publish": frozenset(_PUBLISH_KEYS),
+    "domain": frozenset(_POLICY_KEYS | {"publish"}),
+}
+_T = TypeVar("_T")
+
+
+def _checked(r: TableReader, at: Path_, check: Callable[[], _T], default: _T) -> _T:
+    """``check()``, or ``default`` with its error recorded at ``at`` (the checks raise on the first problem)."""
     try:
-        return _config(table, path)
-    except UsageError as exc:
-        raise ConfigError(str(exc), path=str(path)) from None
+        return check()
+    except (UsageError, ConfigError) as exc:
+        r.problem(at, str(exc))
+        return default
 
 
-def _line_of(message: str) -> int | None:
-    found = re.search(r"line (\d+)", message)
-    return int(found.group(1)) if found else None
-
-
-def _config(table: dict[str, Any], path: Path) -> KeysConfig:
-    _unknown(table, _TOP_KEYS, "keys")
-    default = _policy(table, RotationPolicy(), "keys")
-    publish = _publish(table.get("publish", {}), PublishConfig(), "keys.publish", path)
+def _config(r: TableReader, table: dict[str, Any], path: Path) -> KeysConfig:
+    at: Path_ = ("keys",)
+    r.table(table, at, "keys")
+    default = _policy(r, table, RotationPolicy(), at)
+    publish = _publish(r, table.get("publish", {}), PublishConfig(), (*at, "publish"), path)
     policies: dict[str, RotationPolicy] = {}
     publishers: dict[str, PublishConfig] = {}
-    domains = table.get("domains", {})
-    if not isinstance(domains, dict):
-        raise UsageError("keys.domains must be a table of domain tables")
+    domains = r.value(table, at, "domains", dict, {})
     for domain, settings in domains.items():
-        where = f'keys.domains."{domain}"'
+        where: Path_ = (*at, "domains", domain)
         if not isinstance(settings, dict):
-            raise UsageError(f"{where} must be a table")
-        _unknown(settings, _POLICY_KEYS | {"publish"}, where)
+            r.problem(where, f'keys.domains."{domain}" must be a table')
+            continue
+        r.table(settings, where, "domain")
         name = domain.lower().removesuffix(".")
-        policies[name] = _policy(settings, default, where)
+        policies[name] = _policy(r, settings, default, where)
         if "publish" in settings:
-            publishers[name] = _publish(settings["publish"], publish, f"{where}.publish", path)
-    store = table.get("store")
-    if store is not None and not isinstance(store, str):
-        raise UsageError("keys.store must be a path or a postgresql:// connection")
+            publishers[name] = _publish(r, settings["publish"], publish, (*where, "publish"), path)
+    store = r.value(table, at, "store", str, "")
     store_path: Path | str = default_store_path()
     if store:  # relative paths like tsig_secret_file's, and as the milter reads them
         store_path = parse_location(store, path.parent)
-    kek = table.get("kek_file")
-    if kek is not None and not isinstance(kek, str):
-        raise UsageError("keys.kek_file must be a path")
+    kek = r.value(table, at, "kek_file", str, "")
     return KeysConfig(
         store=store_path,
         kek_file=_kek_path(kek, path.parent),
         policies=Policies(default, policies),
         publish=publish,
         domain_publish=publishers,
-        authoritative=_servers(table.get("authoritative"), "keys.authoritative"),
-        resolvers=_servers(table.get("resolvers"), "keys.resolvers"),
-        timeout=_seconds(table.get("timeout", 5.0), "keys.timeout"),
+        authoritative=_servers(r, table, at, "authoritative"),
+        resolvers=_servers(r, table, at, "resolvers"),
+        timeout=_seconds(r, table, at, "timeout", 5.0),
         source=path,
     )
 
@@ -231,61 +242,81 @@ def _kek_path(value: str | None, base: Path) -> Path | None:
     return kek if kek.is_absolute() else base / kek
 
 
-def _unknown(table: Mapping[str, object], allowed: set[str], where: str) -> None:
-    extra = sorted(set(table) - allowed)
-    if extra:
-        raise UsageError(f"{where}: unknown setting {extra[0]!r} (known: {', '.join(sorted(allowed))})")
-
-
-def _policy(table: Mapping[str, Any], base: RotationPolicy, where: str) -> RotationPolicy:
+def _policy(r: TableReader, table: Mapping[str, Any], base: RotationPolicy, at: Path_) -> RotationPolicy:
     changes: dict[str, Any] = {}
+    where = _name(at)
     if "rotate_every" in table:
         value = table["rotate_every"]
-        changes["rotate_every"] = (
-            None if value in ("never", 0) else parse_duration(value, f"{where}.rotate_every")
-        )
+        if value in ("never", 0):
+            changes["rotate_every"] = None
+        else:
+            every = _checked(
+                r, (*at, "rotate_every"), lambda: parse_duration(value, f"{where}.rotate_every"), -1
+            )
+            if every >= 0:
+                changes["rotate_every"] = every
     for name in ("grace", "propagation_delay", "revoked_for", "ttl"):
         if name in table:
-            changes[name] = parse_duration(table[name], f"{where}.{name}")
+            seconds = _checked(r, (*at, name), partial(parse_duration, table[name], f"{where}.{name}"), -1)
+            if seconds >= 0:
+                changes[name] = seconds
     if "algorithm" in table:
         try:
             changes["key_type"] = KeyType(str(table["algorithm"]).lower())
         except ValueError:
-            raise UsageError(f"{where}.algorithm: use rsa or ed25519, not {table['algorithm']!r}") from None
+            r.problem(
+                (*at, "algorithm"), f"{where}.algorithm: use rsa or ed25519, not {table['algorithm']!r}"
+            )
     if "bits" in table:
         if not isinstance(table["bits"], int) or isinstance(table["bits"], bool):
-            raise UsageError(f"{where}.bits must be a number such as 2048")
-        changes["bits"] = table["bits"]
+            r.problem((*at, "bits"), f"{where}.bits must be a number such as 2048")
+        else:
+            changes["bits"] = table["bits"]
     if "selector_scheme" in table:
-        changes["selector_scheme"] = check_scheme(str(table["selector_scheme"]))
-    return replace(base, **changes)
+        scheme = _checked(
+            r, (*at, "selector_scheme"), lambda: check_scheme(str(table["selector_scheme"])), ""
+        )
+        if scheme:
+            changes["selector_scheme"] = scheme
+    return _checked(r, at, lambda: replace(base, **changes), base)
 
 
-def _publish(table: object, base: PublishConfig, where: str, path: Path) -> PublishConfig:
+def _publish(r: TableReader, table: object, base: PublishConfig, at: Path_, path: Path) -> PublishConfig:
+    where = _name(at)
     if not isinstance(table, dict):
-        raise UsageError(f"{where} must be a table")
-    _unknown(table, _PUBLISH_KEYS, where)
+        r.problem(at, f"{where} must be a table")
+        return base
+    r.table(table, at, "publish")
     mode = table.get("mode", "update" if "primary" in table else base.mode)
     if mode not in ("update", "manual"):
-        raise UsageError(f"{where}.mode: use update or manual, not {mode!r}")
+        r.problem((*at, "mode"), f"{where}.mode: use update or manual, not {mode!r}")
+        mode = base.mode
     primary = table.get("primary", base.primary)
-    if primary is not None:
-        parse_nameserver(str(primary))
+    if primary is not None and not _checked(
+        r, (*at, "primary"), lambda: parse_nameserver(str(primary)), None
+    ):
+        primary = None
     tsig = base.tsig
     if "tsig_secret" in table or "tsig_secret_file" in table:
-        tsig = _tsig(table, where, path)
+        secret_at = (*at, "tsig_secret" if "tsig_secret" in table else "tsig_secret_file")
+        tsig = _checked(r, secret_at, lambda: _tsig(table, where, path), None)
     elif "tsig_name" in table or "tsig_algorithm" in table:
-        raise UsageError(f"{where}: tsig_name needs tsig_secret_file (or tsig_secret)")
+        r.problem((*at, "tsig_name"), f"{where}: tsig_name needs tsig_secret_file (or tsig_secret)")
     config = PublishConfig(
         mode=mode,
         primary=None if primary is None else str(primary),
         zone=str(table["zone"]) if "zone" in table else base.zone,
         tsig=tsig,
-        timeout=_seconds(table.get("timeout", base.timeout), f"{where}.timeout"),
+        timeout=_seconds(r, table, at, "timeout", base.timeout),
     )
-    if config.mode == "update" and config.primary is None:
-        raise UsageError(f'{where}: mode update needs primary = "IP[:PORT]"')
+    if config.mode == "update" and config.primary is None and "primary" not in table:
+        r.problem(at, f'{where}: mode update needs primary = "IP[:PORT]"')
     return config
+
+
+def _name(at: Path_) -> str:
+    """``keys.domains."example.org".publish``: a table's name as written in the file."""
+    return ".".join(f'"{p}"' if "." in str(p) else str(p) for p in at)
 
 
 def _tsig(table: Mapping[str, Any], where: str, path: Path) -> TsigCredentials:
@@ -343,17 +374,23 @@ def read_tsig_file(path: Path) -> tuple[str | None, str | None, str]:
     return (name.group(1) if name else None, algorithm.group(1) if algorithm else None, secret.group(1))
 
 
-def _servers(value: object, where: str) -> tuple[str, ...] | None:
-    if value is None:
+def _servers(r: TableReader, table: Mapping[str, Any], at: Path_, key: str) -> tuple[str, ...] | None:
+    if key not in table:
         return None
+    value = table[key]
+    where = f"{_name(at)}.{key}"
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or not value:
-        raise UsageError(f'{where} must be a list of "IP[:PORT]" strings')
+        r.problem((*at, key), f'{where} must be a list of "IP[:PORT]" strings')
+        return None
     for server in value:
-        parse_nameserver(server)
+        if _checked(r, (*at, key), partial(parse_nameserver, server), None) is None:
+            return None
     return tuple(value)
 
 
-def _seconds(value: object, where: str) -> float:
+def _seconds(r: TableReader, table: Mapping[str, Any], at: Path_, key: str, default: float) -> float:
+    value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise UsageError(f"{where} must be a positive number of seconds")
+        r.problem((*at, key), f"{_name(at)}.{key} must be a positive number of seconds")
+        return default
     return float(value)

@@ -18,8 +18,9 @@ called at each of those points, is how the tests kill a tick between steps.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, TextIO
 
@@ -172,6 +173,24 @@ class Lifecycle:
         self.clock = clock
         self.hook = hook
         self._sent: set[int] = set()  # keys whose DNS work was done in the current tick
+        self._locked = False
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the store's tick lock (re-entrant here: a command holds it across several steps).
+
+        Every command that changes keys or DNS takes it, so ``keys publish``,
+        ``rotate`` and ``retire`` never interleave with a running tick.
+        """
+        if self._locked:
+            yield
+            return
+        with self.store.exclusive():
+            self._locked = True
+            try:
+                yield
+            finally:
+                self._locked = False
 
     def _hook(self, point: HookPoint, step: Step) -> None:
         if self.hook is not None:
@@ -181,7 +200,7 @@ class Lifecycle:
         """Advance every key (or ``domain``'s) as far as it can go now; safe to run at any time."""
         report = TickReport()
         self._sent = set()
-        with self.store.exclusive():
+        with self.exclusive():
             self._rounds(report, rotate=rotate, domain=domain)
         return report
 
@@ -247,7 +266,13 @@ class Lifecycle:
         except (PublishError, UsageError) as exc:  # e.g. a name outside the configured zone
             self._key_failed(key, exc, report)
             return False
-        report.done.append(f"{step}: {what}")
+        if step.event is Event.DNS_BEHIND and key.state in (KeyState.ACTIVE, KeyState.RETIRING):
+            report.done.append(
+                f"{step}: its record was missing or changed at the primary (not by mailseal); {what}"
+            )
+            _log.info("%s (%s): record was missing or changed in DNS; %s", key.name, key.state, what)
+        else:
+            report.done.append(f"{step}: {what}")
         self._hook("sent", step)
         return True
 
@@ -255,7 +280,9 @@ class Lifecycle:
         """Note a key's DNS problem on the key and in the report; the tick goes on with the others."""
         self.store.note_error(key.id, str(exc))
         report.errors.append(f"{key.name}: {exc}")
-        _log.warning("%s: %s", key.name, exc)
+        # The report is how the error reaches the operator (the CLI prints it once); a log record at
+        # WARNING would be printed a second time by Python's last-resort handler when nobody configured logging.
+        _log.info("%s: %s", key.name, exc)
 
     def generate(self, generation: Generation, *, testing: bool = False) -> KeyEntry:
         """Make the key pair and insert it, in state ``generated``, with the texts it will publish."""
@@ -285,7 +312,7 @@ class Lifecycle:
     def request(self, entry: KeyEntry, event: Event) -> TickReport:
         """Apply an operator's event (publish, retire, revoke) to ``entry`` now."""
         report = TickReport()
-        with self.store.exclusive():
+        with self.exclusive():
             current = self.store.entry(entry.domain, entry.selector)
             if current is None:
                 raise UsageError(f"{entry.name} is not in the key store")
@@ -295,16 +322,18 @@ class Lifecycle:
     def resend(self, entry: KeyEntry) -> TickReport:
         """Send ``entry``'s DNS state again (``keys publish`` on a key already published)."""
         report = TickReport()
-        if entry.wanted_text is None and not entry.unwanted_texts:
-            raise UsageError(f"{entry.name} is {entry.state}: nothing of it belongs in DNS")
-        try:
-            what = self.publisher_for(entry.domain).sync(
-                entry, ttl=self.policies.for_domain(entry.domain).ttl
-            )
-            report.done.append(f"{entry.name}: {what}")
-        except PublishError as exc:
-            self.store.note_error(entry.id, str(exc))
-            report.errors.append(f"{entry.name}: {exc}")
+        with self.exclusive():
+            current = self.store.entry(entry.domain, entry.selector) or entry  # as it is now, under the lock
+            if current.wanted_text is None and not current.unwanted_texts:
+                raise UsageError(f"{current.name} is {current.state}: nothing of it belongs in DNS")
+            try:
+                what = self.publisher_for(current.domain).sync(
+                    current, ttl=self.policies.for_domain(current.domain).ttl
+                )
+                report.done.append(f"{current.name}: {what}")
+            except PublishError as exc:
+                self.store.note_error(current.id, str(exc))
+                report.errors.append(f"{current.name}: {exc}")
         return report
 
     def confirm_if_visible(self, entry: KeyEntry) -> tuple[bool, DnsView]:
@@ -317,7 +346,7 @@ class Lifecycle:
             KeyState.REVOKED,
             KeyState.REMOVED,
         ):
-            with self.store.exclusive():
+            with self.exclusive():
                 current = self.store.entry(entry.domain, entry.selector)
                 if current is not None and current.state is entry.state and current.confirmed_at is None:
                     self.store.apply(move(current, Event.DNS_SYNCED, self.clock()).changes)

@@ -14,8 +14,13 @@ sign) only after every authoritative server was seen serving it, and it leaves
 signing gap) or by an operator's explicit ``retire``/``revoke``.
 
 Lineage-level step: when the newest active key of a (domain, key type) is
-older than ``rotate_every`` and no successor is under way, :func:`plan` asks
-for a new key (:attr:`Action.GENERATE`), named by the selector scheme.
+older than ``rotate_every``, or DNS serves someone else's record at its name
+(:func:`replaced`: it cannot verify, and mailseal never overwrites), and no
+successor is under way, :func:`plan` asks for a new key
+(:attr:`Action.GENERATE`), named by the selector scheme.
+
+Active and retiring keys are looked at on every tick too: a record deleted
+behind mailseal's back is published again (``DNS_BEHIND`` -> ``SEND``).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ __all__ = [
     "move",
     "outlook",
     "plan",
+    "replaced",
     "state_diagram",
 ]
 
@@ -101,9 +107,15 @@ TRANSITIONS: Final[Mapping[tuple[KeyState, Event], tuple[Action, KeyState]]] = {
     (P, Event.PROPAGATED): (Action.ACTIVATE, A),  # the only way into ACTIVE
     (P, Event.RETIRE): (Action.SEND, X),  # it never signed anything: delete at once
     (P, Event.REVOKE): (Action.SEND, X),
+    (A, Event.DNS_BEHIND): (Action.SEND, A),  # deleted or changed behind our back: publish it again
+    (A, Event.DNS_LAGGING): (Action.WAIT, A),
+    (A, Event.DNS_UNKNOWN): (Action.WAIT, A),
     (A, Event.SUPERSEDED): (Action.RETIRE, R),
     (A, Event.RETIRE): (Action.RETIRE, R),
     (A, Event.REVOKE): (Action.SEND, V),
+    (R, Event.DNS_BEHIND): (Action.SEND, R),  # mail in flight still needs it
+    (R, Event.DNS_LAGGING): (Action.WAIT, R),
+    (R, Event.DNS_UNKNOWN): (Action.WAIT, R),
     (R, Event.GRACE_OVER): (Action.SEND, V),
     (R, Event.REVOKE): (Action.SEND, V),
     (V, Event.DNS_BEHIND): (Action.SEND, V),
@@ -276,10 +288,33 @@ def dns_event(entry: KeyEntry, view: DnsView | None) -> Event:
 
 
 def needs_dns_view(entry: KeyEntry) -> bool:
-    """Whether :func:`plan` must see what DNS serves at ``entry.name`` to move ``entry``."""
-    if entry.state is P:
-        return True  # confirmed before activation, and still visible at activation
+    """Whether :func:`plan` must see what DNS serves at ``entry.name`` to move ``entry``.
+
+    Active and retiring keys are looked at on every tick: a record deleted or
+    replaced behind mailseal's back would otherwise go unnoticed while mail
+    is signed with a key nobody can verify.
+    """
+    if entry.state in (P, A, R):
+        return True  # published: confirmed before activation; active, retiring: still served?
     return entry.state in (V, X) and entry.confirmed_at is None
+
+
+def replaced(entry: KeyEntry, view: DnsView | None) -> bool:
+    """Whether DNS serves, at ``entry``'s name, a record mailseal did not publish there instead of ours.
+
+    mailseal never overwrites such a record, so it cannot fix this itself:
+    judged at the primary when there is one, else when every server answers so.
+    """
+    if view is None or entry.wanted_text is None:
+        return False
+    ours = {entry.wanted_text, *entry.unwanted_texts}
+    if view.primary is not None:
+        answers: list[frozenset[str] | None] = [view.primary]
+    else:
+        answers = list(view.servers.values())
+    return bool(answers) and all(
+        a is not None and entry.wanted_text not in a and bool(a - ours) for a in answers
+    )
 
 
 def _event(entry: KeyEntry, view: DnsView | None, policy: RotationPolicy, now: int) -> Event | None:
@@ -295,16 +330,25 @@ def _event(entry: KeyEntry, view: DnsView | None, policy: RotationPolicy, now: i
                 return Event.PROPAGATED
             return None
         case KeyState.ACTIVE:
-            return None  # leaves ACTIVE only when superseded (see plan) or by the operator
+            # Leaves ACTIVE only when superseded (see plan) or by the operator; its record is re-checked.
+            return _recheck(entry, view)
         case KeyState.RETIRING:
             retired = entry.retired_at if entry.retired_at is not None else now
-            return Event.GRACE_OVER if now >= retired + policy.grace else None
+            return Event.GRACE_OVER if now >= retired + policy.grace else _recheck(entry, view)
         case KeyState.REVOKED:
             if entry.confirmed_at is None:
                 return dns_event(entry, view)
             return Event.REVOCATION_KNOWN if now >= entry.confirmed_at + policy.revoked_for else None
         case KeyState.REMOVED:
             return None if entry.confirmed_at is not None else dns_event(entry, view)
+
+
+def _recheck(entry: KeyEntry, view: DnsView | None) -> Event | None:
+    """A signing (or retiring) key's record: nothing to do while it is served, or nothing was looked at."""
+    if view is None:
+        return None
+    seen = dns_event(entry, view)
+    return None if seen is Event.DNS_SYNCED else seen
 
 
 def plan(
@@ -350,7 +394,12 @@ def plan(
             steps.append(_activate(activating, active, now))
         elif generate:
             reserved = planned.setdefault(domain, set())
-            successor = _successor(domain, key_type, keys, newest_active, policy, now, entries, reserved)
+            # An active key whose name now holds someone else's record cannot verify: move signing
+            # to a new key (under a new name) rather than sign on with it until `rotate_every`.
+            broken = newest_active is not None and replaced(newest_active, views.get(newest_active.name))
+            successor = _successor(
+                domain, key_type, keys, newest_active, policy, now, entries, reserved, broken=broken
+            )
             if successor is not None and successor.generation is not None:
                 reserved.add(successor.generation.selector)
                 steps.append(successor)
@@ -384,13 +433,15 @@ def _successor(
     now: int,
     everything: Sequence[KeyEntry],
     reserved: Collection[str],
+    *,
+    broken: bool = False,
 ) -> Step | None:
-    if newest_active is None or policy.rotate_every is None:
+    if newest_active is None or (policy.rotate_every is None and not broken):
         return None
     if any(k.state in (G, P) for k in keys):
         return None  # a successor is already under way
     activated = newest_active.activated_at if newest_active.activated_at is not None else now
-    if now < activated + policy.rotate_every:
+    if not broken and policy.rotate_every is not None and now < activated + policy.rotate_every:
         return None
     return Step(
         Event.ROTATION_DUE,

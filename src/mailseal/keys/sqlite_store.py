@@ -8,19 +8,36 @@ sign), and a shared SQL backend for a fleet then distributes keys with their
 state. The file is created 0600 (0640 is accepted, for a milter in the store's
 group) and refused, with the fix, when others can read it.
 
-The rollback journal (not WAL) keeps read-only readers (the milter) simple;
-``synchronous=FULL`` makes each commit durable before the DNS step that
-follows it.
+The file is also refused when another user owns it or its folder, or when
+others may write the folder (they could swap the file, or plant a journal
+that SQLite would "roll back" into it).
+
+The rollback journal (not WAL) is kept: ``synchronous=FULL`` makes each
+commit durable before the DNS step that follows it, and WAL would need a
+reader to create ``-wal``/``-shm`` files, which a milter reading the store
+through its group (mode 0640, folder 0750) cannot. A writer killed
+mid-commit leaves a *hot journal*, and SQLite refuses every read-only
+connection until someone rolls it back ("attempt to write a readonly
+database"). A read-only store therefore recovers by itself
+(:meth:`SqliteKeyStore._read`): a reader that may write the file rolls the
+journal back, exactly as the next writer would; one that may not reads a
+private snapshot (the file and its journal copied to a 0700 folder in memory
+when ``/dev/shm`` exists, rolled back there, and deleted), retried if a
+writer touches the journal meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import shutil
 import sqlite3
 import stat
+import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -35,6 +52,12 @@ from mailseal.keys.store import transition_time as _time_of
 __all__ = ["SCHEMA_VERSION", "SqliteKeyStore"]
 
 SCHEMA_VERSION: Final = 1
+
+_log = logging.getLogger(__name__)
+
+_SNAPSHOT_ATTEMPTS: Final = 5
+# Memory, so a copy of private keys never reaches a disk; mkdtemp makes a fresh 0700 folder there.
+_SNAPSHOT_FOLDER: Final = Path("/dev/shm")  # noqa: S108 - only a parent for mkdtemp
 
 _SCHEMA: Final = (
     """
@@ -113,6 +136,9 @@ class SqliteKeyStore:
         """
         self.path = Path(path)
         self.readonly = readonly
+        self._timeout_ms = max(0, round(timeout * 1000))
+        self._lock = threading.RLock()
+        self._loaded: dict[int, PrivateKey] = {}
         if not readonly:
             self._create_file()
         self._check_mode()
@@ -122,13 +148,13 @@ class SqliteKeyStore:
         except sqlite3.Error as exc:
             raise KeyStoreError(f"cannot open key store {self.path}: {exc}") from None
         try:
-            self._db.execute(f"PRAGMA busy_timeout = {max(0, round(timeout * 1000))}")
-            self._db.execute("PRAGMA synchronous = FULL")
-            # A destroyed key's bytes are zeroed, not left behind in free pages.
-            self._db.execute("PRAGMA secure_delete = ON")
-            if readonly:
+            self._db.execute(f"PRAGMA busy_timeout = {self._timeout_ms}")
+            if readonly:  # (a writer's settings only; a reader's first read may meet a hot journal)
                 self._check_schema()
             else:
+                self._db.execute("PRAGMA synchronous = FULL")
+                # A destroyed key's bytes are zeroed, not left behind in free pages.
+                self._db.execute("PRAGMA secure_delete = ON")
                 self._migrate()
         except sqlite3.Error as exc:
             self._db.close()
@@ -136,8 +162,6 @@ class SqliteKeyStore:
         except KeyStoreError:
             self._db.close()
             raise
-        self._lock = threading.RLock()
-        self._loaded: dict[int, PrivateKey] = {}
 
     def __repr__(self) -> str:
         return f"SqliteKeyStore({str(self.path)!r}, readonly={self.readonly})"
@@ -154,20 +178,55 @@ class SqliteKeyStore:
             raise KeyStoreError(f"cannot create key store {self.path}: {where}{exc.strerror}") from None
 
     def _check_mode(self) -> None:
+        """Refuse a store others may read, or swap: its mode, its owner, its folder (each with the fix)."""
         try:
-            info = self.path.stat()
+            real = self.path.resolve()
+            info = real.stat()
+            folder = real.parent.stat()
         except OSError as exc:
             raise KeyStoreError(f"cannot open key store {self.path}: {exc.strerror}") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise KeyStoreError(f"key store {self.path} is not a regular file")
         if info.st_mode & (stat.S_IRWXO | stat.S_IWGRP | stat.S_IXGRP):
             # Group read (0640) is allowed: a milter running in the store's group reads it to sign.
             raise InsecureKeyFileError(
                 f"key store {self.path} holds private keys and others may read or write it "
                 f"(mode {stat.S_IMODE(info.st_mode):04o}); fix with: chmod 600 {self.path}"
             )
+        me = os.geteuid()
+        if not self._trusted_owner(info):
+            raise InsecureKeyFileError(
+                f"key store {self.path} belongs to uid {info.st_uid}, not to root or to us (uid {me}): "
+                f"its owner could replace the keys we sign with; fix with: chown {me} {self.path}"
+                + (
+                    " (or run as its owner, e.g. [milter] user; or, mode 0640, in its group)"
+                    if self.readonly
+                    else " (or run this command as its owner)"
+                )
+            )
+        where = real.parent
+        if folder.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise InsecureKeyFileError(
+                f"the folder {where} of key store {self.path} is writable by "
+                f"{'others' if folder.st_mode & stat.S_IWOTH else 'its group'} "
+                f"(mode {stat.S_IMODE(folder.st_mode):04o}): they could replace the store or plant a "
+                f"journal that rewrites it; fix with: chmod go-w {where} (or move the store to a private folder)"
+            )
+        if folder.st_uid not in (0, me, info.st_uid):
+            raise InsecureKeyFileError(
+                f"the folder {where} of key store {self.path} belongs to uid {folder.st_uid}, who could "
+                f"replace the store; fix with: chown {info.st_uid} {where} (or move the store)"
+            )
+
+    def _trusted_owner(self, info: os.stat_result) -> bool:
+        """Root or us; for a reader also the documented group setup (mode 0640, we are in the file's group)."""
+        if info.st_uid in (0, os.geteuid()):
+            return True
+        return self.readonly and info.st_gid in {os.getegid(), *os.getgroups()}
 
     def _check_schema(self) -> None:
         """A read-only opener cannot create the tables: say so now rather than at the first query."""
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        ((version,),) = self._read("PRAGMA user_version")
         if version != SCHEMA_VERSION:
             what = "is empty or not a mailseal key store" if version == 0 else f"has schema version {version}"
             raise KeyStoreError(f"key store {self.path} {what}; this mailseal knows {SCHEMA_VERSION}")
@@ -214,9 +273,100 @@ class SqliteKeyStore:
     def _select(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
             try:
-                return self._db.execute(sql, parameters).fetchall()
+                return self._read(sql, parameters)
             except sqlite3.Error as exc:
                 raise KeyStoreError(f"key store {self.path}: {exc}") from None
+
+    # -- reading a store a writer left mid-commit ------------------------------------------
+
+    def _read(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        """Run a read; a read-only store that meets a hot journal recovers instead of failing.
+
+        A writer opens read-write and rolls a hot journal back itself; only
+        ``mode=ro`` connections fail on one (SQLITE_READONLY_ROLLBACK).
+        """
+        try:
+            return self._db.execute(sql, parameters).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not (self.readonly and _hot_journal(exc)):
+                raise
+        if self._roll_back_journal():
+            try:
+                return self._db.execute(sql, parameters).fetchall()
+            except sqlite3.OperationalError as exc:
+                if not _hot_journal(exc):  # pragma: no cover - another writer died in between
+                    raise
+        return self._read_snapshot(sql, parameters)
+
+    def _roll_back_journal(self) -> bool:
+        """Roll a hot journal back through a short read-write connection, if this process may write."""
+        real = self.path.resolve()
+        if not (os.access(real, os.W_OK) and os.access(real.parent, os.W_OK)):
+            return False
+        try:
+            db = sqlite3.connect(f"{real.as_uri()}?mode=rw", uri=True, isolation_level=None)
+            try:
+                db.execute(f"PRAGMA busy_timeout = {self._timeout_ms}")
+                db.execute("PRAGMA user_version").fetchone()  # the first read rolls the journal back
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return False
+        _log.warning(
+            "key store %s: rolled back the journal of a writer that died mid-commit (the last "
+            "change of that writer was not made; its next run makes it)",
+            self.path,
+        )
+        return True
+
+    def _read_snapshot(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        """Read a private copy of the store and its hot journal, rolled back; retried while a writer works."""
+        real = self.path.resolve()
+        journal = real.with_name(real.name + "-journal")
+        for _ in range(_SNAPSHOT_ATTEMPTS):
+            try:
+                before = (_mark(real), _mark(journal))
+            except FileNotFoundError:  # rolled back by a writer meanwhile: the store reads again
+                try:
+                    return self._db.execute(sql, parameters).fetchall()
+                except sqlite3.OperationalError as exc:
+                    if not _hot_journal(exc):
+                        raise
+                    continue
+            folder = _private_folder()
+            try:
+                copy = folder / "keys.db"
+                try:
+                    _copy_private(real, copy)
+                    _copy_private(journal, folder / "keys.db-journal")
+                except FileNotFoundError:
+                    continue  # the journal went away meanwhile: look again
+                except OSError as exc:
+                    raise KeyStoreError(
+                        f"key store {self.path}: a writer died mid-commit, and its journal cannot be "
+                        f"read to recover ({exc.strerror}); the next mailseal keys tick recovers it"
+                    ) from None
+                try:
+                    unchanged = (_mark(real), _mark(journal)) == before
+                except FileNotFoundError:
+                    unchanged = False
+                if not unchanged:
+                    continue  # a writer rolled back (and perhaps wrote) while we copied
+                db = sqlite3.connect(copy, isolation_level=None)
+                try:
+                    rows = db.execute(sql, parameters).fetchall()
+                finally:
+                    db.close()
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            if _first_in_a_while(str(real)):  # the milter opens the store every few seconds
+                _log.warning(
+                    "key store %s: a writer died mid-commit and this process may not roll its journal "
+                    "back; reading a private rolled-back copy until the next `mailseal keys tick`",
+                    self.path,
+                )
+            return rows
+        raise KeyStoreError(f"key store {self.path}: it kept changing while its journal was recovered")
 
     def entries(self, domain: str | None = None) -> list[KeyEntry]:
         """Every key, removed ones included, oldest first; only ``domain``'s when given."""
@@ -432,6 +582,49 @@ class SqliteKeyStore:
         if key_id is not None:
             self._loaded.pop(key_id, None)
         return outcome
+
+
+_WARNED: dict[str, float] = {}
+_WARN_EVERY: Final = 600.0
+
+
+def _first_in_a_while(what: str) -> bool:
+    """Rate limit: True at most once per ``_WARN_EVERY`` seconds for ``what`` in this process."""
+    now = time.monotonic()
+    if now - _WARNED.get(what, -_WARN_EVERY) < _WARN_EVERY:
+        return False
+    _WARNED[what] = now
+    return True
+
+
+def _hot_journal(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_READONLY_ROLLBACK: a read-only connection met the journal of a writer that died."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_READONLY_ROLLBACK
+
+
+def _mark(path: Path) -> tuple[int, int, int, int]:
+    info = path.stat()
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _private_folder() -> Path:
+    """A fresh 0700 folder, in memory (``/dev/shm``) when possible."""
+    try:
+        return Path(tempfile.mkdtemp(prefix="mailseal-store-", dir=_SNAPSHOT_FOLDER))
+    except OSError:  # no /dev/shm, or not writable here
+        try:
+            return Path(tempfile.mkdtemp(prefix="mailseal-store-"))
+        except OSError as exc:
+            raise KeyStoreError(
+                f"no private temporary folder to recover the key store in: {exc.strerror}"
+            ) from None
+
+
+def _copy_private(source: Path, target: Path) -> None:
+    """Copy ``source`` to a new 0600 file ``target`` (it holds private keys)."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "wb") as out, source.open("rb") as data:
+        shutil.copyfileobj(data, out)
 
 
 def _entry(row: Sequence[Any]) -> KeyEntry:

@@ -1,15 +1,11 @@
 """The milter's TOML configuration: file -> typed :class:`Config`, every error with its line.
 
-tomllib reports lines only for syntax errors, so a small scanner
-(:class:`LineIndex`) records the line of every table and key; semantic
-errors ("workers must be a whole number") are reported at the line of the
+The shared reader (:mod:`mailseal.configfile`, also used for the key
+lifecycle's ``[keys]`` table, which a milter configuration may share) gives
+each semantic error ("workers must be a whole number") the line of the
 offending key, all at once, so ``--check-config`` shows every mistake in one
-run. Unknown settings are errors too, with a suggestion: a typo must not
-silently leave a default in place.
-
-tomllib is imported here and in :mod:`mailseal.keys.config` (the ``[keys]``
-table, which a milter configuration may share). See ``docs/milter.md`` for the
-reference of every setting.
+run; unknown settings are errors too, with a suggestion. See
+``docs/milter.md`` for the reference of every setting.
 """
 
 from __future__ import annotations
@@ -19,17 +15,18 @@ import json
 import os
 import re
 import socket
-import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
+from mailseal.configfile import ConfigProblems as ConfigProblems
+from mailseal.configfile import LineIndex as LineIndex
+from mailseal.configfile import Path_, TableReader, dotted, parse_toml
 from mailseal.core.algorithms import ALGORITHMS, Algorithm
 from mailseal.core.canonicalization import Canon
 from mailseal.core.identity import is_domain_name, is_selector
 from mailseal.core.options import DEFAULT_MAX_SIGNATURES, SignOptions, VerifyOptions
-from mailseal.errors import ConfigError
 from mailseal.keys.backends import parse_location
 from mailseal.keys.config import TABLE_SETTINGS as KEYS_SETTINGS
 from mailseal.keys.source import SENDER_DOMAIN, KeyFileEntry, StoreKeyEntry
@@ -39,133 +36,6 @@ from mailseal.milter.runtime import SenderSource
 from mailseal.milter.signing_table import PatternError, Rule, SigningTable, parse_rule
 
 DEFAULT_SOCKET: Final = "inet:8891@127.0.0.1"
-
-Path_ = tuple[str | int, ...]
-_T = TypeVar("_T")
-
-
-class ConfigProblems(ConfigError):
-    """Every problem found in one configuration file, each with its line when known."""
-
-    def __init__(self, path: str | None, problems: Sequence[tuple[int | None, str]]) -> None:
-        self.problems = tuple(problems)
-        first_line = self.problems[0][0] if self.problems else None
-        self.text = "\n".join(_where(path, line) + message for line, message in self.problems)
-        super().__init__(self.text, path=None, line=first_line)
-        self.path = path
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def _where(path: str | None, line: int | None) -> str:
-    if path is None:
-        return f"line {line}: " if line is not None else ""
-    return f"{path}:{line}: " if line is not None else f"{path}: "
-
-
-# -- where each key is --------------------------------------------------------------------
-
-_BARE = r"[A-Za-z0-9_-]+"
-_BASIC = r'"(?:[^"\\]|\\.)*"'
-_LITERAL = r"'[^']*'"
-_KEY_PART = rf"(?:{_BARE}|{_BASIC}|{_LITERAL})"
-_DOTTED = rf"{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*"
-_ARRAY_TABLE = re.compile(rf"\s*\[\[\s*({_DOTTED})\s*\]\]")
-_TABLE = re.compile(rf"\s*\[\s*({_DOTTED})\s*\]")
-_KEY = re.compile(rf"\s*({_DOTTED})\s*=")
-_PART = re.compile(_KEY_PART)
-
-
-def _key_parts(dotted: str) -> tuple[str, ...]:
-    parts = []
-    for match in _PART.finditer(dotted):
-        text = match.group(0)
-        if text[0] in "\"'":
-            text = tomllib.loads(f"k = {text}")["k"]
-        parts.append(text)
-    return tuple(parts)
-
-
-class LineIndex:
-    """The line (from 1) of each table header and key in a TOML text, by key path.
-
-    Paths into arrays of tables carry the element number: the second
-    ``[[verify.require]]`` table's ``domain`` is ``("verify", "require", 1, "domain")``.
-    Keys inside inline tables and multi-line arrays are attributed to the line
-    of the key that holds them.
-    """
-
-    def __init__(self, text: str) -> None:
-        """Scan ``text`` once."""
-        self._lines: dict[Path_, int] = {}
-        counts: dict[tuple[str, ...], int] = {}
-        current: Path_ = ()
-        depth = 0
-        in_string: str | None = None
-        for number, line in enumerate(text.splitlines(), 1):
-            if in_string is not None:
-                end = line.find(in_string)
-                if end >= 0:
-                    depth, in_string = _scan(line[end + 3 :], depth)
-                continue
-            if depth > 0:
-                depth, in_string = _scan(line, depth)
-                continue
-            if match := _ARRAY_TABLE.match(line):
-                name = _key_parts(match.group(1))
-                index = counts.get(name, 0)
-                counts[name] = index + 1
-                current = (*name, index)
-                self._lines.setdefault(name, number)
-                self._lines[current] = number
-                continue
-            if match := _TABLE.match(line):
-                current = _key_parts(match.group(1))
-                self._lines[current] = number
-                continue
-            if match := _KEY.match(line):
-                self._lines.setdefault((*current, *_key_parts(match.group(1))), number)
-                depth, in_string = _scan(line[match.end() :], 0)
-
-    def line_of(self, path: Path_) -> int | None:
-        """The line of ``path``, or of the nearest enclosing key or table that has one."""
-        while path:
-            line = self._lines.get(path)
-            if line is not None:
-                return line
-            path = path[:-1]
-        return None
-
-
-def _scan(text: str, depth: int) -> tuple[int, str | None]:
-    """Bracket depth after ``text`` and any multi-line string left open (strings and comments skipped)."""
-    i = 0
-    while i < len(text):
-        for quote in ('"""', "'''"):
-            if text.startswith(quote, i):
-                end = text.find(quote, i + 3)
-                if end < 0:
-                    return depth, quote
-                i = end + 3
-                break
-        else:
-            char = text[i]
-            if char == "#":
-                break
-            if char in "\"'":
-                end = i + 1
-                while end < len(text) and text[end] != char:
-                    end += 2 if char == '"' and text[end] == "\\" else 1
-                i = end + 1
-                continue
-            if char in "[{":
-                depth += 1
-            elif char in "]}":
-                depth = max(depth - 1, 0)
-            i += 1
-    return depth, None
-
 
 # -- typed values -------------------------------------------------------------------------
 
@@ -338,101 +208,8 @@ _SCHEMA: Final[Mapping[str, frozenset[str]]] = {
     "limits": frozenset({"max_header_bytes", "max_signatures", "idle_timeout"}),
 }
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error")
-_TYPE_NAMES: Final = {
-    str: "text in quotes",
-    int: "a whole number",
-    float: "a number",
-    bool: "true or false",
-    list: "a list [...]",
-    dict: "a table",
-}
-
-
-class _Reader:
-    """Typed access to the parsed TOML that records problems instead of stopping at the first."""
-
-    def __init__(self, lines: LineIndex) -> None:
-        self.lines = lines
-        self.problems: list[tuple[int | None, str]] = []
-
-    def problem(self, path: Path_, message: str) -> None:
-        self.problems.append((self.lines.line_of(path), message))
-
-    def table(self, data: Mapping[str, Any], path: Path_, schema: str) -> Mapping[str, Any]:
-        allowed = _SCHEMA[schema]
-        for key in data:
-            if key not in allowed:
-                hint = difflib.get_close_matches(key, sorted(allowed), n=1)
-                where = f"[{_dotted(path)}]" if path else "the top level"
-                suggestion = (
-                    f" (did you mean {hint[0]!r}?)" if hint else f"; known: {', '.join(sorted(allowed))}"
-                )
-                self.problem((*path, key), f"unknown setting {key!r} in {where}{suggestion}")
-        return data
-
-    def sub(self, data: Mapping[str, Any], path: Path_, key: str, schema: str) -> Mapping[str, Any]:
-        value = data.get(key, {})
-        if not isinstance(value, dict):
-            self.problem((*path, key), f"{_dotted((*path, key))} must be a table")
-            return {}
-        return self.table(value, (*path, key), schema)
-
-    def value(self, data: Mapping[str, Any], path: Path_, key: str, kind: type[_T], default: _T) -> _T:
-        if key not in data:
-            return default
-        value = data[key]
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)  # type: ignore[return-value]
-        if not ok:
-            self.problem((*path, key), f"{_dotted((*path, key))} must be {_TYPE_NAMES[kind]}")
-            return default
-        return value  # type: ignore[no-any-return]
-
-    def flag(self, data: Mapping[str, Any], path: Path_, key: str, *, default: bool) -> bool:
-        return self.value(data, path, key, bool, default)
-
-    def strings(
-        self, data: Mapping[str, Any], path: Path_, key: str, default: tuple[str, ...]
-    ) -> tuple[str, ...]:
-        if key not in data:
-            return default
-        value = data[key]
-        if isinstance(value, str):
-            return (value,)
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.problem((*path, key), f"{_dotted((*path, key))} must be a list of quoted strings")
-            return default
-        return tuple(value)
-
-    def number(
-        self,
-        data: Mapping[str, Any],
-        path: Path_,
-        key: str,
-        default: float,
-        *,
-        minimum: float,
-        maximum: float,
-    ) -> float:
-        value = self.value(data, path, key, float, default)
-        if not minimum <= value <= maximum:
-            self.problem((*path, key), f"{_dotted((*path, key))} must be from {minimum:g} to {maximum:g}")
-            return default
-        return value
-
-    def whole(
-        self, data: Mapping[str, Any], path: Path_, key: str, default: int, *, minimum: int, maximum: int
-    ) -> int:
-        value = self.value(data, path, key, int, default)
-        if not minimum <= value <= maximum:
-            self.problem((*path, key), f"{_dotted((*path, key))} must be from {minimum} to {maximum}")
-            return default
-        return value
-
-
-def _dotted(path: Path_) -> str:
-    return ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
+_Reader = TableReader
+_dotted = dotted
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -448,18 +225,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 def parse_config(text: str, *, path: str | None = None, base: Path | None = None) -> Config:
     """Check a configuration text; relative key file paths are taken from ``base``."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        match = re.search(r"\(at line (\d+), column \d+\)", message)
-        line = int(match.group(1)) if match else None
-        message = re.sub(r"\s*\(at line \d+, column \d+\)|\s*\(at end of document\)", "", message)
-        raise ConfigProblems(path, [(line, f"TOML syntax: {message}")]) from None
-    reader = _Reader(LineIndex(text))
+    data, lines = parse_toml(text, path=path)
+    reader = TableReader(lines, _SCHEMA)
     config = _build(reader, data, path, base or Path.cwd())
-    if reader.problems:
-        raise ConfigProblems(path, sorted(reader.problems, key=lambda p: p[0] or 0))
+    reader.raise_problems(path)
     return config
 
 

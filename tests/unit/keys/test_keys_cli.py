@@ -117,12 +117,12 @@ def test_retire_refuses_to_leave_a_domain_without_a_key(keys, tmp_path: Path) ->
 
 
 def test_tsig_flags_must_come_together(keys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    status, _, err = keys("list", "--tsig-name", "k.")
+    status, _, err = keys("tick", "--tsig-name", "k.")
     assert status == 2 and "--tsig-secret-file" in err
     secret = tmp_path / "secret"
     secret.write_text("c2VjcmV0")
     secret.chmod(0o644)
-    status, _, err = keys("list", "--tsig-name", "k.", "--tsig-secret-file", str(secret))
+    status, _, err = keys("tick", "--tsig-name", "k.", "--tsig-secret-file", str(secret))
     assert status == 1 and "chmod 600" in err
 
 
@@ -146,7 +146,7 @@ def test_a_store_path_under_a_file_is_one_line_not_a_traceback(
 def test_a_tsig_secret_file_that_is_a_folder_is_one_line_not_a_traceback(keys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path / "secrets"
     folder.mkdir(mode=0o700)
-    status, _, err = keys("list", "--tsig-name", "k.", "--tsig-secret-file", str(folder))
+    status, _, err = keys("tick", "--tsig-name", "k.", "--tsig-secret-file", str(folder))
     assert status == 1
     assert err == f"mailseal: {folder}: cannot read: Is a directory\n"
 

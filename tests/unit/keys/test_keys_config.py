@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from mailseal.configfile import ConfigProblems
 from mailseal.core.algorithms import KeyType
 from mailseal.errors import ConfigError, UsageError
 from mailseal.keys.config import load_config, parse_duration
@@ -126,7 +127,7 @@ def test_secrets_in_readable_files_are_refused(tmp_path: Path) -> None:
         ("[keys.publish]\nprimary = 'ns1.example.com'\n", "is not an IP address"),
         ("[keys.publish]\nprimary = '192.0.2.1'\ntsig_name = 'k.'\n", "tsig_name needs tsig_secret_file"),
         ("[keys]\nauthoritative = '192.0.2.1'\n", "must be a list"),
-        ("[keys\n", "not valid TOML"),
+        ("[keys\n", "TOML syntax"),
     ],
 )
 def test_errors_name_the_file_and_setting(tmp_path: Path, text: str, message: str) -> None:
@@ -149,3 +150,45 @@ def test_no_file_means_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert config.publish.mode == "manual"
     assert config.policies.default.rotate_every == 180 * DAY
     assert isinstance(config.store, Path) and config.store.name == "keys.db"
+
+
+def test_every_problem_is_reported_at_once_with_its_line_and_a_suggestion(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "keys.toml",
+        """\
+[keys]
+rotate_evry = "90d"
+grace = "a week"
+algorithm = "dsa"
+
+[keys.publish]
+primary = "ns1.example.com"
+tsig_nmae = "k."
+
+[keys.domains."example.org"]
+revoked_for = "soon"
+selector_scheme = "x{week}"
+""",
+    )
+    with pytest.raises(ConfigProblems) as caught:
+        load_config(path)
+    found = [(line, message) for line, message in caught.value.problems]
+    assert [line for line, _ in found] == [2, 3, 4, 7, 8, 11, 12]
+    text = str(caught.value)
+    assert f"{path}:2: unknown setting 'rotate_evry' in [keys] (did you mean 'rotate_every'?)" in text
+    assert f"{path}:3: keys.grace: expected a duration" in text
+    assert f"{path}:8: unknown setting 'tsig_nmae' in [keys.publish] (did you mean 'tsig_name'?)" in text
+    assert f'{path}:11: keys.domains."example.org".revoked_for: expected a duration' in text
+    assert "unknown placeholder" in text and "is not an IP address" in text and "use rsa or ed25519" in text
+
+
+def test_a_tsig_secret_problem_points_at_the_setting_that_names_it(tmp_path: Path) -> None:
+    write(tmp_path / "tsig.key", SECRET, mode=0o644)
+    path = write(
+        tmp_path / "keys.toml",
+        '[keys]\nttl = 60\n\n[keys.publish]\nprimary = "192.0.2.1"\ntsig_name = "k."\ntsig_secret_file = "tsig.key"\n',
+    )
+    with pytest.raises(ConfigProblems) as caught:
+        load_config(path)
+    ((line, message),) = caught.value.problems
+    assert line == 7 and f"chmod 600 {tmp_path / 'tsig.key'}" in message

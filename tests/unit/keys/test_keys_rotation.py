@@ -85,8 +85,21 @@ def test_states_only_move_forward(pair: tuple[KeyState, Event], result: tuple[Ac
 
 
 def test_active_is_entered_only_by_propagation_of_a_published_key() -> None:
-    into_active = [pair for pair, (_, new) in TRANSITIONS.items() if new is KeyState.ACTIVE]
+    into_active = [
+        (old, event)
+        for (old, event), (_, new) in TRANSITIONS.items()
+        if new is KeyState.ACTIVE and old is not KeyState.ACTIVE
+    ]
     assert into_active == [(KeyState.PUBLISHED, Event.PROPAGATED)]
+    # An active key's own moves keep it active only to publish its record again (or wait for DNS).
+    loops = {
+        event: action for (old, event), (action, new) in TRANSITIONS.items() if old is new is KeyState.ACTIVE
+    }
+    assert loops == {
+        Event.DNS_BEHIND: Action.SEND,
+        Event.DNS_LAGGING: Action.WAIT,
+        Event.DNS_UNKNOWN: Action.WAIT,
+    }
 
 
 def test_removed_is_final_and_dns_facing_states_can_resend() -> None:
@@ -96,6 +109,8 @@ def test_removed_is_final_and_dns_facing_states_can_resend() -> None:
     for state in (KeyState.PUBLISHED, KeyState.REVOKED, KeyState.REMOVED):
         assert TRANSITIONS[(state, Event.DNS_BEHIND)] == (Action.SEND, state)
         assert TRANSITIONS[(state, Event.DNS_SYNCED)] == (Action.CONFIRM, state)
+    for state in (KeyState.ACTIVE, KeyState.RETIRING):  # re-checked on every tick, republished when gone
+        assert TRANSITIONS[(state, Event.DNS_BEHIND)] == (Action.SEND, state)
 
 
 def test_leaving_a_dns_state_clears_its_confirmation_and_stamps_the_time() -> None:
