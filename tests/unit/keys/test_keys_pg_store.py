@@ -410,3 +410,21 @@ def test_the_documented_roles_sign_and_rotate_with_exactly_their_grants(
         assert [k.selector for k in rotator.signing_keys("example.test")] == ["two"]
     finally:
         rotator.close()
+
+
+def test_a_libpq_service_name_names_the_store(
+    pg_cluster: PostgresServer, dsn: str, kek: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``store = "service=NAME"``: the connection (and any password) lives in pg_service.conf, not our files."""
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[mailseal-test]\nhost={pg_cluster.root}\ndbname=keys\nuser=mailseal_admin\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    location = parse_location("service=mailseal-test", tmp_path)
+    assert location == "service=mailseal-test"
+    store = open_store(location, kek_file=kek)
+    try:
+        entry = store.add(new_key())
+        assert store.private_key(entry.id).public_key_b64()
+        assert describe(location) in repr(store)
+    finally:
+        store.close()
