@@ -18,3 +18,7 @@ def rsa_key() -> PrivateKey:
 @pytest.fixture(scope="session")
 def ed_key() -> PrivateKey:
     return generate_private_key(KeyType.ED25519)
+
+
+# The key store backends (SQLite, and a private PostgreSQL cluster started once per session).
+from support.stores import pg_cluster, store_backend  # noqa: E402, F401 - shared fixtures

@@ -7,12 +7,14 @@ tick holding that point runs in a child process that kills itself there with
 SIGKILL. Right after the kill, and after every later tick, no key signs that
 knotd does not serve, and once signing has begun some key always signs. The
 next tick (same time) must carry on, and the rotation must end where the
-uninterrupted one ends.
+uninterrupted one ends. The kills run against both stores (SQLite and
+PostgreSQL, ``store_backend``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +23,8 @@ from pathlib import Path
 import pytest
 
 import mailseal
+from mailseal.keys.backends import open_store
+from mailseal.keys.config import load_config
 from mailseal.keys.rotation import Step
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import KeyState
@@ -28,6 +32,7 @@ from support.dnsserver import knot_available
 from support.keyflow import DOMAIN, assert_signing_is_safe, rotation_scenario
 from support.knotkeys import KeysSetup, keys_setup
 from support.memdns import FakeClock
+from support.stores import StoreBackend
 
 pytestmark = [
     pytest.mark.integration,
@@ -43,9 +48,20 @@ TESTS = Path(__file__).parents[1]
 POINTS_PER_TICK = [5, 2, 7, 2, 5, 5, 0]  # see test_reference_run_counts_the_step_points
 
 
+def on_backend(setup: KeysSetup, backend: StoreBackend) -> None:
+    """Point the setup's configuration at ``backend`` (a PostgreSQL database; SQLite stays in its folder)."""
+    if backend.name == "postgresql":
+        text = setup.config.read_text()
+        text = re.sub(
+            r'(?m)^store = ".*"$', f'store = "{backend.location}"\nkek_file = "{backend.kek_file}"', text
+        )
+        setup.config.write_text(text)
+
+
 def check_safe(setup: KeysSetup, *, must_sign: bool) -> bool:
     """The invariants, read from the store as the milter would and from knotd; returns whether any key signs."""
-    store = SqliteKeyStore(setup.store, readonly=True)
+    config = load_config(setup.config)
+    store = open_store(config.store, readonly=True, kek_file=config.kek_file)
     try:
         assert_signing_is_safe(store, lambda name: [setup.served(name)], must_sign=must_sign)
         return bool(store.signing_keys(DOMAIN))
@@ -54,7 +70,8 @@ def check_safe(setup: KeysSetup, *, must_sign: bool) -> bool:
 
 
 def final_state(setup: KeysSetup) -> dict[str, tuple[KeyState, bool]]:
-    store = SqliteKeyStore(setup.store, readonly=True)
+    config = load_config(setup.config)
+    store = open_store(config.store, readonly=True, kek_file=config.kek_file)
     try:
         return {e.selector: (e.state, e.confirmed_at is not None) for e in store.entries(DOMAIN)}
     finally:
@@ -62,7 +79,6 @@ def final_state(setup: KeysSetup) -> dict[str, tuple[KeyState, bool]]:
 
 
 def test_reference_run_counts_the_step_points(tmp_path: Path) -> None:
-    from mailseal.keys.config import load_config
     from mailseal.keys.lifecycle import lifecycle_from_config
 
     with keys_setup(tmp_path) as setup:
@@ -87,8 +103,11 @@ def test_reference_run_counts_the_step_points(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kill_at", range(1, sum(POINTS_PER_TICK) + 1))
-def test_sigkill_at_any_step_point_is_completed_by_the_next_tick(tmp_path: Path, kill_at: int) -> None:
+def test_sigkill_at_any_step_point_is_completed_by_the_next_tick(
+    tmp_path: Path, kill_at: int, store_backend: StoreBackend
+) -> None:
     with keys_setup(tmp_path) as setup:
+        on_backend(setup, store_backend)
         setup.cli("generate", DOMAIN, "--selector", "first", now=T0)
         now = T0
         before = 0

@@ -3,7 +3,7 @@
 Usage: ``python -m support.crashtick CONFIG NOW KILL_AT [commit]``. The hook is the
 lifecycle's own (called before a step commits, after it commits, and after its
 DNS work); SIGKILL allows no cleanup, no ``finally`` and no rollback other than
-SQLite's journal, as a real crash. When the tick has fewer than KILL_AT points
+SQLite's journal or PostgreSQL's rollback of the dead session, as a real crash. When the tick has fewer than KILL_AT points
 it finishes and prints ``completed N`` (N: the points it passed).
 
 With ``commit``, the points are the store's COMMITs instead, and the kill
@@ -18,6 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
+from mailseal.keys.backends import open_store
 from mailseal.keys.config import load_config
 from mailseal.keys.lifecycle import lifecycle_from_config
 from mailseal.keys.rotation import Step
@@ -28,9 +29,10 @@ from support.crashcommit import kill_before_commit
 def main(argv: list[str]) -> int:
     config_path, now, kill_at = Path(argv[0]), int(argv[1]), int(argv[2])
     config = load_config(config_path)
-    store = SqliteKeyStore(config.store)
+    store = open_store(config.store, kek_file=config.kek_file)
     passed = 0
     if argv[3:] == ["commit"]:
+        assert isinstance(store, SqliteKeyStore), "commit kills are for the SQLite store (its journal)"
         kill_before_commit(store, kill_at)
         kill_at = 0  # the hook below never kills
 

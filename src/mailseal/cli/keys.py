@@ -1,4 +1,4 @@
-"""``mailseal keys``: generate, list, show, record, publish, check, rotate, retire and tick DKIM keys.
+"""``mailseal keys``: generate, list, show, record, publish, check, rotate, retire, tick and migrate DKIM keys.
 
 Exit status: 0 done/pass, 1 failed, 2 usage, 3 ``check`` found only
 warnings, 75 try again later (``publish --wait`` timed out, another tick
@@ -22,13 +22,15 @@ from mailseal.core.identity import is_domain_name, is_selector
 from mailseal.core.keyrecord import split_txt, zone_file_record
 from mailseal.dns.update import TSIG_ALGORITHMS, TsigCredentials
 from mailseal.errors import UsageError
+from mailseal.keys.backends import describe, open_store, parse_location
 from mailseal.keys.check import Finding, Level, analyse, exit_status, gather
 from mailseal.keys.config import KeysConfig, default_config_path, load_config, read_tsig_file
+from mailseal.keys.kek import add_kek, drop_keks, read_kek_file
 from mailseal.keys.lifecycle import TickReport, lifecycle_from_config
+from mailseal.keys.migrate import migrate
 from mailseal.keys.rotation import Event, Generation, duration_text, outlook
 from mailseal.keys.selectors import check_scheme, selector_for
-from mailseal.keys.sqlite_store import SqliteKeyStore
-from mailseal.keys.store import KeyEntry, KeyState, KeyStoreBusyError
+from mailseal.keys.store import KeyEntry, KeyState, KeyStoreBusyError, SealedStore
 
 EXIT_FAIL: Final = 1
 EXIT_WARN: Final = 3
@@ -129,6 +131,34 @@ def register(commands: Any) -> None:
     p.add_argument("--json", action="store_true", help="report as JSON")
     p.set_defaults(handler=_tick)
 
+    p = sub.add_parser(
+        "migrate", help="copy every key and its history between stores (SQLite <-> PostgreSQL); idempotent"
+    )
+    p.add_argument(
+        "--from", dest="source", required=True, metavar="STORE", help="a store file or postgresql://"
+    )
+    p.add_argument(
+        "--to", dest="target", required=True, metavar="STORE", help="a store file or postgresql://"
+    )
+    p.add_argument(
+        "--kek-file", type=Path, help="this host's key-encryption key file (for a PostgreSQL store)"
+    )
+    p.add_argument("--config", type=Path, help="TOML file whose [keys] kek_file to use")
+    p.set_defaults(handler=_migrate)
+
+    p = sub.add_parser(
+        "kek",
+        parents=common,
+        help="the key-encryption key of a PostgreSQL store: new, reseal, drop-old, status",
+    )
+    p.add_argument(
+        "action",
+        choices=["new", "reseal", "drop-old", "status"],
+        help="new: put a fresh KEK first in the file; reseal: seal every key with the first KEK; "
+        "drop-old: keep only the first KEK; status: which KEK sealed how many keys",
+    )
+    p.set_defaults(handler=_kek)
+
 
 def _store_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
@@ -141,9 +171,15 @@ def _store_options() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--store",
+        metavar="STORE",
+        help="key store: a file, or a PostgreSQL database (postgresql://... or service=NAME); "
+        "default: the config's, or the data folder",
+    )
+    g.add_argument(
+        "--kek-file",
         type=Path,
         metavar="FILE",
-        help="key store file (default: the config's, or the data folder)",
+        help="key-encryption key file (a PostgreSQL store; default: the config's kek_file)",
     )
     g.add_argument(
         "--now", type=int, metavar="EPOCH", help="pretend it is this time (UTC seconds; for tests)"
@@ -187,7 +223,7 @@ class _Session:
         config = load_config(path)
         self.config = _with_overrides(config, args)
         self.fixed_now: int | None = args.now
-        self.store = SqliteKeyStore(self.config.store)
+        self.store = open_store(self.config.store, kek_file=self.config.kek_file)
         self.lifecycle = lifecycle_from_config(self.config, self.store, clock=self.now, out=sys.stdout)
 
     def now(self) -> int:
@@ -196,7 +232,7 @@ class _Session:
     def entry(self, domain: str, selector: str) -> KeyEntry:
         found = self.store.entry(domain, selector)
         if found is None:
-            raise UsageError(f"no key {selector} for {domain} in the key store {self.config.store}")
+            raise UsageError(f"no key {selector} for {domain} in the key store {describe(self.config.store)}")
         return found
 
     def close(self) -> None:
@@ -231,7 +267,9 @@ def _with_overrides(config: KeysConfig, args: argparse.Namespace) -> KeysConfig:
         publish = replace(config.publish, timeout=option("timeout"))
         config = replace(config, publish=publish)
     if args.store is not None:
-        config = replace(config, store=args.store)
+        config = replace(config, store=parse_location(str(args.store)))
+    if option("kek_file") is not None:
+        config = replace(config, kek_file=option("kek_file"))
     if option("authoritative"):
         config = replace(config, authoritative=tuple(option("authoritative")))
     if option("resolver"):
@@ -576,5 +614,80 @@ def _tick(args: argparse.Namespace) -> int:
             rotate=not args.no_rotate, domain=_domain(args.domain) if args.domain else None
         )
         return _report(report, as_json=args.json)
+
+    return _run(args, body)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    kek_file = args.kek_file
+    if kek_file is None:
+        path = args.config if args.config is not None else default_config_path()
+        kek_file = load_config(path).kek_file
+    source = open_store(parse_location(args.source), kek_file=kek_file)
+    try:
+        target = open_store(parse_location(args.target), kek_file=kek_file)
+        try:
+            report = migrate(source, target)
+        except KeyStoreBusyError as exc:
+            print(f"mailseal: {exc}", file=sys.stderr)
+            return EXIT_TEMPFAIL
+        finally:
+            target.close()
+    finally:
+        source.close()
+    for name, outcome in report.outcomes:
+        print(f"{outcome}: {name}")
+    print(
+        f"{len(report.outcomes)} key(s): {report.count('added')} added, {report.count('updated')} updated, "
+        f"{report.count('same')} already the same in {describe(parse_location(args.target))}"
+    )
+    return 0
+
+
+def _kek(args: argparse.Namespace) -> int:
+    path = args.config if args.config is not None else default_config_path()
+    config = _with_overrides(load_config(path), args)
+    kek_file = config.kek_file
+    if kek_file is None:
+        raise UsageError("no key-encryption key file: set kek_file in [keys] or pass --kek-file")
+    if args.action == "new":
+        ring = add_kek(kek_file)
+        print(f"{kek_file}: new KEK {ring.current.id} first; {len(ring.keys) - 1} older kept for reading")
+        print("next: copy this file to every signing host (mode 0600), then: mailseal keys kek reseal")
+        return 0
+    if args.action == "drop-old":
+        ring = read_kek_file(kek_file)
+        opened = open_store(config.store, kek_file=kek_file)
+        try:
+            sealed = opened.kek_ids() if isinstance(opened, SealedStore) else {}
+        finally:
+            opened.close()
+        others = {k: n for k, n in sealed.items() if k != ring.current.id}
+        if others:
+            listed = ", ".join(f"{n} key(s) sealed with {k}" for k, n in others.items())
+            raise UsageError(f"the store still has {listed}; run `mailseal keys kek reseal` first")
+        kept = drop_keks(kek_file)
+        print(f"{kek_file}: only KEK {kept.current.id} kept")
+        return 0
+
+    def body(session: _Session) -> int:
+        store = session.store
+        if not isinstance(store, SealedStore):
+            raise UsageError(
+                f"the key store {describe(session.config.store)} is a SQLite file: its keys are not sealed "
+                "(its file mode protects them); KEKs are for a PostgreSQL store"
+            )
+        if args.action == "reseal":
+            print(f"resealed {store.reseal()} private key(s) with KEK {read_kek_file(kek_file).current.id}")
+        ring = read_kek_file(kek_file)
+        in_file = {k.id for k in ring.keys}
+        for kek_id, count in sorted(store.kek_ids().items()):
+            where = (
+                "first in the KEK file"
+                if kek_id == ring.current.id
+                else ("in the KEK file" if kek_id in in_file else "NOT in this host's KEK file")
+            )
+            print(f"KEK {kek_id}: {count} private key(s) ({where})")
+        return 0
 
     return _run(args, body)

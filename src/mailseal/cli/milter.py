@@ -21,6 +21,7 @@ from mailseal.core.identity import is_domain_name
 from mailseal.core.keymaterial import generate_private_key
 from mailseal.core.keyrecord import KeyRecord, zone_file_record
 from mailseal.errors import ConfigError, MailsealError, UsageError
+from mailseal.keys.backends import describe
 from mailseal.keys.files import read_private_key, write_private_key
 from mailseal.milter.config import starter_config
 from mailseal.milter.opendkim_import import convert
@@ -105,7 +106,7 @@ def check_config(path: str) -> int:
     exposed = exposure_warning(config.milter.socket)
     if exposed:
         print(f"warning: {exposed}", file=sys.stderr)
-    store = f", key store {config.key_store}" if config.store_keys else ""
+    store = f", key store {describe(config.key_store)}" if config.store_keys and config.key_store else ""
     print(
         f"{path}: ok -- listens on {config.milter.socket} (Postfix: {config.milter.socket.postfix()}), "
         f"{len(loaded.keyset.keys)} key(s) loaded{store}, {len(config.rules)} signing rule(s), "

@@ -45,6 +45,7 @@ from mailseal.core.algorithms import KeyType
 from mailseal.dns.resolver import parse_nameserver
 from mailseal.dns.update import TsigCredentials
 from mailseal.errors import ConfigError, UsageError
+from mailseal.keys.backends import parse_location
 from mailseal.keys.rotation import Policies, RotationPolicy
 from mailseal.keys.selectors import check_scheme
 
@@ -80,7 +81,16 @@ _PUBLISH_KEYS: Final = {
     "tsig_secret_file",
     "timeout",
 }
-_TOP_KEYS: Final = _POLICY_KEYS | {"store", "authoritative", "resolvers", "timeout", "publish", "domains"}
+_TOP_KEYS: Final = _POLICY_KEYS | {
+    "store",
+    "kek_file",
+    "cache_file",  # the milter's (a PostgreSQL store's keys kept for outages); not used here
+    "authoritative",
+    "resolvers",
+    "timeout",
+    "publish",
+    "domains",
+}
 TABLE_SETTINGS: Final = frozenset(_TOP_KEYS)
 """Every setting the ``[keys]`` table may hold (the milter checks names against it in a shared file)."""
 
@@ -100,7 +110,8 @@ class PublishConfig:
 class KeysConfig:
     """Everything ``mailseal keys`` needs besides its arguments."""
 
-    store: Path
+    store: Path | str
+    """A SQLite file, or a PostgreSQL connection string (see :mod:`mailseal.keys.backends`)."""
     policies: Policies = field(default_factory=Policies)
     publish: PublishConfig = field(default_factory=PublishConfig)
     domain_publish: Mapping[str, PublishConfig] = field(default_factory=dict)
@@ -108,6 +119,8 @@ class KeysConfig:
     resolvers: tuple[str, ...] | None = None  # None: the system's resolv.conf
     timeout: float = 5.0
     source: Path | None = None
+    kek_file: Path | None = None
+    """This host's key-encryption key file (private keys in a PostgreSQL store are sealed with it)."""
 
     def publish_for(self, domain: str) -> PublishConfig:
         """The publishing settings for ``domain``."""
@@ -205,13 +218,13 @@ def _config(r: TableReader, table: dict[str, Any], path: Path) -> KeysConfig:
         if "publish" in settings:
             publishers[name] = _publish(r, settings["publish"], publish, (*where, "publish"), path)
     store = r.value(table, at, "store", str, "")
-    store_path = default_store_path()
-    if store:
-        store_path = Path(store).expanduser()
-        if not store_path.is_absolute():  # like tsig_secret_file, and as the milter reads it
-            store_path = path.parent / store_path
+    store_path: Path | str = default_store_path()
+    if store:  # relative paths like tsig_secret_file's, and as the milter reads them
+        store_path = parse_location(store, path.parent)
+    kek = r.value(table, at, "kek_file", str, "")
     return KeysConfig(
         store=store_path,
+        kek_file=_kek_path(kek, path.parent),
         policies=Policies(default, policies),
         publish=publish,
         domain_publish=publishers,
@@ -220,6 +233,13 @@ def _config(r: TableReader, table: dict[str, Any], path: Path) -> KeysConfig:
         timeout=_seconds(r, table, at, "timeout", 5.0),
         source=path,
     )
+
+
+def _kek_path(value: str | None, base: Path) -> Path | None:
+    if not value:
+        return None
+    kek = Path(value).expanduser()
+    return kek if kek.is_absolute() else base / kek
 
 
 def _policy(r: TableReader, table: Mapping[str, Any], base: RotationPolicy, at: Path_) -> RotationPolicy:

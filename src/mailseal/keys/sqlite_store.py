@@ -46,6 +46,8 @@ from mailseal.core.algorithms import KeyType
 from mailseal.core.keymaterial import PrivateKey, load_private_key
 from mailseal.errors import InsecureKeyFileError, KeyStoreError
 from mailseal.keys.store import Change, KeyEntry, KeyState, KeyStoreBusyError, NewKey, SigningKey, Transition
+from mailseal.keys.store import fold_name as _fold
+from mailseal.keys.store import transition_time as _time_of
 
 __all__ = ["SCHEMA_VERSION", "SqliteKeyStore"]
 
@@ -516,6 +518,71 @@ class SqliteKeyStore:
         finally:
             os.close(fd)
 
+    def import_key(self, entry: KeyEntry, private_pem: bytes | None, history: Sequence[Transition]) -> str:
+        """Make ``entry`` (from another store) present here with its history (``keys migrate``).
+
+        Returns ``added``, ``updated`` or ``same``; a key already here with
+        other TXT texts is a reused selector: refused. (The PostgreSQL store
+        has the same method.)
+        """
+        domain, selector = _fold(entry.domain), _fold(entry.selector)
+        removed = entry.state is KeyState.REMOVED or private_pem is None
+        wanted = [
+            (t.at, None if t.from_state is None else str(t.from_state), str(t.to_state)) for t in history
+        ]
+        values = [str(entry.state) if c == "state" else getattr(entry, c) for c in _MUTABLE]
+        with self._write() as db:
+            row = db.execute(_ONE_KEY, (domain, selector)).fetchone()
+            if row is None:
+                cursor = db.execute(
+                    "INSERT INTO keys (domain, selector, key_type, bits, state, private_pem, record_text, "
+                    "revoked_text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        domain,
+                        selector,
+                        str(entry.key_type),
+                        entry.bits,
+                        str(entry.state),
+                        None if removed else private_pem,
+                        entry.record_text,
+                        entry.revoked_text,
+                        entry.created_at,
+                    ),
+                )
+                key_id = cursor.lastrowid
+                outcome = "added"
+            else:
+                here = _entry(row)
+                if (here.record_text, here.revoked_text, here.key_type) != (
+                    entry.record_text,
+                    entry.revoked_text,
+                    entry.key_type,
+                ):
+                    raise KeyStoreError(
+                        f"{entry.name} is already in {self.path} as a different key; selectors are never reused"
+                    )
+                key_id = here.id
+                have = db.execute(
+                    "SELECT at, from_state, to_state FROM transitions WHERE key_id = ? ORDER BY rowid",
+                    (key_id,),
+                ).fetchall()
+                same = all(getattr(here, c) == getattr(entry, c) for c in (*_MUTABLE, "bits", "created_at"))
+                if same and [tuple(t) for t in have] == wanted:
+                    return "same"
+                outcome = "updated"
+                db.execute(
+                    "UPDATE keys SET private_pem = ? WHERE id = ?", (None if removed else private_pem, key_id)
+                )
+            db.execute(_UPDATE_KEY, (*values, removed, key_id))
+            db.execute("DELETE FROM transitions WHERE key_id = ?", (key_id,))
+            db.executemany(
+                "INSERT INTO transitions (key_id, at, from_state, to_state) VALUES (?, ?, ?, ?)",
+                [(key_id, *t) for t in wanted],
+            )
+        if key_id is not None:
+            self._loaded.pop(key_id, None)
+        return outcome
+
 
 _WARNED: dict[str, float] = {}
 _WARN_EVERY: Final = 600.0
@@ -558,23 +625,6 @@ def _copy_private(source: Path, target: Path) -> None:
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with open(fd, "wb") as out, source.open("rb") as data:
         shutil.copyfileobj(data, out)
-
-
-def _fold(name: str) -> str:
-    return name.lower().removesuffix(".")
-
-
-def _time_of(entry: KeyEntry) -> int:
-    """The time stamp that goes with the entry's state (the history's ``at``)."""
-    stamp = {
-        KeyState.GENERATED: entry.created_at,
-        KeyState.PUBLISHED: entry.published_at,
-        KeyState.ACTIVE: entry.activated_at,
-        KeyState.RETIRING: entry.retired_at,
-        KeyState.REVOKED: entry.revoked_at,
-        KeyState.REMOVED: entry.removed_at,
-    }[entry.state]
-    return entry.created_at if stamp is None else stamp
 
 
 def _entry(row: Sequence[Any]) -> KeyEntry:

@@ -7,7 +7,8 @@ for it and the text it publishes once revoked: that exact text is how
 mailseal recognises its own records in DNS and never touches anybody else's.
 
 Backends: :class:`mailseal.keys.sqlite_store.SqliteKeyStore` (the embedded
-default). A shared SQL backend for fleets implements the same Protocol.
+default) and :class:`mailseal.keys.pg_store.PgKeyStore` (PostgreSQL, for a
+fleet of hosts); :mod:`mailseal.keys.backends` opens either from a location.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 from mailseal.core.algorithms import KeyType
 from mailseal.core.keymaterial import PrivateKey
@@ -29,9 +30,13 @@ __all__ = [
     "KeyState",
     "KeyStore",
     "KeyStoreBusyError",
+    "KeyStoreUnavailableError",
     "NewKey",
+    "SealedStore",
     "SigningKey",
     "Transition",
+    "fold_name",
+    "transition_time",
 ]
 
 
@@ -51,6 +56,10 @@ STATE_ORDER: Final = tuple(KeyState)
 
 class KeyStoreBusyError(KeyStoreError):
     """Another process holds the store's tick lock (e.g. an overlapping cron run)."""
+
+
+class KeyStoreUnavailableError(KeyStoreError):
+    """The store cannot be reached now (a database down or unreachable); keep what you have and retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +230,15 @@ class KeyStore(Protocol):
         """The key's state changes, oldest first."""
         ...
 
+    def import_key(self, entry: KeyEntry, private_pem: bytes | None, history: Sequence[Transition]) -> str:
+        """Make ``entry`` from another store present here, history included (``keys migrate``).
+
+        Matched by domain and selector; returns ``added``, ``updated`` or
+        ``same`` (so a second run changes nothing). :class:`KeyStoreError`
+        when the selector holds a different key here.
+        """
+        ...
+
     def exclusive(self) -> AbstractContextManager[None]:
         """Hold the tick lock: one rotation driver at a time (:class:`KeyStoreBusyError` if held)."""
         ...
@@ -228,3 +246,34 @@ class KeyStore(Protocol):
     def close(self) -> None:
         """Release the backend's resources."""
         ...
+
+
+@runtime_checkable
+class SealedStore(Protocol):
+    """A store whose private keys are sealed with a host's key-encryption key (the PostgreSQL store)."""
+
+    def reseal(self) -> int:
+        """Seal every private key with the KEK file's first key; how many were re-sealed."""
+        ...
+
+    def kek_ids(self) -> dict[str, int]:
+        """How many private keys each KEK sealed."""
+        ...
+
+
+def fold_name(name: str) -> str:
+    """A domain or selector as every store keys it: lower case, no trailing dot."""
+    return name.lower().removesuffix(".")
+
+
+def transition_time(entry: KeyEntry) -> int:
+    """The time stamp that goes with the entry's state (the history's ``at``)."""
+    stamp = {
+        KeyState.GENERATED: entry.created_at,
+        KeyState.PUBLISHED: entry.published_at,
+        KeyState.ACTIVE: entry.activated_at,
+        KeyState.RETIRING: entry.retired_at,
+        KeyState.REVOKED: entry.revoked_at,
+        KeyState.REMOVED: entry.removed_at,
+    }[entry.state]
+    return entry.created_at if stamp is None else stamp

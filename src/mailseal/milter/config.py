@@ -28,6 +28,7 @@ from mailseal.core.canonicalization import Canon
 from mailseal.core.identity import is_domain_name, is_selector
 from mailseal.core.keypolicy import DEFAULT_MAX_RSA_BITS, MIN_RSA_BITS, RSA_BITS_LIMIT
 from mailseal.core.options import DEFAULT_MAX_SIGNATURES, SignOptions, VerifyOptions
+from mailseal.keys.backends import parse_location
 from mailseal.keys.config import TABLE_SETTINGS as KEYS_SETTINGS
 from mailseal.keys.source import SENDER_DOMAIN, KeyFileEntry, StoreKeyEntry
 from mailseal.milter.actions import FAILURE_DEFAULTS, Failure, FailurePolicy, Requirement, Verdict
@@ -144,8 +145,12 @@ class Config:
     """The line of each key's ``file =`` (or ``store =``), to point at a key that cannot be loaded."""
     store_keys: tuple[StoreKeyEntry, ...] = ()
     """The ``[key_table.NAME]`` entries with ``store = true``: the domain's keys from the key store."""
-    key_store: Path | None = None
-    """The key store file (``[keys] store``), absolute; None when the file does not name one."""
+    key_store: Path | str | None = None
+    """The key store (``[keys] store``): an absolute file path, or a PostgreSQL connection string."""
+    key_store_kek: Path | None = None
+    """``[keys] kek_file``: this host's key-encryption key file (a PostgreSQL store's keys are sealed)."""
+    key_store_cache: Path | None = None
+    """``[keys] cache_file``: where the milter keeps the last keys read from a PostgreSQL store."""
 
     @property
     def key_names(self) -> tuple[str, ...]:
@@ -282,6 +287,8 @@ def _build(r: _Reader, data: Mapping[str, Any], path: str | None, base: Path) ->
         key_lines=key_lines,
         store_keys=store_keys,
         key_store=key_store,
+        key_store_kek=_keys_file(r, data.get("keys", {}), "kek_file", base),
+        key_store_cache=_keys_file(r, data.get("keys", {}), "cache_file", base),
     )
 
 
@@ -385,7 +392,18 @@ def _signing(r: _Reader, table: Mapping[str, Any]) -> SignOptions:
 _KEY_ENTRY_SETTINGS: Final = frozenset({"domain", "selector", "file", "algorithm", "store"})
 
 
-def _lifecycle(r: _Reader, table: object, base: Path) -> Path | None:
+def _keys_file(r: _Reader, table: object, name: str, base: Path) -> Path | None:
+    """A file setting of ``[keys]`` (``kek_file``, ``cache_file``), absolute; None when unset."""
+    if not isinstance(table, dict):
+        return None
+    value = r.value(table, ("keys",), name, str, "")
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _lifecycle(r: _Reader, table: object, base: Path) -> Path | str | None:
     """The ``[keys]`` table: the key lifecycle's settings; the milter uses only ``store``.
 
     The rest belongs to ``mailseal keys`` (which checks it when it reads the
@@ -408,12 +426,11 @@ def _lifecycle(r: _Reader, table: object, base: Path) -> Path | None:
     store = r.value(table, ("keys",), "store", str, "")
     if not store:
         return None
-    path = Path(store).expanduser()
-    return path if path.is_absolute() else base / path
+    return parse_location(store, base)
 
 
 def _key_table(
-    r: _Reader, table: object, base: Path, key_store: Path | None
+    r: _Reader, table: object, base: Path, key_store: Path | str | None
 ) -> tuple[tuple[KeyFileEntry, ...], tuple[StoreKeyEntry, ...], dict[str, int | None]]:
     """``[key_table.NAME]`` entries: a key file (domain, selector, file), or the store's keys (domain, store)."""
     if not isinstance(table, dict):
@@ -468,7 +485,7 @@ def _key_table(
 
 
 def _store_entry(
-    r: _Reader, entry: Mapping[str, Any], name: str, key_store: Path | None
+    r: _Reader, entry: Mapping[str, Any], name: str, key_store: Path | str | None
 ) -> StoreKeyEntry | None:
     """``store = true``: the domain's active keys from the store; the store picks selectors and files."""
     at = ("key_table", name)

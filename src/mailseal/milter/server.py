@@ -42,7 +42,9 @@ from mailseal.dns.cache import CachingResolver
 from mailseal.dns.interface import KeyResolver
 from mailseal.dns.resolver import DnsResolver
 from mailseal.errors import ConfigError, MailsealError, UsageError
-from mailseal.keys.source import CombinedKeySource, FileKeySource, KeySet, KeySource, StoreKeySource
+from mailseal.keys.fleet_source import store_key_source
+from mailseal.keys.source import CombinedKeySource, FileKeySource, KeySet, KeySource
+from mailseal.keys.store import KeyStoreUnavailableError
 from mailseal.milter import codec
 from mailseal.milter.config import Config, ListenAddress, load_config
 from mailseal.milter.metrics import Metrics, NullMetrics
@@ -63,7 +65,10 @@ def config_key_source(config: Config) -> KeySource:
     files = FileKeySource(config.keys)
     if not config.store_keys or config.key_store is None:
         return files
-    return CombinedKeySource([files, StoreKeySource(config.key_store, config.store_keys)])
+    store = store_key_source(
+        config.key_store, config.store_keys, kek_file=config.key_store_kek, cache_file=config.key_store_cache
+    )
+    return CombinedKeySource([files, store])
 
 
 def build_runtime(config: Config, keyset: KeySet, generation: int = 1) -> Runtime:
@@ -104,7 +109,10 @@ class Loaded:
     @classmethod
     def read(cls, config: Config, source: KeySource) -> Loaded:
         """Take the source's version, then load its keys."""
-        version = source.version()
+        try:
+            version: Hashable = source.version()
+        except KeyStoreUnavailableError:  # load() falls back on cached keys; the watch sees it come back
+            version = ("unavailable",)
         return cls(config, source, source.load(), version)
 
 
@@ -321,13 +329,28 @@ class MilterServer:
 
     async def _watch_keys(self, interval: float) -> None:
         """Reload when the key source says its keys changed (a rotated key file, a rotation in the store)."""
+        failed = 0  # checks failed in a row: the first is logged, every one counted
         while True:
             await asyncio.sleep(interval)
             try:
-                version = self._loaded.source.version()
+                # In a thread: a database that does not answer must not stall the mail in this loop.
+                version = await asyncio.to_thread(self._loaded.source.version)
             except (OSError, MailsealError) as exc:
-                _log.warning("cannot check the keys for changes: %s", exc)
+                unavailable = isinstance(exc, KeyStoreUnavailableError)
+                self._metrics.error("key_store_unavailable" if unavailable else "key_check")
+                failed += 1
+                if failed == 1:
+                    _log.warning(
+                        "cannot check the keys for changes: %s%s",
+                        exc,
+                        f"; signing goes on with the keys loaded before, retrying every {interval:g}s"
+                        if unavailable
+                        else "",
+                    )
                 continue
+            if failed:
+                _log.warning("the keys can be checked again, after %d failed check(s)", failed)
+                failed = 0
             if version != self._key_version:
                 _log.info("signing keys changed; reloading them")
                 if not self.reload(keys_only=True):

@@ -28,7 +28,7 @@ def test_subcommands_that_send_no_update_do_not_offer_its_options(
     capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     text = help_of(capsys, command)
-    assert "--config FILE" in text and "--store FILE" in text
+    assert "--config FILE" in text and "--store STORE" in text
     for option in UPDATE_OPTIONS:
         assert option not in text
     for option in LOOKUP_OPTIONS:

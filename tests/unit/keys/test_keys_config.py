@@ -149,7 +149,7 @@ def test_no_file_means_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     config = load_config(None)
     assert config.publish.mode == "manual"
     assert config.policies.default.rotate_every == 180 * DAY
-    assert config.store.name == "keys.db"
+    assert isinstance(config.store, Path) and config.store.name == "keys.db"
 
 
 def test_every_problem_is_reported_at_once_with_its_line_and_a_suggestion(tmp_path: Path) -> None:

@@ -1,4 +1,7 @@
-"""The rotation driver against an in-memory zone: full rotation, lagging secondaries, foreign records, crashes."""
+"""The rotation driver against an in-memory zone: full rotation, lagging secondaries, foreign records, crashes.
+
+Every test that uses ``store`` runs against both backends (SQLite and PostgreSQL).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from mailseal.keys.lifecycle import Lifecycle, TickReport
 from mailseal.keys.publish import DnsUpdatePublisher, ManualPublisher, Publisher
 from mailseal.keys.rotation import Event, Generation, Step
 from mailseal.keys.sqlite_store import SqliteKeyStore
-from mailseal.keys.store import KeyState, KeyStoreBusyError
+from mailseal.keys.store import KeyState, KeyStore, KeyStoreBusyError
 from support.keyflow import (
     DOMAIN,
     HOUR,
@@ -26,6 +29,7 @@ from support.keyflow import (
     signing_selectors,
 )
 from support.memdns import FakeClock, MemoryZone
+from support.stores import StoreBackend
 
 T0 = 1_767_225_600
 
@@ -50,13 +54,13 @@ def store_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(store_path: Path) -> Iterator[SqliteKeyStore]:
-    opened = SqliteKeyStore(store_path)
+def store(store_backend: StoreBackend) -> Iterator[KeyStore]:
+    opened = store_backend.open()
     yield opened
     opened.close()
 
 
-def make(store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock, hook: object = None) -> Lifecycle:
+def make(store: KeyStore, zone: MemoryZone, clock: FakeClock, hook: object = None) -> Lifecycle:
     publisher = DnsUpdatePublisher(zone)
     return Lifecycle(
         store,
@@ -77,7 +81,7 @@ def served_by(zone: MemoryZone):  # type: ignore[no-untyped-def]
     return served
 
 
-def test_full_rotation(store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock) -> None:
+def test_full_rotation(store: KeyStore, zone: MemoryZone, clock: FakeClock) -> None:
     lifecycle = make(store, zone, clock)
     first = first_key(lifecycle)
     states: list[dict[str, KeyState]] = []
@@ -108,7 +112,7 @@ def test_full_rotation(store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock
 
 
 def test_revoked_record_is_served_during_revoked_phase(
-    store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock
+    store: KeyStore, zone: MemoryZone, clock: FakeClock
 ) -> None:
     lifecycle = make(store, zone, clock)
     first = first_key(lifecycle)
@@ -119,7 +123,7 @@ def test_revoked_record_is_served_during_revoked_phase(
     assert first.revoked_text.endswith("p=")
 
 
-def test_activation_waits_for_every_authoritative_server(store: SqliteKeyStore, clock: FakeClock) -> None:
+def test_activation_waits_for_every_authoritative_server(store: KeyStore, clock: FakeClock) -> None:
     zone = MemoryZone(secondaries=2, auto_transfer=False)
     lifecycle = make(store, zone, clock)
     key = first_key(lifecycle)
@@ -143,7 +147,7 @@ def test_activation_waits_for_every_authoritative_server(store: SqliteKeyStore, 
 
 
 def test_a_server_that_does_not_answer_holds_activation(
-    store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock
+    store: KeyStore, zone: MemoryZone, clock: FakeClock
 ) -> None:
     lifecycle = make(store, zone, clock)
     first_key(lifecycle)
@@ -161,7 +165,7 @@ def test_a_server_that_does_not_answer_holds_activation(
 
 
 def test_published_key_that_vanished_is_sent_again_and_its_clock_restarts(
-    store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock
+    store: KeyStore, zone: MemoryZone, clock: FakeClock
 ) -> None:
     lifecycle = make(store, zone, clock)
     key = first_key(lifecycle)
@@ -177,9 +181,7 @@ def test_published_key_that_vanished_is_sent_again_and_its_clock_restarts(
     assert signing_selectors(store) == [key.selector]
 
 
-def test_never_publishes_over_a_foreign_record(
-    store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock
-) -> None:
+def test_never_publishes_over_a_foreign_record(store: KeyStore, zone: MemoryZone, clock: FakeClock) -> None:
     lifecycle = make(store, zone, clock)
     key = first_key(lifecycle)
     zone.put(key.name, "v=spf1 -all")
@@ -195,7 +197,7 @@ def test_never_publishes_over_a_foreign_record(
 
 
 def test_revocation_beside_a_foreign_record_deletes_only_ours(
-    store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock
+    store: KeyStore, zone: MemoryZone, clock: FakeClock
 ) -> None:
     lifecycle = make(store, zone, clock)
     key = first_key(lifecycle)
@@ -211,9 +213,7 @@ def test_revocation_beside_a_foreign_record_deletes_only_ours(
     assert store.signing_keys(DOMAIN) == []
 
 
-def test_removal_leaves_a_foreign_record_alone(
-    store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock
-) -> None:
+def test_removal_leaves_a_foreign_record_alone(store: KeyStore, zone: MemoryZone, clock: FakeClock) -> None:
     lifecycle = make(store, zone, clock)
     key = first_key(lifecycle)
     lifecycle.tick()
@@ -223,7 +223,7 @@ def test_removal_leaves_a_foreign_record_alone(
     assert zone.texts(key.name) == {"other"}
 
 
-def test_prerequisite_race_is_read_again(store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock) -> None:
+def test_prerequisite_race_is_read_again(store: KeyStore, zone: MemoryZone, clock: FakeClock) -> None:
     """A change between our read and our UPDATE makes the UPDATE fail its prerequisite; we re-read."""
 
     class Racing(MemoryZone):
@@ -245,7 +245,7 @@ def test_prerequisite_race_is_read_again(store: SqliteKeyStore, zone: MemoryZone
 
 
 def test_update_refused_is_reported_and_retried_next_tick(
-    store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock
+    store: KeyStore, zone: MemoryZone, clock: FakeClock
 ) -> None:
     lifecycle = make(store, zone, clock)
     key = first_key(lifecycle)
@@ -261,7 +261,7 @@ def test_update_refused_is_reported_and_retried_next_tick(
 
 
 def test_manual_mode_prints_then_waits_for_the_record(
-    store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock
+    store: KeyStore, zone: MemoryZone, clock: FakeClock
 ) -> None:
     out = io.StringIO()
     manual: Publisher = ManualPublisher(out)
@@ -285,9 +285,9 @@ def test_manual_mode_prints_then_waits_for_the_record(
 
 
 def test_overlapping_ticks_are_refused(
-    store: SqliteKeyStore, store_path: Path, zone: MemoryZone, clock: FakeClock
+    store: KeyStore, store_backend: StoreBackend, zone: MemoryZone, clock: FakeClock
 ) -> None:
-    other = SqliteKeyStore(store_path)
+    other = store_backend.open()
     try:
         with other.exclusive(), pytest.raises(KeyStoreBusyError):
             make(store, zone, clock).tick()
@@ -296,7 +296,7 @@ def test_overlapping_ticks_are_refused(
     assert make(store, zone, clock).tick().ok  # released
 
 
-def test_retire_and_revoke_by_hand(store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock) -> None:
+def test_retire_and_revoke_by_hand(store: KeyStore, zone: MemoryZone, clock: FakeClock) -> None:
     lifecycle = make(store, zone, clock)
     key = first_key(lifecycle)
     lifecycle.tick()
@@ -309,9 +309,7 @@ def test_retire_and_revoke_by_hand(store: SqliteKeyStore, zone: MemoryZone, cloc
     assert zone.texts(key.name) == {key.revoked_text}
 
 
-def test_overtaken_pending_key_is_withdrawn(
-    store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock
-) -> None:
+def test_overtaken_pending_key_is_withdrawn(store: KeyStore, zone: MemoryZone, clock: FakeClock) -> None:
     lifecycle = make(store, zone, clock)
     first_key(lifecycle, "one")
     clock.advance(1)
@@ -326,7 +324,7 @@ def test_overtaken_pending_key_is_withdrawn(
 
 
 def test_rsa_and_ed25519_rotate_as_separate_lineages(
-    store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock
+    store: KeyStore, zone: MemoryZone, clock: FakeClock
 ) -> None:
     from mailseal.keys.rotation import Generation
 
@@ -344,7 +342,7 @@ def test_rsa_and_ed25519_rotate_as_separate_lineages(
     assert sorted(signing_selectors(store)) == ["ed2", "rsa1"]  # the RSA key is not superseded
 
 
-def _hook_points(store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock) -> int:
+def _hook_points(store: KeyStore, zone: MemoryZone, clock: FakeClock) -> int:
     """How many hook calls a whole uninterrupted scenario makes."""
     calls = 0
 
@@ -360,8 +358,8 @@ def _hook_points(store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock) -> i
     return calls
 
 
-def test_hook_points_cover_every_step(tmp_path: Path) -> None:
-    store = SqliteKeyStore(tmp_path / "keys.db")
+def test_hook_points_cover_every_step(store_backend: StoreBackend) -> None:
+    store = store_backend.open()
     # 1 key: send (3) + confirm (2) + activate (2); successor: generate (2) + send (3) + confirm (2)
     # + activate (2); old: revoke (3) + confirm (2) + remove (3) + confirm (2)
     assert _hook_points(store, MemoryZone(secondaries=1), FakeClock(T0)) == 26
@@ -369,10 +367,11 @@ def test_hook_points_cover_every_step(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("crash_at", range(1, 27))
-def test_a_crash_at_any_point_is_completed_by_the_next_tick(tmp_path: Path, crash_at: int) -> None:
+def test_a_crash_at_any_point_is_completed_by_the_next_tick(
+    store_backend: StoreBackend, crash_at: int
+) -> None:
     zone = MemoryZone(secondaries=1)
     clock = FakeClock(T0)
-    path = tmp_path / "keys.db"
     calls = 0
     crashed = False
     served = served_by(zone)
@@ -387,8 +386,8 @@ def test_a_crash_at_any_point_is_completed_by_the_next_tick(tmp_path: Path, cras
             crashed = True
             raise Crash(f"killed at {point} of {step}")
 
-    checker = SqliteKeyStore(path)
-    store = SqliteKeyStore(path)
+    checker = store_backend.open()
+    store = store_backend.open()
     lifecycle = make(store, zone, clock, hook)
     first_key(lifecycle)
     for moment in rotation_scenario():
@@ -397,7 +396,7 @@ def test_a_crash_at_any_point_is_completed_by_the_next_tick(tmp_path: Path, cras
             lifecycle.tick()
         except Crash:
             store.close()  # the process is gone; a new one opens the store
-            store = SqliteKeyStore(path)
+            store = store_backend.open()
             lifecycle = make(store, zone, clock)
             report: TickReport = lifecycle.tick()  # the next tick, same moment
             assert report.ok, report.errors
@@ -413,7 +412,8 @@ def test_a_crash_at_any_point_is_completed_by_the_next_tick(tmp_path: Path, cras
     checker.close()
 
 
-def test_store_file_is_private(store: SqliteKeyStore, store_path: Path) -> None:
+def test_store_file_is_private(store_path: Path) -> None:
+    SqliteKeyStore(store_path).close()
     assert store_path.stat().st_mode & 0o777 == 0o600
     store_path.chmod(0o644)
     with pytest.raises(InsecureKeyFileError, match=f"chmod 600 {store_path}"):
@@ -422,7 +422,7 @@ def test_store_file_is_private(store: SqliteKeyStore, store_path: Path) -> None:
     SqliteKeyStore(store_path).close()
 
 
-def test_policy_ttl_is_used_for_published_records(store: SqliteKeyStore, clock: FakeClock) -> None:
+def test_policy_ttl_is_used_for_published_records(store: KeyStore, clock: FakeClock) -> None:
     seen: list[int] = []
 
     class Recording(MemoryZone):
@@ -438,7 +438,7 @@ def test_policy_ttl_is_used_for_published_records(store: SqliteKeyStore, clock: 
 
 
 def test_one_domains_zone_problem_does_not_stop_the_tick_for_the_others(
-    store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock
+    store: KeyStore, zone: MemoryZone, clock: FakeClock
 ) -> None:
     publisher = DnsUpdatePublisher(zone)
     outside = "s1._domainkey.other.test is not in zone example.test; set the zone that holds it"

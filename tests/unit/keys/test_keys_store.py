@@ -1,4 +1,9 @@
-"""The SQLite key store: private file, atomic compare-and-set changes, what the milter reads, the tick lock."""
+"""The key stores: atomic compare-and-set changes, what the milter reads, the tick lock; SQLite's private file.
+
+Tests that take ``store`` run against both backends (SQLite and PostgreSQL);
+the PostgreSQL-only behaviour (sealed keys, schema versions) is in
+test_keys_pg_store.py.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from mailseal.core.keymaterial import PrivateKey, generate_private_key
 from mailseal.errors import InsecureKeyFileError, KeyStoreError
 from mailseal.keys.lifecycle import records_for
 from mailseal.keys.sqlite_store import SqliteKeyStore
-from mailseal.keys.store import Change, KeyEntry, KeyState, KeyStoreBusyError, NewKey
+from mailseal.keys.store import Change, KeyEntry, KeyState, KeyStore, KeyStoreBusyError, NewKey
+from support.stores import StoreBackend
 
 NOW = 1_767_225_600
 
@@ -26,7 +32,14 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(path: Path) -> Iterator[SqliteKeyStore]:
+def store(store_backend: StoreBackend) -> Iterator[KeyStore]:
+    opened = store_backend.open()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def sqlite_store(path: Path) -> Iterator[SqliteKeyStore]:
     opened = SqliteKeyStore(path)
     yield opened
     opened.close()
@@ -38,7 +51,7 @@ def new_key(selector: str = "sel", domain: str = "Example.TEST.", key: PrivateKe
     return NewKey(domain, selector, key.key_type, key.bits, key.to_pem(), record, revoked, NOW)
 
 
-def activate(store: SqliteKeyStore, entry: KeyEntry, *, visible: bool = True) -> KeyEntry:
+def activate(store: KeyStore, entry: KeyEntry, *, visible: bool = True) -> KeyEntry:
     (after,) = store.apply(
         [
             Change.to(
@@ -53,18 +66,18 @@ def activate(store: SqliteKeyStore, entry: KeyEntry, *, visible: bool = True) ->
     return after
 
 
-def test_new_store_is_private_in_a_private_folder(store: SqliteKeyStore, path: Path) -> None:
+def test_new_store_is_private_in_a_private_folder(sqlite_store: KeyStore, path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o007 == 0  # others cannot even list the folder
 
 
-def test_world_readable_store_is_refused_with_the_fix(store: SqliteKeyStore, path: Path) -> None:
+def test_world_readable_store_is_refused_with_the_fix(sqlite_store: KeyStore, path: Path) -> None:
     path.chmod(0o604)
     with pytest.raises(InsecureKeyFileError, match=rf"mode 0604\); fix with: chmod 600 {path}"):
         SqliteKeyStore(path, readonly=True)
 
 
-def test_add_folds_names_and_keeps_the_key(store: SqliteKeyStore) -> None:
+def test_add_folds_names_and_keeps_the_key(store: KeyStore) -> None:
     key = generate_private_key(KeyType.ED25519)
     entry = store.add(new_key("Sel", key=key))
     assert (entry.domain, entry.selector, entry.state) == ("example.test", "sel", KeyState.GENERATED)
@@ -75,14 +88,14 @@ def test_add_folds_names_and_keeps_the_key(store: SqliteKeyStore) -> None:
     assert "PRIVATE" not in repr(entry) and "PRIVATE" not in repr(new_key())
 
 
-def test_selectors_are_never_reused(store: SqliteKeyStore) -> None:
+def test_selectors_are_never_reused(store: KeyStore) -> None:
     entry = store.add(new_key())
     store.apply([Change.to(entry, state=KeyState.REMOVED, removed_at=NOW)])
     with pytest.raises(KeyStoreError, match="never reused"):
         store.add(new_key())
 
 
-def test_apply_is_compare_and_set_and_all_or_nothing(store: SqliteKeyStore) -> None:
+def test_apply_is_compare_and_set_and_all_or_nothing(store: KeyStore) -> None:
     one = store.add(new_key("one"))
     two = store.add(new_key("two"))
     stale = dataclasses.replace(two, state=KeyState.PUBLISHED)  # what another process believed
@@ -98,21 +111,28 @@ def test_apply_is_compare_and_set_and_all_or_nothing(store: SqliteKeyStore) -> N
         Change(one, two)
 
 
-def test_removal_destroys_the_private_key(store: SqliteKeyStore, path: Path) -> None:
-    key = generate_private_key(KeyType.ED25519)
-    secret = key.to_pem().splitlines()[1]  # the base64 line that holds the key
-    entry = activate(store, store.add(new_key(key=key)))
-    assert secret in path.read_bytes()
+def test_removal_destroys_the_private_key(store: KeyStore) -> None:
+    entry = activate(store, store.add(new_key()))
     store.private_key(entry.id)  # cached
     store.apply([Change.to(entry, state=KeyState.REMOVED, removed_at=NOW + 5)])
     with pytest.raises(KeyStoreError, match="destroyed on removal"):
         store.private_key(entry.id)
+    assert store.signing_keys("example.test") == []
+
+
+def test_removal_leaves_no_key_bytes_in_the_sqlite_file(sqlite_store: KeyStore, path: Path) -> None:
+    store = sqlite_store
+    key = generate_private_key(KeyType.ED25519)
+    secret = key.to_pem().splitlines()[1]  # the base64 line that holds the key
+    entry = activate(store, store.add(new_key(key=key)))
+    assert secret in path.read_bytes()
+    store.apply([Change.to(entry, state=KeyState.REMOVED, removed_at=NOW + 5)])
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT private_pem FROM keys").fetchall() == [(None,)]
     assert secret not in path.read_bytes()  # secure_delete: not left behind in a free page either
 
 
-def test_signing_keys_are_active_and_visible_only(store: SqliteKeyStore) -> None:
+def test_signing_keys_are_active_and_visible_only(store: KeyStore) -> None:
     visible = activate(store, store.add(new_key("visible")))
     activate(store, store.add(new_key("unconfirmed")), visible=False)  # cannot happen via the planner
     store.add(new_key("generated"))
@@ -124,8 +144,10 @@ def test_signing_keys_are_active_and_visible_only(store: SqliteKeyStore) -> None
     assert other.state is KeyState.ACTIVE
 
 
-def test_signing_keys_see_other_processes_changes_at_once(store: SqliteKeyStore, path: Path) -> None:
-    reader = SqliteKeyStore(path, readonly=True)  # the milter's view
+def test_signing_keys_see_other_processes_changes_at_once(
+    store: KeyStore, store_backend: StoreBackend
+) -> None:
+    reader = store_backend.open(readonly=True)  # the milter's view
     try:
         assert reader.signing_keys("example.test") == []
         entry = activate(store, store.add(new_key()))
@@ -138,7 +160,7 @@ def test_signing_keys_see_other_processes_changes_at_once(store: SqliteKeyStore,
         reader.close()
 
 
-def test_history_records_every_state_change(store: SqliteKeyStore) -> None:
+def test_history_records_every_state_change(store: KeyStore) -> None:
     entry = activate(store, store.add(new_key()))
     store.apply([Change.to(entry, confirmed_at=NOW + 2)])  # no state change: no history line
     assert [(t.from_state, t.to_state, t.at) for t in store.history(entry.id)] == [
@@ -147,7 +169,7 @@ def test_history_records_every_state_change(store: SqliteKeyStore) -> None:
     ]
 
 
-def test_note_error_and_clear(store: SqliteKeyStore) -> None:
+def test_note_error_and_clear(store: KeyStore) -> None:
     entry = store.add(new_key())
     store.note_error(entry.id, "UPDATE refused")
     assert store.entries()[0].last_error == "UPDATE refused"
@@ -155,10 +177,10 @@ def test_note_error_and_clear(store: SqliteKeyStore) -> None:
     assert store.entries()[0].last_error is None
 
 
-def test_exclusive_lock_is_per_store_file(store: SqliteKeyStore, path: Path) -> None:
-    other = SqliteKeyStore(path)
+def test_exclusive_lock_is_per_store(store: KeyStore, store_backend: StoreBackend) -> None:
+    other = store_backend.open()
     try:
-        with store.exclusive(), pytest.raises(KeyStoreBusyError, match="another mailseal"), other.exclusive():
+        with store.exclusive(), pytest.raises(KeyStoreBusyError, match="another"), other.exclusive():
             pass
         with other.exclusive():  # released when the holder left
             pass
@@ -174,7 +196,7 @@ def test_store_from_a_newer_version_is_refused(path: Path) -> None:
         SqliteKeyStore(path)
 
 
-def test_threads_share_one_store(store: SqliteKeyStore) -> None:
+def test_threads_share_one_store(store: KeyStore) -> None:
     activate(store, store.add(new_key()))
     failures: list[BaseException] = []
 

@@ -1,7 +1,8 @@
 """The milter's key table reads the key store: a rotation reaches the running milter, no restart, no SIGHUP.
 
 The key lifecycle runs as ``mailseal keys tick`` would (the real ``Lifecycle``
-and SQLite store, an in-memory zone, a clock moved by hand); the milter is a
+and store -- SQLite and PostgreSQL both, by the ``store_backend`` fixture --, an
+in-memory zone, a clock moved by hand); the milter is a
 real ``MilterServer`` on a socket, driven by the scripted MTA. Mail it signs
 is verified against what the zone serves at that moment.
 """
@@ -9,7 +10,6 @@ is verified against what the zone serves at that moment.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,25 +22,24 @@ from mailseal.keys.lifecycle import Lifecycle
 from mailseal.keys.publish import DnsUpdatePublisher
 from mailseal.keys.rotation import Event, Generation
 from mailseal.keys.sqlite_store import SqliteKeyStore
+from mailseal.keys.store import KeyStore
 from mailseal.milter.server import load
 from support.keyflow import DOMAIN, POLICIES, POLICY
 from support.memdns import FakeClock, MemoryZone
-from support.milter_client import MilterClient, Result, apply_actions
 from support.milter_harness import ServerThread, toml_string
-from support.milter_store import wait_until, write_store_config, zone_resolver
+from support.milter_store import (
+    loaded_selectors,
+    send,
+    signatures,
+    wait_until,
+    write_store_config,
+    zone_resolver,
+)
+from support.stores import StoreBackend
 
 T0 = 1_767_225_600
 assert POLICY.rotate_every is not None
 ROTATE_EVERY = POLICY.rotate_every  # 2026-01-01T00:00:00Z
-MESSAGE = (
-    b"From: Alice <alice@example.test>\r\n"
-    b"To: Bob <bob@example.net>\r\n"
-    b"Subject: keys from the store\r\n"
-    b"Date: Thu, 1 Jan 2026 10:00:00 +0000\r\n"
-    b"Message-ID: <store@example.test>\r\n"
-    b"\r\n"
-    b"Hello Bob.\r\n"
-)
 PASS = (DKIMResult.PASS, None)
 REVOKED = (DKIMResult.PERMERROR, Reason.KEY_REVOKED)
 
@@ -61,14 +60,14 @@ def store_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(store_path: Path) -> Iterator[SqliteKeyStore]:
-    opened = SqliteKeyStore(store_path)
+def store(store_backend: StoreBackend) -> Iterator[KeyStore]:
+    opened = store_backend.open()
     yield opened
     opened.close()
 
 
 @pytest.fixture
-def lifecycle(store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock) -> Lifecycle:
+def lifecycle(store: KeyStore, zone: MemoryZone, clock: FakeClock) -> Lifecycle:
     publisher = DnsUpdatePublisher(zone)
     return Lifecycle(
         store, publisher_for=lambda _domain: publisher, observer=zone, policies=POLICIES, clock=clock
@@ -84,34 +83,18 @@ def activate(lifecycle: Lifecycle, clock: FakeClock, *generations: Generation) -
     assert lifecycle.tick().ok
 
 
-def start(tmp_path: Path, store_path: Path, clock: FakeClock) -> ServerThread:
-    path = write_store_config(tmp_path / "milter.toml", store_path, DOMAIN)
+def config_for(tmp_path: Path, where: StoreBackend | Path, extra: str = "") -> Path:
+    """The milter's configuration for a store: a backend's (file or database, with its KEK) or a path."""
+    if isinstance(where, Path):
+        return write_store_config(tmp_path / "milter.toml", where, DOMAIN, extra=extra)
+    return write_store_config(
+        tmp_path / "milter.toml", where.location, DOMAIN, extra=extra, kek_file=where.kek_file
+    )
+
+
+def start(tmp_path: Path, where: StoreBackend | Path, clock: FakeClock) -> ServerThread:
+    path = config_for(tmp_path, where)
     return ServerThread(load(str(path)), clock=lambda: float(clock.now), config_path=str(path))
-
-
-def send(running: ServerThread) -> tuple[Result, bytes]:
-    """One message from a local client (so: signed); the result and the message as delivered."""
-    with MilterClient(running.address) as client:
-        negotiated = client.negotiate()
-        client.macros(b"C", {"j": "mx.test", "daemon_name": "smtpd"})
-        client.connect(address="127.0.0.1")
-        result = client.send_message(MESSAGE, sender="alice@example.test")
-    return result, apply_actions(MESSAGE, result, leading_space=negotiated.leading_space)
-
-
-def signatures(result: Result) -> set[tuple[str, str]]:
-    """(s=, a=) of each DKIM-Signature the milter added."""
-    found = set()
-    for action in result.inserted("DKIM-Signature"):
-        tags = dict(
-            tag.split(b"=", 1) for tag in re.sub(rb"\s+", b"", action.value).split(b";") if b"=" in tag
-        )
-        found.add((tags[b"s"].decode(), tags[b"a"].decode()))
-    return found
-
-
-def loaded_selectors(running: ServerThread) -> set[str]:
-    return {key.selector for keys in running.server.runtime.keyset.keys.values() for key in keys}
 
 
 def verdicts(message: bytes, zone: MemoryZone, now: int) -> dict[str, tuple[DKIMResult, Reason | None]]:
@@ -121,8 +104,8 @@ def verdicts(message: bytes, zone: MemoryZone, now: int) -> dict[str, tuple[DKIM
 
 def test_a_running_milter_follows_a_rotation_in_the_store(
     tmp_path: Path,
-    store_path: Path,
-    store: SqliteKeyStore,
+    store_backend: StoreBackend,
+    store: KeyStore,
     lifecycle: Lifecycle,
     zone: MemoryZone,
     clock: FakeClock,
@@ -135,7 +118,7 @@ def test_a_running_milter_follows_a_rotation_in_the_store(
         Generation(DOMAIN, KeyType.ED25519, 256, "ed1"),
         Generation(DOMAIN, KeyType.RSA, 2048, "rsa1"),
     )
-    with start(tmp_path, store_path, clock) as running:
+    with start(tmp_path, store_backend, clock) as running:
         server = running.server
         # One store entry, every active key of the domain: an Ed25519 and an RSA signature.
         result, old_mail = send(running)
@@ -172,10 +155,10 @@ def test_a_running_milter_follows_a_rotation_in_the_store(
 
 
 def test_mail_tempfails_until_the_first_key_is_active_then_it_is_signed(
-    tmp_path: Path, store_path: Path, store: SqliteKeyStore, lifecycle: Lifecycle, clock: FakeClock
+    tmp_path: Path, store_backend: StoreBackend, store: KeyStore, lifecycle: Lifecycle, clock: FakeClock
 ) -> None:
     lifecycle.generate(Generation(DOMAIN, KeyType.ED25519, 256, "ed1"))
-    with start(tmp_path, store_path, clock) as running:
+    with start(tmp_path, store_backend, clock) as running:
         assert "no active key for example.test" in running.server.runtime.keyset.absent["example"]
         result, _ = send(running)
         assert result.verdict == "tempfail"  # on_failure.sign_key_unavailable, by default
@@ -189,10 +172,10 @@ def test_mail_tempfails_until_the_first_key_is_active_then_it_is_signed(
 
 
 def test_a_revoked_key_stops_signing_at_once_even_when_it_was_the_only_one(
-    tmp_path: Path, store_path: Path, store: SqliteKeyStore, lifecycle: Lifecycle, clock: FakeClock
+    tmp_path: Path, store_backend: StoreBackend, store: KeyStore, lifecycle: Lifecycle, clock: FakeClock
 ) -> None:
     activate(lifecycle, clock, Generation(DOMAIN, KeyType.ED25519, 256, "ed1"))
-    with start(tmp_path, store_path, clock) as running:
+    with start(tmp_path, store_backend, clock) as running:
         assert signatures(send(running)[0]) == {("ed1", "ed25519-sha256")}
         entry = store.entry(DOMAIN, "ed1")
         assert entry is not None
@@ -231,14 +214,15 @@ def test_a_missing_store_tempfails_and_is_picked_up_once_it_exists(
 
 
 def test_a_store_that_becomes_unreadable_keeps_the_running_keys(
-    tmp_path: Path,
-    store_path: Path,
-    store: SqliteKeyStore,
-    lifecycle: Lifecycle,
-    clock: FakeClock,
-    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path, store_path: Path, zone: MemoryZone, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    store = SqliteKeyStore(store_path)
+    publisher = DnsUpdatePublisher(zone)
+    lifecycle = Lifecycle(
+        store, publisher_for=lambda _d: publisher, observer=zone, policies=POLICIES, clock=clock
+    )
     activate(lifecycle, clock, Generation(DOMAIN, KeyType.ED25519, 256, "ed1"))
+    store.close()
     with start(tmp_path, store_path, clock) as running:
         store_path.chmod(0o644)  # refused: a store others may read is never used
         kept = "keep their previous key"
@@ -253,11 +237,11 @@ def test_a_store_that_becomes_unreadable_keeps_the_running_keys(
 
 
 def test_a_server_started_from_an_older_load_catches_up_at_its_first_check(
-    tmp_path: Path, store_path: Path, store: SqliteKeyStore, lifecycle: Lifecycle, clock: FakeClock
+    tmp_path: Path, store_backend: StoreBackend, store: KeyStore, lifecycle: Lifecycle, clock: FakeClock
 ) -> None:
     """What a worker the supervisor forks (or restarts) long after start-up sees: the supervisor's old load."""
     activate(lifecycle, clock, Generation(DOMAIN, KeyType.ED25519, 256, "ed1"))
-    path = write_store_config(tmp_path / "milter.toml", store_path, DOMAIN)
+    path = config_for(tmp_path, store_backend)
     loaded = load(str(path))
     clock.advance(ROTATE_EVERY)
     assert lifecycle.tick().ok
@@ -270,11 +254,11 @@ def test_a_server_started_from_an_older_load_catches_up_at_its_first_check(
 
 
 def test_a_rotation_is_applied_while_the_configuration_file_is_half_edited(
-    tmp_path: Path, store_path: Path, store: SqliteKeyStore, lifecycle: Lifecycle, clock: FakeClock
+    tmp_path: Path, store_backend: StoreBackend, store: KeyStore, lifecycle: Lifecycle, clock: FakeClock
 ) -> None:
     """The key watch reloads keys under the running configuration; file edits wait for SIGHUP."""
     activate(lifecycle, clock, Generation(DOMAIN, KeyType.ED25519, 256, "ed1"))
-    with start(tmp_path, store_path, clock) as running:
+    with start(tmp_path, store_backend, clock) as running:
         config = tmp_path / "milter.toml"
         config.write_text(config.read_text() + "\n[milter]\nworkers = = 2\n")  # mid-edit: not even TOML
         clock.advance(ROTATE_EVERY)
@@ -288,7 +272,7 @@ def test_a_rotation_is_applied_while_the_configuration_file_is_half_edited(
 
 
 def test_a_broken_key_file_does_not_hold_back_a_rotation_in_the_store(
-    tmp_path: Path, store_path: Path, store: SqliteKeyStore, lifecycle: Lifecycle, clock: FakeClock
+    tmp_path: Path, store_backend: StoreBackend, store: KeyStore, lifecycle: Lifecycle, clock: FakeClock
 ) -> None:
     """A key file missing since start-up: the store's entry still follows rotations (key watch and SIGHUP)."""
     activate(lifecycle, clock, Generation(DOMAIN, KeyType.ED25519, 256, "ed1"))
@@ -296,7 +280,7 @@ def test_a_broken_key_file_does_not_hold_back_a_rotation_in_the_store(
     extra = (
         f'\n[key_table.broken]\ndomain = "other.test"\nselector = "s1"\nfile = {toml_string(str(missing))}\n'
     )
-    path = write_store_config(tmp_path / "milter.toml", store_path, DOMAIN, extra=extra)
+    path = config_for(tmp_path, store_backend, extra=extra)
     with ServerThread(load(str(path)), clock=lambda: float(clock.now), config_path=str(path)) as running:
         assert "broken" in running.server.runtime.keyset.problems
         assert signatures(send(running)[0]) == {("ed1", "ed25519-sha256")}
