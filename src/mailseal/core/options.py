@@ -19,6 +19,7 @@ RECOMMENDED_HEADERS: Final = (
 
 DEFAULT_MAX_SIGNATURES: Final = 8
 DEFAULT_CLOCK_SKEW: Final = 300
+DEFAULT_DIAGNOSIS_BODY_LIMIT: Final = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +48,13 @@ class VerifyOptions:
     ``max_signatures`` caps the work one message can cause; the rest are
     reported as not evaluated. ``allow_rsa_sha1`` is a legacy switch: RFC 8301
     says rsa-sha1 signatures must not be counted as valid. ``clock_skew``
-    (seconds) is allowed on x= and t=.
+    (seconds) is allowed on x= and t=. ``diagnosis_body_limit`` is how much
+    of a streamed body the verifier keeps to explain a body-hash failure
+    (0: keep none; drivers holding the whole body pass it to ``finish``).
     """
 
     max_signatures: int = DEFAULT_MAX_SIGNATURES
     allow_rsa_sha1: bool = False
     min_rsa_bits: int = 1024
     clock_skew: int = DEFAULT_CLOCK_SKEW
+    diagnosis_body_limit: int = DEFAULT_DIAGNOSIS_BODY_LIMIT

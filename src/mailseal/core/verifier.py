@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mailseal.core.algorithms import KeyType, PublicKey, key_bits, key_type_of, verify_digest
 from mailseal.core.alignment import alignment, from_domain
 from mailseal.core.bodyhash import BodyHasher, BodyHashSpec
 from mailseal.core.canonicalization import Canon, canonicalize_header, relaxed_header
+from mailseal.core.diagnosis import BodyKeeper, FailureFacts, diagnose
 from mailseal.core.identity import domain_of_auid
 from mailseal.core.keyrecord import KeyRecord, parse_key_record
 from mailseal.core.message import HeaderField
@@ -104,6 +105,7 @@ class Verification:
             sig = candidate.signature
             specs.append((sig.body_canon, sig.algorithm.hash_name, sig.body_length))
         self._body = BodyHasher(specs)
+        self._kept = BodyKeeper(self._options.diagnosis_body_limit if specs else 0)
 
     # -- stage 1: the signature fields -------------------------------------------
 
@@ -224,19 +226,43 @@ class Verification:
     def feed_body(self, chunk: bytes) -> None:
         """Add the next body bytes (any chunking; memory stays flat)."""
         self._body.feed(chunk)
+        self._kept.feed(chunk)
 
     # -- stage 4: verdicts -------------------------------------------------------------
 
-    def finish(self) -> VerificationReport:
-        """Check body hashes and signatures; one result per DKIM-Signature, top first."""
+    def finish(self, body: bytes | None = None) -> VerificationReport:
+        """Check body hashes and signatures; one result per DKIM-Signature, top first.
+
+        ``body`` is the whole body when the driver still holds it (for the
+        diagnosis of a failure; otherwise the copy kept while streaming is used).
+        """
         self._body.finish()
         results = []
         for c in self._candidates:
             if c.verdict is None:
                 self._check(c)
             assert c.verdict is not None  # noqa: S101 - _check always decides
+            if c.verdict.reason is not None:  # only failures pay for a diagnosis
+                c.verdict = replace(c.verdict, diagnosis=diagnose(self._facts(c, body)))
             results.append(c.verdict)
         return VerificationReport(tuple(results), self._author_domain)
+
+    def _facts(self, c: _Candidate, body: bytes | None) -> FailureFacts:
+        verdict = c.verdict
+        assert verdict is not None and verdict.reason is not None  # noqa: S101 - failures only
+        return FailureFacts(
+            reason=verdict.reason,
+            detail=verdict.detail,
+            signature=c.signature,
+            headers=self._headers,
+            position=c.position,
+            key=c.key,
+            key_bits=c.info.get("key_bits"),
+            now=self._now,
+            min_rsa_bits=self._options.min_rsa_bits,
+            body=body if body is not None else self._kept.body(),
+            body_size=self._kept.size if body is None else len(body),
+        )
 
     def _check(self, c: _Candidate) -> None:
         sig = c.signature
