@@ -355,9 +355,10 @@ def _reencoded(f: FailureFacts, sig: DKIMSignature, body: bytes, work: _Work) ->
     encoding = _last_value(f.headers, "content-transfer-encoding").strip().lower()
     boundary = _boundary(f.headers)
     if boundary is not None:
-        decoded = _decode_parts(body, boundary, 0)
-        if decoded is not None and decoded != body and _body_matches(sig, decoded, work):
-            return _reencoded_result(sig, "MIME parts")
+        for encodings in (_QP, _B64, _QP | _B64):  # a relay converts the 8-bit parts, not the rest
+            decoded = _decode_parts(body, boundary, 0, encodings)
+            if decoded is not None and _body_matches(sig, decoded, work):
+                return _reencoded_result(sig, f"the {'/'.join(sorted(encodings))} MIME parts")
         return None
     if encoding not in ("quoted-printable", "base64"):
         return None
@@ -391,7 +392,11 @@ def _decode(data: bytes, encoding: str) -> bytes | None:
         return None
 
 
-def _decode_parts(body: bytes, boundary: bytes, depth: int) -> bytes | None:
+_QP: Final = frozenset({"quoted-printable"})
+_B64: Final = frozenset({"base64"})
+
+
+def _decode_parts(body: bytes, boundary: bytes, depth: int, encodings: frozenset[str]) -> bytes | None:
     """The body with each quoted-printable/base64 leaf part decoded and marked 8bit."""
     if depth > 2:
         return None
@@ -407,13 +412,13 @@ def _decode_parts(body: bytes, boundary: bytes, depth: int) -> bytes | None:
         if pieces[i].rstrip(b" \t\r").endswith(b"--") or i + 2 >= len(pieces):
             out.append(part)
             continue
-        decoded = _decode_part(part, depth)
+        decoded = _decode_part(part, depth, encodings)
         changed = changed or decoded is not None
         out.append(decoded if decoded is not None else part)
     return b"".join(out) if changed else None
 
 
-def _decode_part(part: bytes, depth: int) -> bytes | None:
+def _decode_part(part: bytes, depth: int, encodings: frozenset[str]) -> bytes | None:
     lead = b"\r\n" if part.startswith(b"\r\n") else b""
     inner = part[len(lead) :]
     headers, offset = parse_header_block(inner)
@@ -422,10 +427,10 @@ def _decode_part(part: bytes, depth: int) -> bytes | None:
     content = content[: len(content) - len(ending)]
     sub = _boundary(headers)
     if sub is not None:
-        decoded = _decode_parts(content, sub, depth + 1)
+        decoded = _decode_parts(content, sub, depth + 1, encodings)
         return None if decoded is None else lead + inner[:offset] + decoded + ending
     encoding = _last_value(headers, "content-transfer-encoding").strip().lower()
-    if encoding not in ("quoted-printable", "base64"):
+    if encoding not in encodings:
         return None
     plain = _decode(content, encoding)
     if plain is None:
@@ -434,7 +439,7 @@ def _decode_part(part: bytes, depth: int) -> bytes | None:
         b"Content-Transfer-Encoding: 8bit\r\n" if h.key == "content-transfer-encoding" else h.raw
         for h in headers
     )
-    return lead + fields + b"\r\n" + plain.removesuffix(b"\r\n") + ending
+    return lead + fields + b"\r\n" + plain + ending
 
 
 def _modified(sig: DKIMSignature, body: bytes, work: _Work) -> Diagnosis:
