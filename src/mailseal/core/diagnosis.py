@@ -39,6 +39,7 @@ MAX_INSERT_POINTS: Final = 256
 MAX_TAIL: Final = 4096
 MAX_HEADER_CANDIDATES: Final = 24
 MAX_MIME_PARTS: Final = 64
+_CRLF: Final = re.compile(rb"\r\n")
 _SHOWN = 72  # characters of a quoted header value or body line in evidence
 
 
@@ -156,10 +157,10 @@ def diagnose(facts: FailureFacts) -> Diagnosis:
     """Explain one failed signature (see the module docstring for what counts as proof)."""
     work = _Work()
     found = _diagnose(facts, work)
-    return Diagnosis(
+    return Diagnosis(  # one exit: nothing from the message reaches a log or terminal unescaped
         found.code,
-        found.summary,
-        found.evidence,
+        _plain(found.summary),
+        _plain(found.evidence),
         found.confident,
         bytes_examined=work.bytes,
         signature_checks=work.checks,
@@ -177,7 +178,7 @@ def _diagnose(f: FailureFacts, work: _Work) -> Diagnosis:
         return Diagnosis(
             Cause.BODY_MODIFIED,
             "the body is shorter than the signed length l=: part of it was cut off after signing",
-            f.detail,
+            _plain(f.detail),
         )
     if reason is Reason.SIG_EXPIRED and sig is not None and sig.expiration is not None:
         return _expired(f, sig)
@@ -204,7 +205,7 @@ def _diagnose(f: FailureFacts, work: _Work) -> Diagnosis:
             Cause.KEY_MISMATCH,
             "the key in DNS is of another type than the one that signed: the record at this"
             " selector was replaced, or the signer uses the wrong selector",
-            f.detail,
+            _plain(f.detail),
         )
     return _by_reason(f)
 
@@ -250,12 +251,13 @@ def _appended(f: FailureFacts, sig: DKIMSignature, body: bytes, work: _Work) -> 
     name = sig.algorithm.hash_name
     empty = b"\r\n" if sig.body_canon is Canon.SIMPLE else b""
     if current != empty and hashlib.new(name, empty).digest() == sig.body_hash:
-        return _appended_result(current, 0, len(current), "after an empty signed body")
+        return _appended_result(current, 0, len(current), "to an empty signed body")
     work.bytes += len(current)
     digest = hashlib.new(name)
+    view = memoryview(current)
     done = 0
     for end in _line_ends(current, len(current) - 1, MAX_PREFIXES):
-        digest.update(current[done:end])
+        digest.update(view[done:end])
         done = end
         if digest.copy().digest() == sig.body_hash:
             return _appended_result(current, end, len(current), "")
@@ -280,9 +282,10 @@ def _inserted_before_end(
     if not ends:
         return None
     digest = hashlib.new(sig.algorithm.hash_name)
+    view = memoryview(current)
     done = 0
     for end in ends:
-        digest.update(current[done:end])
+        digest.update(view[done:end])
         done = end
         trial = digest.copy()
         trial.update(tail)
@@ -295,20 +298,15 @@ def _inserted_before_end(
 
 def _line_ends(data: bytes, before: int, most: int) -> list[int]:
     """Offsets just after the last ``most`` CRLFs that end before ``before``, ascending."""
-    ends: list[int] = []
-    stop = before
-    while len(ends) < most:
-        at = data.rfind(b"\r\n", 0, stop)
-        if at < 0:
-            break
-        ends.append(at + 2)
-        stop = at + 1
-    ends.reverse()
-    return ends
+    ends = [match.end() for match in _CRLF.finditer(data, 0, before + 1) if match.end() <= before]
+    return ends[-most:]
 
 
-def _appended_result(current: bytes, start: int, stop: int, where: str) -> Diagnosis:
+def _appended_result(current: bytes, start: int, stop: int, where: str) -> Diagnosis | None:
+    """The finding, or None when only whitespace was added (that is the whitespace check's case)."""
     added = current[start:stop]
+    if not added.strip():
+        return None
     first = next((line for line in added.split(b"\r\n") if line.strip()), b"")
     place = f" {where}" if where else ""
     return Diagnosis(
@@ -321,9 +319,11 @@ def _appended_result(current: bytes, start: int, stop: int, where: str) -> Diagn
 
 def _whitespace(sig: DKIMSignature, body: bytes, work: _Work) -> Diagnosis | None:
     """Trailing whitespace added (simple only) or line endings changed."""
-    if sig.body_canon is Canon.SIMPLE:
-        stripped = re.sub(rb"[ \t]+(?=\r\n|\Z)", b"", body)
-        if stripped != body and _body_matches(sig, stripped, work):
+    if sig.body_canon is Canon.SIMPLE and (
+        b" \r\n" in body or b"\t\r\n" in body or body.endswith((b" ", b"\t"))
+    ):
+        stripped = b"\r\n".join([line.rstrip(b" \t") for line in body.split(b"\r\n")])
+        if _body_matches(sig, stripped, work):
             return Diagnosis(
                 Cause.BODY_WHITESPACE,
                 "whitespace was added at the ends of body lines after signing; under relaxed body"
@@ -761,7 +761,7 @@ def _not_found(f: FailureFacts, sig: DKIMSignature) -> Diagnosis:
         Cause.KEY_NOT_FOUND,
         f"no key is published for selector {sig.selector!r}{age}; check s= for a typo against"
         f" the domain's DNS — DNS cannot list a domain's selectors, so which others exist cannot be told",
-        f.detail,
+        _plain(f.detail),
     )
 
 
@@ -790,8 +790,8 @@ _BY_REASON: Final = {
 def _by_reason(f: FailureFacts) -> Diagnosis:
     for prefix, (cause, summary) in _BY_REASON.items():
         if f.reason.value.startswith(prefix):
-            return Diagnosis(cause, summary, f.detail)
-    return Diagnosis(Cause.UNKNOWN, "no further explanation is available", f.detail, confident=False)
+            return Diagnosis(cause, summary, _plain(f.detail))
+    return Diagnosis(Cause.UNKNOWN, "no further explanation is available", _plain(f.detail), confident=False)
 
 
 # -- small helpers -------------------------------------------------------------------------------
@@ -836,6 +836,11 @@ def _show(text: bytes, *, exact: bool = False) -> str:
     if len(safe) > _SHOWN:
         safe = safe[: _SHOWN - 3] + "..."
     return '"' + safe.replace('"', "'") + '"'
+
+
+def _plain(text: str) -> str:
+    """The verifier's detail sentence with any control character made visible."""
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
 
 
 def _duration(seconds: int) -> str:
