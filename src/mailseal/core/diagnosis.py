@@ -34,7 +34,7 @@ from mailseal.core.selection import index_by_name, select
 from mailseal.core.signature import DKIMSignature, without_b_value
 
 MAX_BODY_PASSES: Final = 8
-MAX_PREFIXES: Final = 4096
+MAX_PREFIXES: Final = 1000  # lines of added text looked for (a footer is a few)
 MAX_INSERT_POINTS: Final = 256
 MAX_TAIL: Final = 4096
 MAX_HEADER_CANDIDATES: Final = 24
@@ -297,9 +297,17 @@ def _inserted_before_end(
 
 
 def _line_ends(data: bytes, before: int, most: int) -> list[int]:
-    """Offsets just after the last ``most`` CRLFs that end before ``before``, ascending."""
-    ends = [match.end() for match in _CRLF.finditer(data, 0, before + 1) if match.end() <= before]
-    return ends[-most:]
+    """Offsets just after the last ``most`` CRLFs that end before ``before``, ascending.
+
+    Scans a growing window at the end only: the added text is at the end.
+    """
+    window = 64 * most
+    while True:
+        start = max(0, before + 1 - window)
+        ends = [m.end() for m in _CRLF.finditer(data, start, before + 1) if m.end() <= before]
+        if len(ends) >= most or start == 0:
+            return ends[-most:]
+        window *= 4
 
 
 def _appended_result(current: bytes, start: int, stop: int, where: str) -> Diagnosis | None:
