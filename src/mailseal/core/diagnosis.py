@@ -527,7 +527,7 @@ def _key_mismatch(f: FailureFacts, sig: DKIMSignature) -> Diagnosis:
         evidence = f"b= is a {made_bits}-bit RSA signature; the key at {where} has {f.key_bits} bits"
     else:
         evidence = f"the key at {where} does not open b= (no PKCS#1 padding inside)"
-    when = f" (signed {_duration(f.now - sig.timestamp)} ago)" if sig.timestamp is not None else ""
+    when = f" (signed {_duration(f.now - sig.timestamp)} ago)" if _old(f, sig) else ""
     return Diagnosis(
         Cause.KEY_MISMATCH,
         "the key published in DNS is not the one that made this signature: the selector's key"
@@ -763,7 +763,8 @@ def _revoked(f: FailureFacts, sig: DKIMSignature) -> Diagnosis:
 
 def _not_found(f: FailureFacts, sig: DKIMSignature) -> Diagnosis:
     age = ""
-    if sig.timestamp is not None:
+    if _old(f, sig):
+        assert sig.timestamp is not None  # noqa: S101 - _old checked it
         age = f" (signed {_duration(f.now - sig.timestamp)} ago: the key may have been removed after a rotation)"
     return Diagnosis(
         Cause.KEY_NOT_FOUND,
@@ -771,6 +772,11 @@ def _not_found(f: FailureFacts, sig: DKIMSignature) -> Diagnosis:
         f" the domain's DNS — DNS cannot list a domain's selectors, so which others exist cannot be told",
         _plain(f.detail),
     )
+
+
+def _old(f: FailureFacts, sig: DKIMSignature) -> bool:
+    """Signed a day or more ago: old enough for a key rotation to be a likely story."""
+    return sig.timestamp is not None and f.now - sig.timestamp >= 86400
 
 
 _BY_REASON: Final = {
@@ -839,7 +845,9 @@ def _show(text: bytes, *, exact: bool = False) -> str:
     """
     if not exact:
         text = b" ".join(text.replace(b"\r\n", b"").split())
-    decoded = text.decode("utf-8", "replace").strip()
+    decoded = text.decode("utf-8", "replace").strip(" ")
+    if exact:
+        decoded = decoded.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
     safe = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in decoded)
     if len(safe) > _SHOWN:
         safe = safe[: _SHOWN - 3] + "..."
