@@ -527,7 +527,9 @@ def _key_mismatch(f: FailureFacts, sig: DKIMSignature) -> Diagnosis:
         evidence = f"b= is a {made_bits}-bit RSA signature; the key at {where} has {f.key_bits} bits"
     else:
         evidence = f"the key at {where} does not open b= (no PKCS#1 padding inside)"
-    when = f" (signed {_duration(f.now - sig.timestamp)} ago)" if _old(f, sig) else ""
+    when = ""
+    if sig.timestamp is not None and _old(f, sig):
+        when = f" (signed {_duration(f.now - sig.timestamp)} ago)"
     return Diagnosis(
         Cause.KEY_MISMATCH,
         "the key published in DNS is not the one that made this signature: the selector's key"
@@ -763,8 +765,7 @@ def _revoked(f: FailureFacts, sig: DKIMSignature) -> Diagnosis:
 
 def _not_found(f: FailureFacts, sig: DKIMSignature) -> Diagnosis:
     age = ""
-    if _old(f, sig):
-        assert sig.timestamp is not None  # noqa: S101 - _old checked it
+    if sig.timestamp is not None and _old(f, sig):
         age = f" (signed {_duration(f.now - sig.timestamp)} ago: the key may have been removed after a rotation)"
     return Diagnosis(
         Cause.KEY_NOT_FOUND,
