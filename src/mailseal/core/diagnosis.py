@@ -11,7 +11,9 @@ is False where even that is not certain.
 Cost is bounded: at most ``MAX_BODY_PASSES`` canonicalize-and-hash passes
 over a body the verifier kept (at most ``VerifyOptions.diagnosis_body_limit``
 bytes for streaming drivers), at most ``MAX_PREFIXES`` hash snapshots, at most
-``MAX_HEADER_CANDIDATES`` extra signature checks. ``Diagnosis`` carries the
+``MAX_HEADER_CANDIDATES`` extra signature checks per signature, and at most
+``MESSAGE_BODY_PASSES`` / ``MESSAGE_SIGNATURE_CHECKS`` for all the failed
+signatures of a message together (``DiagnosisBudget``). ``Diagnosis`` carries the
 counts so tests can check the bound without a clock.
 """
 
@@ -38,6 +40,8 @@ MAX_PREFIXES: Final = 1000  # lines of added text looked for (a footer is a few)
 MAX_INSERT_POINTS: Final = 256
 MAX_TAIL: Final = 4096
 MAX_HEADER_CANDIDATES: Final = 24
+MESSAGE_BODY_PASSES: Final = 16  # for all the signatures of one message together
+MESSAGE_SIGNATURE_CHECKS: Final = 48
 MAX_MIME_PARTS: Final = 64
 _CRLF: Final = re.compile(rb"\r\n")
 _SHOWN = 72  # characters of a quoted header value or body line in evidence
@@ -135,28 +139,60 @@ class BodyKeeper:
         return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
 
 
-class _Work:
-    """Counts what a diagnosis costs, and stops body passes past the budget."""
+class DiagnosisBudget:
+    """What the diagnoses of one message may spend together.
 
-    __slots__ = ("bytes", "checks", "passes")
+    Hostile mail can carry many failing signatures; each may use its own
+    share, but never more than the message's total.
+    """
+
+    __slots__ = ("checks", "passes")
 
     def __init__(self) -> None:
+        """A fresh budget for one message."""
+        self.passes = MESSAGE_BODY_PASSES
+        self.checks = MESSAGE_SIGNATURE_CHECKS
+
+
+class _Work:
+    """Counts what a diagnosis costs, and stops work past either budget."""
+
+    __slots__ = ("budget", "bytes", "checks", "passes", "starved")
+
+    def __init__(self, budget: DiagnosisBudget) -> None:
+        self.budget = budget
         self.bytes = 0
         self.passes = 0
         self.checks = 0
+        self.starved = False
 
     def body_pass(self, size: int) -> bool:
-        if self.passes >= MAX_BODY_PASSES:
+        if self.passes >= MAX_BODY_PASSES or self.budget.passes <= 0:
+            self.starved = True
             return False
         self.passes += 1
+        self.budget.passes -= 1
         self.bytes += size
         return True
 
+    def signature_check(self) -> bool:
+        if self.checks >= MAX_HEADER_CANDIDATES or self.budget.checks <= 0:
+            self.starved = True
+            return False
+        self.checks += 1
+        self.budget.checks -= 1
+        return True
 
-def diagnose(facts: FailureFacts) -> Diagnosis:
+
+_STARVED = "; not every check ran (this message's diagnosis budget was spent)"
+
+
+def diagnose(facts: FailureFacts, budget: DiagnosisBudget | None = None) -> Diagnosis:
     """Explain one failed signature (see the module docstring for what counts as proof)."""
-    work = _Work()
+    work = _Work(budget if budget is not None else DiagnosisBudget())
     found = _diagnose(facts, work)
+    if work.starved and found.code in (Cause.BODY_MODIFIED, Cause.HEADER_CHANGED):
+        found = Diagnosis(found.code, found.summary + _STARVED, found.evidence, found.confident)
     return Diagnosis(  # one exit: nothing from the message reaches a log or terminal unescaped
         found.code,
         _plain(found.summary),
@@ -719,9 +755,8 @@ def _verifies(
     f: FailureFacts, sig: DKIMSignature, key: PublicKey, headers: Sequence[HeaderField], work: _Work
 ) -> bool:
     """Would the signature verify over these header fields? (RFC 6376 3.7, as the verifier does.)"""
-    if work.checks >= MAX_HEADER_CANDIDATES:
+    if not work.signature_check():
         return False
-    work.checks += 1
     signature_field = f.headers[f.position]
     position = next((i for i, h in enumerate(headers) if h is signature_field), f.position)
     digest = sig.algorithm.new_hash()

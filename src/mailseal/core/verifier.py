@@ -25,7 +25,7 @@ from mailseal.core.algorithms import KeyType, PublicKey, key_bits, key_type_of, 
 from mailseal.core.alignment import alignment, from_domain
 from mailseal.core.bodyhash import BodyHasher, BodyHashSpec
 from mailseal.core.canonicalization import Canon, canonicalize_header, relaxed_header
-from mailseal.core.diagnosis import BodyKeeper, FailureFacts, diagnose
+from mailseal.core.diagnosis import BodyKeeper, DiagnosisBudget, FailureFacts, diagnose
 from mailseal.core.identity import domain_of_auid
 from mailseal.core.keyrecord import KeyRecord, parse_key_record
 from mailseal.core.message import HeaderField
@@ -238,12 +238,13 @@ class Verification:
         """
         self._body.finish()
         results = []
+        budget = DiagnosisBudget()  # all failures of this message share it
         for c in self._candidates:
             if c.verdict is None:
                 self._check(c)
             assert c.verdict is not None  # noqa: S101 - _check always decides
             if c.verdict.reason is not None:  # only failures pay for a diagnosis
-                c.verdict = replace(c.verdict, diagnosis=diagnose(self._facts(c, body)))
+                c.verdict = replace(c.verdict, diagnosis=diagnose(self._facts(c, body), budget))
             results.append(c.verdict)
         return VerificationReport(tuple(results), self._author_domain)
 

@@ -21,7 +21,13 @@ import pytest
 import mailseal
 from mailseal import DKIMResult, PrivateKey, Reason, generate_private_key
 from mailseal.core.algorithms import KeyType
-from mailseal.core.diagnosis import MAX_BODY_PASSES, MAX_HEADER_CANDIDATES, Cause, Diagnosis
+from mailseal.core.diagnosis import (
+    MAX_BODY_PASSES,
+    MAX_HEADER_CANDIDATES,
+    MESSAGE_BODY_PASSES,
+    Cause,
+    Diagnosis,
+)
 from mailseal.core.message import Message
 from mailseal.core.options import VerifyOptions
 from mailseal.core.results import SignatureResult
@@ -505,3 +511,25 @@ def test_base64_helper_really_reencodes() -> None:
     out = _base64_by_email_package(PLAIN)
     body = out.partition(b"\r\n\r\n")[2]
     assert base64.b64decode(body) == PLAIN.partition(b"\r\n\r\n")[2]
+
+
+def test_many_failing_signatures_share_one_budget(rsa_key: PrivateKey) -> None:
+    """Hostile mail with eight failing signatures costs a bounded total, not eight times the most."""
+    body = b"".join(b"line %d with a trailing space \r\n" % i for i in range(3000))
+    message = PLAIN.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" + body
+    selectors = [f"s{i}" for i in range(8)]
+    fields = b"".join(
+        mailseal.sign(
+            message, key=rsa_key, domain="example.com", selector=s, canonicalization="simple/simple", now=NOW
+        )
+        for s in selectors
+    )
+    broken = fields + message.replace(b"line 5 with", b"line 5 w1th")
+    resolver = InMemoryResolver(records(*((s, rsa_key) for s in selectors)))
+    report = mailseal.verify_sync(broken, resolver=resolver, now=NOW)
+    diagnoses = [s.diagnosis for s in report.signatures]
+    assert len(diagnoses) == 8
+    assert all(d is not None and d.code is Cause.BODY_MODIFIED for d in diagnoses)
+    spent = sum(d.bytes_examined for d in diagnoses if d is not None)
+    assert spent <= 2 * MESSAGE_BODY_PASSES * len(body) + 4096
+    assert any(d is not None and "budget was spent" in d.summary for d in diagnoses)
