@@ -15,6 +15,7 @@ import email.message
 import email.policy
 import quopri
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -533,3 +534,13 @@ def test_many_failing_signatures_share_one_budget(rsa_key: PrivateKey) -> None:
     spent = sum(d.bytes_examined for d in diagnoses if d is not None)
     assert spent <= 2 * MESSAGE_BODY_PASSES * len(body) + 4096
     assert any(d is not None and "budget was spent" in d.summary for d in diagnoses)
+
+
+def test_every_cause_is_documented() -> None:
+    """docs/diagnosis.md's table and README's list name every code (the contract never drifts)."""
+    root = Path(__file__).resolve().parents[3]
+    docs = (root / "docs" / "diagnosis.md").read_text()
+    readme = (root / "README.md").read_text()
+    for cause in Cause:
+        assert f"| `{cause.value}` |" in docs, cause
+        assert f"`{cause.value}`" in readme, cause
