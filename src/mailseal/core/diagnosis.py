@@ -615,26 +615,28 @@ def _subject_untagged(f: FailureFacts, sig: DKIMSignature, key: PublicKey, work:
 
 
 def _unfolded(f: FailureFacts, sig: DKIMSignature, key: PublicKey, work: _Work) -> Iterator[_Finding]:
+    """Folding added by a relay (CRLF inserted before a space), or fold whitespace swapped."""
     folded = [p for p in _chosen(f.headers, sig, f.position) if b"\r\n" in f.headers[p].raw[:-2]]
-    variants: list[tuple[str, list[tuple[int, bytes]]]] = []
-    for old, new in ((b"\r\n", b""), (b"\r\n\t", b"\r\n "), (b"\r\n ", b"\r\n\t")):
-        changed = [(p, f.headers[p].raw[:-2].replace(old, new) + b"\r\n") for p in folded]
-        variants.append(("refolded", changed))
-    for what, changes in variants:
-        if not changes:
+    groups = [folded] + ([[p] for p in folded[:6]] if len(folded) > 1 else [])  # all, then each alone
+    variants = [(group, b"\r\n", b"") for group in groups]
+    variants += [(folded, b"\r\n\t", b"\r\n "), (folded, b"\r\n ", b"\r\n\t")]
+    for group, old, new in variants:
+        if not group:
             continue
         trial = list(f.headers)
-        for position, raw in changes:
-            trial[position] = HeaderField(f.headers[position].name, raw)
+        for position in group:
+            trial[position] = HeaderField(
+                f.headers[position].name, f.headers[position].raw[:-2].replace(old, new) + b"\r\n"
+            )
         if _verifies(f, sig, key, tuple(trial), work):
-            names = ", ".join(dict.fromkeys(f.headers[p].key for p, _ in changes))
-            position, restored = changes[0]
+            names = ", ".join(dict.fromkeys(f.headers[p].key for p in group))
+            first = group[0]
             yield (
                 Cause.HEADER_WHITESPACE,
-                f"a signed header field was {what} after signing; with simple header"
+                "a signed header field was refolded after signing; with simple header"
                 " canonicalization that breaks the signature (relaxed would have passed)",
-                f"{what}: {names}; e.g. {_show(_value(restored), exact=True)} ->"
-                f" {_show(_value(f.headers[position].raw), exact=True)}",
+                f"refolded: {names}; e.g. {_show(_value(trial[first].raw), exact=True)} ->"
+                f" {_show(_value(f.headers[first].raw), exact=True)}",
             )
             return
 

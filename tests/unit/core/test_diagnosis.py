@@ -544,3 +544,15 @@ def test_every_cause_is_documented() -> None:
     for cause in Cause:
         assert f"| `{cause.value}` |" in docs, cause
         assert f"`{cause.value}`" in readme, cause
+
+
+def test_one_field_refolded_among_fields_the_signer_folded(rsa_key: PrivateKey) -> None:
+    long_subject = b"Subject: Meeting notes for Thursday, with the budget and the plan for next year"
+    message = PLAIN.replace(b"Subject: Meeting notes for Thursday\r\n", long_subject + b"\r\n").replace(
+        b"To: list@lists.example.org\r\n", b"To: list@lists.example.org,\r\n\tother@example.net\r\n"
+    )
+    signed = sign(message, rsa_key, canonicalization="simple/relaxed")
+    broken = signed.replace(long_subject + b"\r\n", _fold(long_subject))
+    d = diagnosed(broken, InMemoryResolver(records(("sel", rsa_key))))
+    assert d.code is Cause.HEADER_WHITESPACE
+    assert d.evidence.startswith("refolded: subject;")
