@@ -380,17 +380,21 @@ def test_key_mismatch_even_when_the_body_also_changed(rsa_key: PrivateKey) -> No
     assert "the key in DNS did not make this signature either" in d.summary
 
 
-def test_key_revoked(rsa_key: PrivateKey) -> None:
-    signed = sign(PLAIN, rsa_key, now=NOW - 10 * 86400)
-    resolver = InMemoryResolver({"sel._domainkey.example.com": "v=DKIM1; k=rsa; p="})
+@pytest.mark.parametrize("which", ["rsa", "ed"])
+def test_key_revoked(which: str, rsa_key: PrivateKey, ed_key: PrivateKey) -> None:
+    key = rsa_key if which == "rsa" else ed_key
+    signed = sign(PLAIN, key, now=NOW - 10 * 86400)
+    resolver = InMemoryResolver({"sel._domainkey.example.com": f"v=DKIM1; k={key.key_type}; p="})
     d = diagnosed(signed, resolver)
     assert d.code is Cause.KEY_REVOKED
     assert "rotation" in d.summary and d.evidence.endswith("signed 10 days ago")
 
 
-def test_signature_expired(rsa_key: PrivateKey) -> None:
-    signed = sign(PLAIN, rsa_key, now=NOW - 3 * 86400, expire_after=86400)
-    d = diagnosed(signed, InMemoryResolver(records(("sel", rsa_key))))
+@pytest.mark.parametrize("which", ["rsa", "ed"])
+def test_signature_expired(which: str, rsa_key: PrivateKey, ed_key: PrivateKey) -> None:
+    key = rsa_key if which == "rsa" else ed_key
+    signed = sign(PLAIN, key, now=NOW - 3 * 86400, expire_after=86400)
+    d = diagnosed(signed, InMemoryResolver(records(("sel", key))))
     assert d.code is Cause.SIGNATURE_EXPIRED
     assert d.evidence == "x= passed 2 days ago"
     assert "allowed 1 day after signing" in d.summary
