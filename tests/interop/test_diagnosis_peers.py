@@ -176,13 +176,19 @@ def test_peer_signed_with_a_key_that_was_replaced(signer: str) -> None:
     ],
     ids=["changed", "removed", "refolded"],
 )
+@pytest.mark.parametrize("canon", ["simple/simple", "relaxed/relaxed"])
 def test_opendkim_z_copies_name_the_field(
-    change: Callable[[bytes], bytes], code: Cause, evidence: str
+    canon: str, change: Callable[[bytes], bytes], code: Cause, evidence: str
 ) -> None:
-    signed = _signed("opendkim", "simple/simple", diagnostics=True)
+    signed = _signed("opendkim", canon, diagnostics=True)
     assert b"z=" in signed.partition(b"\r\n\r\n")[0]
     dns = _dns(_key())
     broken = change(signed)
+    if code is Cause.HEADER_WHITESPACE and canon.startswith("relaxed"):  # relaxed absorbs refolding
+        (sig,) = mailseal.verify_sync(broken, resolver=InMemoryResolver(dns)).signatures
+        assert sig.passed and sig.diagnosis is None
+        assert peers.dkimpy_verify(broken, dns) == ["pass"]
+        return
     assert peers.dkimpy_verify(broken, dns) == ["fail"]
     (sig,) = mailseal.verify_sync(broken, resolver=InMemoryResolver(dns)).signatures
     assert sig.diagnosis is not None
