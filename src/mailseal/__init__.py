@@ -11,6 +11,8 @@ Verify (results are values, never exceptions for bad mail)::
     report = mailseal.verify_sync(signed)
     for sig in report.signatures:
         print(sig.result, sig.domain, sig.reason, sig.detail)
+        if sig.diagnosis:  # why it failed, when that can be told: code, summary, evidence
+            print(sig.diagnosis.code, sig.diagnosis.summary)
 
 FAQ. *Does a pass mean the From address is genuine?* No: it means the domain
 in d= took responsibility for the signed header fields and body. Check
@@ -20,6 +22,7 @@ switch.
 """
 
 from mailseal.api import render_authentication_results, sign, sign_many, signing_request, verify, verify_sync
+from mailseal.core.diagnosis import Cause, Diagnosis
 from mailseal.core.keymaterial import PrivateKey, generate_private_key, load_private_key
 from mailseal.core.options import SignOptions, VerifyOptions
 from mailseal.core.results import Alignment, DKIMResult, Reason, SignatureResult, VerificationReport
@@ -35,7 +38,9 @@ from mailseal.errors import KeyFileError, MailsealError, UsageError
 __all__ = [
     "Alignment",
     "CachingResolver",
+    "Cause",
     "DKIMResult",
+    "Diagnosis",
     "DnsResolver",
     "InMemoryResolver",
     "KeyFileError",

@@ -170,7 +170,7 @@ def _start(message: bytes, options: VerifyOptions, now: int | None) -> tuple[Ver
 
 def _finish(verification: Verification, body: bytes) -> VerificationReport:
     verification.feed_body(body)  # already in memory: one pass, no copies
-    return verification.finish()
+    return verification.finish(body)  # a failure's diagnosis may look at the whole body again
 
 
 async def verify(

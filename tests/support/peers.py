@@ -563,6 +563,7 @@ def opendkim_sign(
     sign_headers: Sequence[str] | None = None,
     oversign_headers: Sequence[str] | None = None,
     workdir: Path | None = None,
+    diagnostics: bool = False,
 ) -> bytes:
     """Sign with ``opendkim -t`` in ``Mode s``; returns the DKIM-Signature field to prepend.
 
@@ -570,7 +571,8 @@ def opendkim_sign(
     ``refile:`` SigningTable ``*`` line, so d= need not match From.
     *sign_headers* is OpenDKIM's SignHeaders set (it signs the present ones, in
     message order, and always From); *oversign_headers* its OversignHeaders.
-    OpenDKIM adds t=, never i= here.  The value OpenDKIM prints is folded with
+    OpenDKIM adds t=, never i= here; *diagnostics* (its ``Diagnostics`` setting)
+    adds z= with copies of the signed fields.  The value OpenDKIM prints is folded with
     bare LF; it is re-folded with CRLF, which is what OpenDKIM signed.
     """
     binary = _opendkim_binary_or_raise()
@@ -598,6 +600,8 @@ def opendkim_sign(
             conf += f"SignHeaders {','.join(sign_headers)}\n"
         if oversign_headers is not None:
             conf += f"OversignHeaders {','.join(oversign_headers)}\n"
+        if diagnostics:
+            conf += "Diagnostics yes\n"
         conf_path = tmp / "opendkim.conf"
         conf_path.write_text(conf, encoding="utf-8")
         msg_path = tmp / "message.eml"

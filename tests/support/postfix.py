@@ -258,8 +258,13 @@ class PostfixInstance(ManagedServer):
         main_cf: Mapping[str, str] | None = None,
         hostname: str = "mx.mailseal.test",
         startup_timeout: float = 20.0,
+        services: Sequence[str] = (),
     ) -> None:
-        """Prepare (not start) the instance; use ``with`` or start()/stop()."""
+        """Prepare (not start) the instance; use ``with`` or start()/stop().
+
+        ``services`` are extra master.cf lines (e.g. a ``pipe`` transport to a list manager).
+        """
+        self.services = list(services)
         self.milters = [milters] if isinstance(milters, str) else list(milters)
         self.non_smtpd_milters = (
             [non_smtpd_milters] if isinstance(non_smtpd_milters, str) else list(non_smtpd_milters)
@@ -453,7 +458,8 @@ class PostfixInstance(ManagedServer):
             services.append(f"{LOOPBACK}:{self.ports[name]} inet n - n - - smtpd")
             services.append(f"  -o syslog_name=postfix/{name}")
             services.extend(f"  -o {{ {key} = {value} }}" for key, value in overrides.items())
-        (self.config_dir / "master.cf").write_text("\n".join(services) + "\n" + _MASTER_CF_SERVICES)
+        extra = "".join(line + "\n" for line in self.services)
+        (self.config_dir / "master.cf").write_text("\n".join(services) + "\n" + _MASTER_CF_SERVICES + extra)
         # Postfix waits (300 ms at a time) until a config file is over a second old, in case
         # it is still being written: date the files back so every command reads them at once.
         settled = time.time() - 10

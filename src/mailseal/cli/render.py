@@ -25,6 +25,7 @@ def to_json(label: str, report: VerificationReport, authres: str) -> dict[str, A
         item["signed_headers"] = list(sig.signed_headers)
         item["unsigned_headers"] = list(sig.unsigned_headers)
         item["warnings"] = list(sig.warnings)
+        item["diagnosis"] = sig.diagnosis.to_json() if sig.diagnosis is not None else None
         signatures.append(item)
     return {
         "file": label,
@@ -93,6 +94,9 @@ def _explain_one(number: int, sig: SignatureResult) -> list[str]:
     out = [head]
     reason = f" [{sig.reason}]" if sig.reason is not None else ""
     out.append(f"    {sig.detail}{reason}")
+    if sig.diagnosis is not None:
+        d = sig.diagnosis
+        out.append(f"    why: {d.summary} [{d.code}: {d.evidence}]")
     if sig.result is DKIMResult.PASS:  # coverage and alignment mean something only for a verified signature
         if sig.signed_headers:
             out.append(f"    signed header fields: {', '.join(sig.signed_headers)}")

@@ -81,6 +81,25 @@ def verify_digest(algorithm: Algorithm, key: PublicKey, signature: bytes, header
     return True
 
 
+def rsa_key_made(key: PublicKey, signature: bytes) -> bool | None:
+    """Whether ``key`` made ``signature`` over *some* data (RSA only; None for Ed25519).
+
+    PKCS#1 v1.5 signatures can be opened with the public key: the right key
+    yields the padding and a DigestInfo whatever was signed, a wrong key yields
+    noise. Diagnosis uses this to tell "the key changed" from "the header
+    fields changed" (RFC 8017 section 8.2.2 steps 2-3).
+    """
+    if not isinstance(key, rsa.RSAPublicKey):
+        return None
+    if len(signature) != (key.key_size + 7) // 8:
+        return False
+    try:
+        key.recover_data_from_signature(signature, padding.PKCS1v15(), None)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
 def key_type_of(key: PublicKey | PrivateKeyObject) -> KeyType:
     """The k= key type for a key object."""
     if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):

@@ -22,6 +22,7 @@ DEFAULT_MAX_SIGNATURES: Final = 8
 DEFAULT_CLOCK_SKEW: Final = 300
 DEFAULT_MAX_VERIFY_WORK: Final = 64
 """Crypto work per message, in RSA-2048 verifications: 8 signatures with 4096-bit keys, or one at the caps."""
+DEFAULT_DIAGNOSIS_BODY_LIMIT: Final = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,9 @@ class VerifyOptions:
     From, bottom first. ``allow_rsa_sha1`` is a legacy switch: RFC 8301 says
     rsa-sha1 signatures must not be counted as valid. RSA keys outside
     ``min_rsa_bits``..``max_rsa_bits`` are refused (``core/keypolicy.py`` says
-    why 8192). ``clock_skew`` (seconds) is allowed on x= and t=.
+    why 8192). ``clock_skew`` (seconds) is allowed on x= and t=. ``diagnosis_body_limit``
+    is how much of a streamed body the verifier keeps to explain a body-hash
+    failure (0: keep none; drivers holding the whole body pass it to ``finish``).
     """
 
     max_signatures: int = DEFAULT_MAX_SIGNATURES
@@ -65,3 +68,4 @@ class VerifyOptions:
     max_rsa_bits: int = DEFAULT_MAX_RSA_BITS
     max_verify_work: int = DEFAULT_MAX_VERIFY_WORK
     preferred_domains: tuple[str, ...] = ()
+    diagnosis_body_limit: int = DEFAULT_DIAGNOSIS_BODY_LIMIT

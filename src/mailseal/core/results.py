@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from mailseal.core.diagnosis import Diagnosis
 
 from mailseal.core.address import Author
 
@@ -156,6 +159,8 @@ class SignatureResult:
     expiration: int | None = None
     signature_b: str | None = None
     warnings: tuple[str, ...] = field(default=())
+    diagnosis: Diagnosis | None = None
+    """Why it failed, in plain words (core/diagnosis.py); None for a pass."""
 
     @property
     def passed(self) -> bool:

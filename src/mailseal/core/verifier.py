@@ -39,6 +39,7 @@ from mailseal.core.algorithms import PublicKey, key_bits, verify_digest
 from mailseal.core.alignment import alignment
 from mailseal.core.bodyhash import BodyHasher
 from mailseal.core.canonicalization import Canon, canonicalize_header, relaxed_header
+from mailseal.core.diagnosis import BodyKeeper, Diagnosis, DiagnosisBudget, FailureFacts, diagnose
 from mailseal.core.identity import is_within
 from mailseal.core.keypolicy import (
     WEAK_RSA_BITS,
@@ -148,6 +149,7 @@ class Verification:
             [(c.signature.body_canon, c.signature.algorithm.hash_name, c.signature.body_length)
              for c in self._pending if c.signature is not None]
         )  # fmt: skip
+        self._kept = BodyKeeper(self._options.diagnosis_body_limit if self._pending else 0)
 
     # -- stage 1: the signature fields -------------------------------------------
 
@@ -276,17 +278,26 @@ class Verification:
     def feed_body(self, chunk: bytes) -> None:
         """Add the next body bytes (any chunking; memory stays flat)."""
         self._body.feed(chunk)
+        self._kept.feed(chunk)
 
     # -- stage 4: verdicts -------------------------------------------------------------
 
-    def finish(self) -> VerificationReport:
-        """Check body hashes and signatures in evaluation order; report top first, bounded."""
+    def finish(self, body: bytes | None = None) -> VerificationReport:
+        """Check body hashes and signatures in evaluation order; report top first, bounded.
+
+        ``body`` is the whole body when the driver still holds it (for the
+        diagnosis of a failure; otherwise the copy kept while streaming is used).
+        """
         self._body.finish()
         for c in self._pending:
             if not c.decided:
                 self._check(c)
         reported = self._reported()
-        results = tuple(self._result(c) for c in reported)
+        budget = DiagnosisBudget()  # all failures of this message share it
+        results = tuple(
+            self._result(c, None if c.reason is None else diagnose(self._failure_facts(c, body), budget))
+            for c in reported
+        )
         return VerificationReport(
             results, self._author_domain, self._author, left_out=self._fields - len(reported)
         )
@@ -300,6 +311,23 @@ class Verification:
         )
         keep = [*self._pending, *rest][:limit]
         return sorted(keep, key=lambda c: c.position)
+
+    def _failure_facts(self, c: _Candidate, body: bytes | None) -> FailureFacts:
+        """What the diagnosis of a failed signature may look at (failures only pay for it)."""
+        assert c.reason is not None  # noqa: S101 - failures only
+        return FailureFacts(
+            reason=c.reason,
+            detail=c.detail,
+            signature=c.signature,
+            headers=self._headers,
+            position=c.position,
+            key=c.key,
+            key_bits=c.facts.key_bits,
+            now=self._now,
+            min_rsa_bits=self._options.min_rsa_bits,
+            body=body if body is not None else self._kept.body(),
+            body_size=self._kept.size if body is None else len(body),
+        )
 
     def _check(self, c: _Candidate) -> None:
         sig = c.signature
@@ -375,7 +403,7 @@ class Verification:
     def _decide(self, c: _Candidate, reason: Reason | None, detail: str) -> None:
         c.reason, c.detail, c.decided = reason, detail, True
 
-    def _result(self, c: _Candidate) -> SignatureResult:
+    def _result(self, c: _Candidate, diagnosis: Diagnosis | None) -> SignatureResult:
         """The candidate's verdict as a value; its result word comes from the one reason table."""
         f = c.facts
         result = DKIMResult.PASS if c.reason is None else REASON_RESULT[c.reason]
@@ -403,6 +431,7 @@ class Verification:
             expiration=f.expiration,
             signature_b=f.signature_b,
             warnings=_warnings(f) if result is DKIMResult.PASS else (),
+            diagnosis=diagnosis,
         )
 
 

@@ -81,6 +81,10 @@ class PrometheusMetrics:
             "mailseal_signatures_verified", "DKIM signatures verified, by result and domain",
             ["result", "domain"], **kwargs,
         )  # fmt: skip
+        self._diagnosed = client.Counter(
+            "mailseal_verify_failures", "Signatures that did not pass, by diagnosed cause (a closed set)",
+            ["cause"], **kwargs,
+        )  # fmt: skip
         self._unsigned = client.Counter(
             "mailseal_unsigned", "Outgoing messages passed on unsigned, by reason", ["reason"], **kwargs
         )
@@ -106,6 +110,8 @@ class PrometheusMetrics:
             for signature in outcome.report.signatures:
                 domain = signature.domain if signature.domain in watched_domains else "other"
                 self._verified.labels(signature.result.value, domain or "other").inc()
+                if signature.diagnosis is not None:
+                    self._diagnosed.labels(signature.diagnosis.code.value).inc()
 
     def error(self, kind: str) -> None:
         """Count one error that is not a message outcome."""

@@ -564,6 +564,9 @@ def outcome_line(outcome: MessageOutcome) -> str:
         parts.append(f"unsigned={outcome.sign_note}")
     if outcome.report is not None:
         parts.append(f"dkim={_report_text(outcome.report)}")
+        causes = [s.diagnosis.code.value for s in outcome.report.signatures if s.diagnosis is not None]
+        if causes:
+            parts.append("diagnosis=" + ",".join(causes))
     if outcome.removed_authres:
         parts.append(f"removed_authres={outcome.removed_authres}")
     parts.append(f"ms={outcome.seconds * 1000:.2f}")
