@@ -22,7 +22,7 @@ from mailseal.keys.lifecycle import Lifecycle
 from mailseal.keys.publish import DnsUpdatePublisher
 from mailseal.keys.rotation import Event, Generation
 from mailseal.keys.sqlite_store import SqliteKeyStore
-from mailseal.milter.server import load
+from mailseal.milter.loading import load
 from support.keyflow import DOMAIN, POLICIES, POLICY
 from support.memdns import FakeClock, MemoryZone
 from support.milter_client import MilterClient, Result, apply_actions
