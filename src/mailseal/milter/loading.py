@@ -41,6 +41,7 @@ def build_runtime(config: Config, keyset: KeySet, generation: int = 1) -> Runtim
         failure=config.failure,
         requirements=config.requirements,
         max_header_bytes=config.max_header_bytes,
+        max_forged_authres=config.edge.max_forged_authres,
         generation=generation,
     )
 

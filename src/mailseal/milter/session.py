@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final, TypeVar
 
-from mailseal.core.authres import authentication_results, authserv_id_of
+from mailseal.core.authres import authentication_results, claims_authserv_id
 from mailseal.core.message import HeaderField
 from mailseal.core.results import DKIMResult, VerificationReport
 from mailseal.core.signer import Signing, SigningRequest
@@ -49,8 +49,6 @@ _T = TypeVar("_T")
 
 AUTHRES: Final = "Authentication-Results"
 _AUTHRES_NAME: Final = b"authentication-results"
-AUTHSERV_ID_SCAN: Final = 1024
-"""Bytes of a received Authentication-Results value read to find its authserv-id."""
 SIGNATURE: Final = "DKIM-Signature"
 
 
@@ -201,8 +199,11 @@ class _Message:
     verification: Verification | None = None
     queries: tuple[str, ...] = ()
     decisions: list[Decision] = field(default_factory=list)
-    authserv_ids: list[str | None] = field(default_factory=list)
-    """The authserv-id of each received Authentication-Results field, in order (kept even when oversize)."""
+    authres_seen: int = 0
+    """Received Authentication-Results fields so far (counted even when oversize)."""
+    forged_authres: list[int] = field(default_factory=list)
+    """1-based positions (among the received A-R fields) of those that could be read as ours; at
+    most ``runtime.max_forged_authres`` + 1 are kept, and past that nothing more is parsed."""
     broken: bool = False
     """An internal error happened: no more work on this message, the failure policy decides."""
 
@@ -351,7 +352,7 @@ class Session:
         message = self._current()
         name = event.name
         if len(name) == len(_AUTHRES_NAME) and name.lower() == _AUTHRES_NAME:
-            message.authserv_ids.append(self._authserv_id(name, event.value))
+            self._on_authres(message, event.value)
         if message.oversize:
             return b""
         raw = codec.field_bytes(name, event.value, leading_space=self._leading_space)
@@ -383,18 +384,26 @@ class Session:
             reply = self._guard(message, lambda: self._finish(message)) or b""
         if message.broken:
             message.signed = ()  # whatever was planned, nothing was signed
-            decision = most_severe(message.decisions)
             deletions = self._authres_deletions(message)
+            decision = most_severe(message.decisions)
             reply = self._reply(decision, deletions)
             self._record(message, decision, None, _delivered(decision, deletions))
         self._end_message()
         return reply
 
-    def _authserv_id(self, name: bytes, value: bytes) -> str | None:
-        """The authserv-id a received Authentication-Results field claims (only its first bytes are read)."""
-        head = value[:AUTHSERV_ID_SCAN]
-        raw = codec.field_bytes(name, head, leading_space=self._leading_space)
-        return authserv_id_of(HeaderField(name.decode("ascii", "replace"), raw))
+    def _on_authres(self, message: _Message, value: bytes) -> None:
+        """Note a received Authentication-Results field that could be read as ours (a forgery).
+
+        The work is bounded: each field is scanned at most ``AUTHRES_SCAN_BYTES``,
+        and once more than ``max_forged_authres`` forgeries are seen the rest
+        are only counted (the message gets ``on_failure.authres_flood``).
+        """
+        message.authres_seen += 1
+        forged = message.forged_authres
+        if len(forged) > message.runtime.max_forged_authres:
+            return
+        if claims_authserv_id(value, message.runtime.authserv_id):
+            forged.append(message.authres_seen)
 
     # -- the work -------------------------------------------------------------------------
 
@@ -529,14 +538,26 @@ class Session:
         return self._reply(decision, edits)
 
     def _authres_deletions(self, message: _Message) -> list[bytes]:
-        """CHGHEADER deletions of the received Authentication-Results fields claiming to be ours (forgeries)."""
-        ours = message.runtime.authserv_id.lower()
-        forged = [
-            index
-            for index, claimed in enumerate(message.authserv_ids, 1)  # 1-based among the received fields
-            if claimed is not None and claimed.lower() == ours
-        ]
+        """CHGHEADER deletions of the received Authentication-Results fields claiming to be ours (forgeries).
+
+        More than ``max_forged_authres`` of them is a flood: removing them all
+        would cost one reply frame and one header edit in the MTA each, so the
+        message gets ``on_failure.authres_flood`` (reject by default) and none
+        is removed; the verdict can only be reject, tempfail or quarantine
+        (the configuration refuses accept), so no forgery is delivered.
+        """
+        forged = message.forged_authres
         if not forged:
+            return []
+        limit = message.runtime.max_forged_authres
+        if len(forged) > limit:
+            if not any(d.cause == Failure.AUTHRES_FLOOD for d in message.decisions):
+                message.decisions.append(
+                    message.runtime.failure.decide(
+                        Failure.AUTHRES_FLOOD,
+                        f"more than {limit} Authentication-Results fields claim to come from this host",
+                    )
+                )
             return []
         if not self._actions & _CHANGE_HEADERS:  # an action the MTA did not allow breaks the connection
             _log.warning("cannot remove %d forged Authentication-Results: the MTA forbids it", len(forged))
