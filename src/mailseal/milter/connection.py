@@ -15,15 +15,22 @@ from typing import TYPE_CHECKING, Final
 
 from mailseal.core.txtanswer import TxtAnswer, TxtStatus
 from mailseal.milter import codec
-from mailseal.milter.session import Session
+from mailseal.milter.logline import escape, throttle
+from mailseal.milter.session import Session, State
 
 if TYPE_CHECKING:
+    from mailseal.milter.config import EdgeLimits
     from mailseal.milter.server import MilterServer
 
 _log = logging.getLogger("mailseal.milter")
 
 _TCP_FAMILIES: Final = (socket.AF_INET, socket.AF_INET6)
 _QUICKACK: Final = getattr(socket, "TCP_QUICKACK", None)
+WRITE_HIGH: Final = 64 * 1024
+"""Bytes of replies waiting for the MTA to read them before we stop reading from it."""
+WRITE_LOW: Final = 16 * 1024
+WRITE_STALL: Final = 30.0
+"""Seconds a connection may keep replies unread (its writes paused) before it is closed."""
 
 
 class Connection(asyncio.Protocol):
@@ -39,7 +46,12 @@ class Connection(asyncio.Protocol):
         self._waiting: asyncio.Task[None] | None = None
         # Kept: each asyncio.get_running_loop() costs a getpid() system call.
         self._loop = asyncio.get_running_loop()
-        self.last_active = 0.0
+        now = self._loop.time()
+        self.accepted_at = now
+        self.last_active = now
+        """When the last complete command arrived (bytes trickling in do not count)."""
+        self.message_started: float | None = None
+        self.write_paused_at: float | None = None
 
     @property
     def busy(self) -> bool:
@@ -51,20 +63,47 @@ class Connection(asyncio.Protocol):
         """Waiting for DNS answers before the end-of-message reply."""
         return self._waiting is not None
 
+    @property
+    def negotiated(self) -> bool:
+        """Option negotiation is done."""
+        return self._session.state is not State.NEGOTIATE
+
+    def overdue(self, now: float, limits: EdgeLimits, idle_timeout: float) -> str | None:
+        """Why this connection must be closed now (a deadline passed), or None.
+
+        Deadlines are absolute: a client trickling bytes cannot extend them,
+        only complete commands count as activity.
+        """
+        if not self.negotiated and now - self.accepted_at > limits.negotiate_timeout:
+            return f"no option negotiation within {limits.negotiate_timeout:g}s"
+        if self.message_started is not None and now - self.message_started > limits.message_timeout:
+            return f"a message not finished within {limits.message_timeout:g}s"
+        if self._waiting is not None:
+            return None
+        if self.write_paused_at is not None and now - self.write_paused_at > WRITE_STALL:
+            return f"replies unread for {WRITE_STALL:g}s"
+        if not self.busy and now - self.accepted_at > limits.connection_lifetime:
+            return f"open longer than {limits.connection_lifetime:g}s"
+        if now - self.last_active > idle_timeout:
+            return f"no complete command for {idle_timeout:g}s"
+        return None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream servers give Transports
         self._transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in _TCP_FAMILIES:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if _QUICKACK is not None:
                 self._socket = sock
-        self.last_active = self._loop.time()
         self._server.added(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._session.in_message and not self._server.stopping:
-            _log.warning("the MTA closed the milter connection in the middle of a message")
+            throttle.warning(
+                "closed-mid-message", "the MTA closed the milter connection in the middle of a message"
+            )
         for future in self._lookups.values():
             future.cancel()
         self._lookups.clear()
@@ -73,16 +112,33 @@ class Connection(asyncio.Protocol):
         self._server.removed(self)
 
     def close(self) -> None:
-        """Close the connection (the MTA sees end of file)."""
+        """Close the connection once our replies are written (the MTA sees end of file)."""
         if self._transport is not None:
             self._transport.close()
+
+    def abort(self) -> None:
+        """Close now, dropping unwritten replies (a deadline or the connection cap)."""
+        if self._transport is not None:
+            self._transport.abort()
+        self._server.removed(self)
+
+    def pause_writing(self) -> None:
+        """The MTA is not reading our replies: stop reading its commands until it does."""
+        self.write_paused_at = self._loop.time()
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        """The replies drained: read again (unless waiting for key lookups)."""
+        self.write_paused_at = None
+        if self._waiting is None and self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self._socket is not None:
             self._socket.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
         self._decoder.receive(data)
         if self._waiting is None:
-            self.last_active = self._loop.time()
             self._pump()
 
     def _pump(self) -> None:
@@ -90,8 +146,10 @@ class Connection(asyncio.Protocol):
         out: list[bytes] = []
         decoder = self._decoder
         session = self._session
+        handled = 0
         try:
             while (event := decoder.next_event()) is not None:
+                handled += 1
                 kind = type(event)
                 if kind is codec.Macros or kind is codec.Header or kind is codec.BodyChunk:
                     reply = session.handle(event)  # the bulk of the packets: nothing else to do
@@ -100,6 +158,8 @@ class Connection(asyncio.Protocol):
                     continue
                 if isinstance(event, codec.EndOfMessage) and self._lookups and not self._answers_ready():
                     self._waiting = asyncio.ensure_future(self._finish_after_lookups(event))
+                    if self._transport is not None:
+                        self._transport.pause_reading()  # nothing more is read until we have replied
                     break
                 self._handle(event, out)
                 if kind is codec.Quit:
@@ -110,6 +170,13 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         self._write(out)
+        if handled:
+            now = self._loop.time()
+            self.last_active = now
+            if not session.in_message:
+                self.message_started = None
+            elif self.message_started is None:
+                self.message_started = now
         if session.closed or (self._server.stopping and not session.in_message):
             self.close()
             self._server.check_drained()
@@ -165,7 +232,10 @@ class Connection(asyncio.Protocol):
         finally:
             self._waiting = None
             self.last_active = self._loop.time()
+            self.message_started = None if not self._session.in_message else self.message_started
         if self._transport is not None and not self._transport.is_closing():
+            if self.write_paused_at is None:
+                self._transport.resume_reading()
             self._pump()
 
 
@@ -178,6 +248,6 @@ def _answer_of(name: str, future: asyncio.Future[TxtAnswer]) -> TxtAnswer:
         return TxtAnswer.failure(TxtStatus.TIMEOUT, f"the lookup of {name} was cancelled")
     exc = future.exception()
     if exc is not None:
-        _log.warning("key lookup of %s failed: %r", name, exc)
+        throttle.warning("lookup-failed", "key lookup of %s failed: %s", escape(name), escape(repr(exc)))
         return TxtAnswer.failure(TxtStatus.ERROR, f"lookup failed: {type(exc).__name__}")
     return future.result()

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import resource
 import signal
 import socket
 import time
@@ -33,14 +36,32 @@ from mailseal.milter.loading import (
     load,
     signing_summary,
 )
-from mailseal.milter.logline import outcome_line
+from mailseal.milter.logline import outcome_line, throttle
 from mailseal.milter.metrics import Metrics, NullMetrics
 from mailseal.milter.runtime import Runtime
 from mailseal.milter.session import MessageOutcome
 
 _log = logging.getLogger("mailseal.milter")
 
-SWEEP_INTERVAL: Final = 5.0
+SWEEP_INTERVAL: Final = 1.0
+"""Seconds between deadline checks (deadlines are enforced to within this)."""
+ACCEPT_BURST: Final = 64
+"""Connections accepted per wake-up, so a connection flood cannot starve the ones already open."""
+ACCEPT_BACKOFF: Final = 0.2
+"""Seconds accepting pauses when the system refuses (no descriptors left): no busy loop, no log storm."""
+EVICT_MIN_IDLE: Final = 1.0
+"""A connection idle for less than this is never closed to make room for a new one."""
+DESCRIPTOR_RESERVE: Final = 64
+"""Descriptors kept out of the connection cap: DNS sockets, key files, logs, the listener."""
+_OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def connection_cap(configured: int) -> int:
+    """``limits.max_connections``, lowered to fit the soft descriptor limit (minus a reserve)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, soft - DESCRIPTOR_RESERVE))
 
 
 class MilterServer:
@@ -55,8 +76,12 @@ class MilterServer:
         metrics: Metrics | None = None,
         key_source_factory: KeySourceFactory = config_key_source,
         clock: Callable[[], float] = time.time,
+        watch_parent: bool = False,
     ) -> None:
-        """Serve ``loaded``; ``config_path`` is re-read on reload; a given ``resolver`` is kept across reloads."""
+        """Serve ``loaded``; ``config_path`` is re-read on reload; a given ``resolver`` is kept across reloads.
+
+        ``watch_parent`` (a forked worker): stop when the parent process is gone.
+        """
         self._loaded = loaded
         self._config_path = config_path
         self._fixed_resolver = resolver
@@ -69,6 +94,10 @@ class MilterServer:
         self._watched = frozenset(r.domain for r in self._runtime.requirements)  # named in metrics
         self._key_version: Hashable = loaded.version
         self._connections: set[Connection] = set()
+        self._listeners: list[socket.socket] = []
+        self._adopting = 0
+        self._cap = loaded.config.edge.max_connections
+        self._parent = os.getppid() if watch_parent else None
         self._servers: list[asyncio.AbstractServer] = []
         self._stopping = False
         self._stopped: asyncio.Event | None = None
@@ -107,11 +136,11 @@ class MilterServer:
             _log.info("%s", outcome_line(outcome))
             self._metrics.observe(outcome, self._watched)
         except Exception:  # noqa: BLE001 - a logging or metrics bug must not break the connection
-            _log.exception("cannot log or count message %s", outcome.queue_id)
+            throttle.log(logging.ERROR, "observe", "cannot log or count a message", exc_info=True)
 
     def protocol_error(self, detail: str) -> None:
         """A connection broke the protocol."""
-        _log.warning("closing a milter connection: %s", detail)
+        throttle.warning("protocol", "closing a milter connection: %s", detail)
         self._metrics.error("protocol")
 
     # -- lifecycle
@@ -120,11 +149,13 @@ class MilterServer:
         loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         sock.setblocking(False)  # noqa: FBT003 - the stdlib signature
-        if sock.family == socket.AF_UNIX:
-            server = await loop.create_unix_server(lambda: Connection(self), sock=sock, backlog=512)
-        else:
-            server = await loop.create_server(lambda: Connection(self), sock=sock, backlog=512)
-        self._servers.append(server)
+        self._cap = connection_cap(self.config.edge.max_connections)
+        if self._cap < self.config.edge.max_connections:
+            _log.warning(
+                "limits.max_connections lowered to %d to fit the descriptor limit (ulimit -n)", self._cap
+            )
+        self._listeners.append(sock)
+        loop.add_reader(sock.fileno(), self._accept, sock)  # our own accept: the cap applies before accept
         self._spawn(self._sweep())
         if self.config.milter.key_check_interval > 0:
             self._spawn(self._watch_keys(self.config.milter.key_check_interval))
@@ -149,12 +180,108 @@ class MilterServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _accept(self, sock: socket.socket) -> None:
+        """Accept up to a burst of waiting connections, each admitted under the connection cap."""
+        for _ in range(ACCEPT_BURST):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    throttle.warning(
+                        "accept",
+                        "cannot accept milter connections: %s (%d open); pausing accepts for %gs",
+                        exc.strerror,
+                        len(self._connections),
+                        ACCEPT_BACKOFF,
+                    )
+                    self._metrics.error("accept")
+                    self._pause_accepting(sock)
+                else:
+                    throttle.warning("accept-other", "cannot accept a milter connection: %s", exc.strerror)
+                return
+            self._admit(conn)
+
+    def _pause_accepting(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(sock.fileno())
+
+        def resume() -> None:
+            if not self._stopping and sock.fileno() >= 0:
+                loop.add_reader(sock.fileno(), self._accept, sock)
+
+        loop.call_later(ACCEPT_BACKOFF, resume)
+
+    def _admit(self, conn: socket.socket) -> None:
+        """Take a new connection; at the cap, close the stalest idle one for it, or refuse it at once."""
+        if self._stopping or (len(self._connections) + self._adopting >= self._cap and not self._evict()):
+            if not self._stopping:
+                throttle.warning(
+                    "refused",
+                    "refusing a milter connection: %d open, all active (limits.max_connections = %d)",
+                    len(self._connections),
+                    self._cap,
+                )
+                self._metrics.error("refused")
+            conn.close()
+            return
+        conn.setblocking(False)  # noqa: FBT003 - the stdlib signature
+        self._adopting += 1
+        self._spawn(self._adopt(conn))
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: Connection(self), sock=conn)
+        except OSError:
+            conn.close()
+        finally:
+            self._adopting -= 1
+
+    def _evict(self) -> bool:
+        """Close the connection that made progress longest ago (not one waiting for DNS); False if none may go."""
+        now = asyncio.get_running_loop().time()
+        victim: Connection | None = None
+        for connection in self._connections:
+            if connection.waiting or now - connection.last_active < EVICT_MIN_IDLE:
+                continue
+            if victim is None or connection.last_active < victim.last_active:
+                victim = connection
+        if victim is None:
+            return False
+        throttle.warning(
+            "evicted",
+            "at limits.max_connections (%d): closing a connection idle for %.0fs to admit a new one",
+            self._cap,
+            now - victim.last_active,
+        )
+        self._metrics.error("evicted")
+        victim.abort()
+        return True
+
+    @property
+    def connection_count(self) -> int:
+        """Open connections (for tests and metrics)."""
+        return len(self._connections)
+
+    @property
+    def cap(self) -> int:
+        """The connection cap in force."""
+        return self._cap
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let messages in flight finish (up to ``grace`` seconds), then close."""
         if self._stopping:
             return
         self._stopping = True
         grace = self.config.milter.shutdown_grace if grace is None else grace
+        loop = asyncio.get_running_loop()
+        for sock in self._listeners:  # let go of the socket first: a restart can bind at once
+            if sock.fileno() >= 0:
+                loop.remove_reader(sock.fileno())
+                sock.close()
         for server in self._servers:
             server.close()
         busy = [c for c in self._connections if c.busy]
@@ -240,16 +367,26 @@ class MilterServer:
                     self._key_version = version  # do not retry the same broken state every interval
 
     async def _sweep(self) -> None:
-        """Close connections idle longer than ``limits.idle_timeout``."""
+        """Enforce the per-connection deadlines; stop when the parent (supervisor) is gone."""
         loop = asyncio.get_running_loop()
         while True:
-            limit = self.config.idle_timeout
-            await asyncio.sleep(min(SWEEP_INTERVAL, limit / 2))
-            now = loop.time()
-            for connection in list(self._connections):
-                if now - connection.last_active > limit and not connection.waiting:
-                    _log.warning("closing a milter connection idle for %.0fs", now - connection.last_active)
-                    connection.close()
+            await asyncio.sleep(SWEEP_INTERVAL)
+            if self._parent is not None and os.getppid() != self._parent:
+                _log.error("the supervisor (pid %d) is gone; stopping this worker", self._parent)
+                self._parent = None
+                self._spawn(self.stop())
+            self.enforce_deadlines(loop.time())
+
+    def enforce_deadlines(self, now: float) -> None:
+        """Close every connection past one of its deadlines (see :meth:`Connection.overdue`)."""
+        limits = self.config.edge
+        idle = self.config.idle_timeout
+        for connection in list(self._connections):
+            why = connection.overdue(now, limits, idle)
+            if why is not None:
+                throttle.warning("deadline", "closing a milter connection: %s", why)
+                self._metrics.error("deadline")
+                connection.abort()
 
     def check_drained(self) -> None:
         """During shutdown, note when no message is in flight any more."""

@@ -40,6 +40,7 @@ from mailseal.milter.actions import (
     most_severe,
     smtp_reply,
 )
+from mailseal.milter.logline import escape, throttle
 from mailseal.milter.routing import Origin, Route, classify, client_address, route
 from mailseal.milter.runtime import Runtime, SenderSource
 from mailseal.milter.signing_table import choose_keys, envelope_sender, header_sender
@@ -289,7 +290,10 @@ class Session:
         self._leading_space = bool(protocol & _LEADING_SPACE)
         self._no_reply = _NO_REPLY_SETS[protocol & _NO_REPLY_MASK]
         if not actions & _ADD_HEADERS:
-            _log.warning("the MTA does not let filters add header fields: mail cannot be signed or marked")
+            throttle.warning(
+                "no-add-headers",
+                "the MTA does not let filters add header fields: mail cannot be signed or marked",
+            )
         macros = WANTED_MACROS if actions & _SET_MACRO_LIST else {}
         version = min(event.version, codec.PROTOCOL_VERSION)
         return codec.negotiate_reply(version, codec.Action(actions), codec.Protocol(protocol), macros)
@@ -418,7 +422,14 @@ class Session:
         except Exception:  # noqa: BLE001 - the failure-policy boundary: a bug must not lose a message
             signing = message.route is None or message.route.sign
             failure = Failure.SIGN_INTERNAL_ERROR if signing else Failure.VERIFY_INTERNAL_ERROR
-            _log.exception("internal error on message %s; following %s", self._macro("i") or "-", failure)
+            throttle.log(  # a hostile message can repeat it: one traceback per interval
+                logging.ERROR,
+                f"internal:{failure}",
+                "internal error on message %s; following %s",
+                escape(self._macro("i") or "-"),
+                failure,
+                exc_info=True,
+            )
             message.broken = True
             message.signing = None
             message.verification = None
@@ -493,7 +504,13 @@ class Session:
             message.signing = Signing(message.headers, requests, now=now)
         except UsageError as exc:  # no From field, or a key table entry the core refuses
             message.sign_note = "unsignable"
-            _log.warning("cannot sign message %s from %s: %s", self._macro("i") or "-", domain, exc)
+            throttle.warning(
+                "cannot-sign",
+                "cannot sign message %s from %s: %s",
+                escape(self._macro("i") or "-"),
+                escape(domain),
+                exc,
+            )
             return
         message.signed = tuple((r.domain, r.selector, r.checked_algorithm().name) for r in requests)
 
@@ -560,7 +577,11 @@ class Session:
                 )
             return []
         if not self._actions & _CHANGE_HEADERS:  # an action the MTA did not allow breaks the connection
-            _log.warning("cannot remove %d forged Authentication-Results: the MTA forbids it", len(forged))
+            throttle.warning(
+                "authres-forbidden",
+                "cannot remove %d forged Authentication-Results: the MTA forbids it",
+                len(forged),
+            )
             return []
         # From the bottom up, so the indexes still to be used stay valid.
         return [codec.change_header(position, AUTHRES, b"") for position in reversed(forged)]
@@ -581,7 +602,7 @@ class Session:
         if verdict is Verdict.QUARANTINE:
             if self._actions & _QUARANTINE:
                 return b"".join(edits) + codec.quarantine(decision.text) + codec.CONTINUE
-            _log.warning("cannot quarantine: the MTA does not allow it; accepting")
+            throttle.warning("no-quarantine", "cannot quarantine: the MTA does not allow it; accepting")
             return b"".join(edits) + codec.CONTINUE
         code, status, text = smtp_reply(decision)
         return codec.reply_code(code, status, f"mailseal: {text}")
