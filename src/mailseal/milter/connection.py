@@ -64,6 +64,11 @@ class Connection(asyncio.Protocol):
         return self._waiting is not None
 
     @property
+    def write_buffer_size(self) -> int:
+        """Bytes of replies the MTA has not read yet (bounded by back-pressure)."""
+        return self._transport.get_write_buffer_size() if self._transport is not None else 0
+
+    @property
     def negotiated(self) -> bool:
         """Option negotiation is done."""
         return self._session.state is not State.NEGOTIATE

@@ -266,6 +266,10 @@ class MilterServer:
         """Open connections (for tests and metrics)."""
         return len(self._connections)
 
+    def largest_write_buffer(self) -> int:
+        """The most reply bytes any one connection holds unread (for tests of back-pressure)."""
+        return max((c.write_buffer_size for c in self._connections), default=0)
+
     @property
     def cap(self) -> int:
         """The connection cap in force."""
