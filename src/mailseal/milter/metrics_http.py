@@ -1,23 +1,71 @@
-"""The metrics HTTP endpoint: ``GET /metrics`` answered with the Prometheus exposition."""
+"""The metrics HTTP endpoint: ``GET /metrics`` answered with the Prometheus exposition.
+
+One exchange, :class:`MetricsRequest`, holds the rules (a bounded request
+head, the answer); two thin drivers move its bytes: :func:`serve_metrics` in a
+worker's event loop, and the supervisor's non-blocking selector loop. Both
+give a client :data:`METRICS_DEADLINE` seconds in all (trickling bytes does
+not extend it) and never block on it: a slow client cannot delay a signal or
+the replacement of a dead worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Final
 
 from mailseal.milter.metrics import Metrics
 
+METRICS_DEADLINE: Final = 5.0
+"""Seconds a metrics client has for its whole exchange (request and response)."""
+MAX_REQUEST: Final = 8192
+"""Bytes of request head read; a larger request gets 431."""
+MAX_METRICS_CLIENTS: Final = 16
+"""Metrics clients served at once; more are closed at once (scrapers make one request at a time)."""
+_TOO_LARGE: Final = b"HTTP/1.0 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n"
+
+
+class MetricsRequest:
+    """One HTTP exchange without I/O: feed request bytes, get the response once the head is complete."""
+
+    def __init__(self) -> None:
+        """An empty request."""
+        self._head = bytearray()
+
+    def receive(self, data: bytes) -> bytes | None:
+        """The response when the request head is complete (or too large); None while it is not."""
+        self._head += data
+        if b"\r\n\r\n" in self._head:
+            return http_response(bytes(self._head))
+        if len(self._head) > MAX_REQUEST:
+            return _TOO_LARGE
+        return None
+
 
 async def serve_metrics(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The event-loop driver of :class:`MetricsRequest` (one worker, no supervisor)."""
+    request = MetricsRequest()
+    finished = False
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-    except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-        writer.close()
-        return
-    writer.write(http_response(head))
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
-    writer.close()
+        async with asyncio.timeout(METRICS_DEADLINE):
+            response = None
+            while response is None:
+                data = await reader.read(4096)
+                if not data:
+                    return
+                response = request.receive(data)
+            writer.write(response)
+            await writer.drain()
+            finished = True
+    except (TimeoutError, ConnectionError):
+        pass
+    finally:
+        if finished:
+            writer.close()
+        else:
+            writer.transport.abort()  # never wait for a client that does not read
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
 
 
 def http_response(head: bytes) -> bytes:

@@ -31,6 +31,7 @@ from mailseal.milter.sockets import (
     exposure_warning,
     metrics_listener,
     open_listener,
+    raise_descriptor_limit,
 )
 from mailseal.milter.supervisor import Supervisor
 
@@ -51,6 +52,9 @@ def run(
     config = load_config(config_path)
     settings = config.milter
     logging.getLogger("mailseal").setLevel(settings.log_level.upper())
+    before, after = raise_descriptor_limit()
+    if after != before:
+        _log.info("descriptor limit raised from %d to %d (ulimit -n)", before, after)
     sock = open_listener(settings.socket, mode=settings.socket_mode, group=settings.socket_group)
     metrics_sock = metrics_listener(settings.metrics) if settings.metrics else None
     unix_path = settings.socket.path if settings.socket.family == "unix" else None

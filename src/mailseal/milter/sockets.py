@@ -137,3 +137,17 @@ def metrics_listener(address: tuple[str, int]) -> socket.socket:
         raise UsageError(f"cannot listen for metrics on {host}:{port}: {exc.strerror}") from None
     sock.listen(16)
     return sock
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (every connection costs a descriptor); (old, new)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard or (hard != resource.RLIM_INFINITY and soft > hard):
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, hard
