@@ -36,8 +36,10 @@ WRITE_STALL: Final = 30.0
 class Connection(asyncio.Protocol):
     """One MTA connection: bytes -> decoder -> session -> one write per read."""
 
-    def __init__(self, server: MilterServer) -> None:
+    def __init__(self, server: MilterServer, sock: socket.socket | None = None) -> None:
+        """A connection of ``server``; ``sock`` is the accepted socket (to peek at unread input)."""
         self._server = server
+        self._raw = sock
         self._session = Session(lambda: server.runtime, clock=server.clock)
         self._decoder = codec.Decoder()
         self._transport: asyncio.Transport | None = None
@@ -52,6 +54,7 @@ class Connection(asyncio.Protocol):
         """When the last complete command arrived (bytes trickling in do not count)."""
         self.message_started: float | None = None
         self.write_paused_at: float | None = None
+        self._lost = False
 
     @property
     def busy(self) -> bool:
@@ -67,6 +70,15 @@ class Connection(asyncio.Protocol):
     def write_buffer_size(self) -> int:
         """Bytes of replies the MTA has not read yet (bounded by back-pressure)."""
         return self._transport.get_write_buffer_size() if self._transport is not None else 0
+
+    def input_waiting(self) -> bool:
+        """Bytes have arrived that we have not read yet (an MTA about to negotiate)."""
+        if self._raw is None:
+            return False
+        try:
+            return bool(self._raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:
+            return False
 
     @property
     def negotiated(self) -> bool:
@@ -105,6 +117,7 @@ class Connection(asyncio.Protocol):
         self._server.added(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         if self._session.in_message and not self._server.stopping:
             throttle.warning(
                 "closed-mid-message", "the MTA closed the milter connection in the middle of a message"
@@ -115,6 +128,7 @@ class Connection(asyncio.Protocol):
         if self._waiting is not None:
             self._waiting.cancel()
         self._server.removed(self)
+        self._server.released(self)
 
     def close(self) -> None:
         """Close the connection once our replies are written (the MTA sees end of file)."""
@@ -123,9 +137,9 @@ class Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Close now, dropping unwritten replies (a deadline or the connection cap)."""
-        if self._transport is not None:
-            self._transport.abort()
-        self._server.removed(self)
+        if self._transport is not None and not self._lost:
+            self._transport.abort()  # also ends a graceful close still waiting to flush
+            self._server.aborted(self)
 
     def pause_writing(self) -> None:
         """The MTA is not reading our replies: stop reading its commands until it does."""

@@ -45,12 +45,12 @@ _log = logging.getLogger("mailseal.milter")
 
 SWEEP_INTERVAL: Final = 1.0
 """Seconds between deadline checks (deadlines are enforced to within this)."""
-ACCEPT_BURST: Final = 64
+ACCEPT_BURST: Final = 32
 """Connections accepted per wake-up, so a connection flood cannot starve the ones already open."""
 ACCEPT_BACKOFF: Final = 0.2
 """Seconds accepting pauses when the system refuses (no descriptors left): no busy loop, no log storm."""
 EVICT_MIN_IDLE: Final = 1.0
-"""A connection idle for less than this is never closed to make room for a new one."""
+"""A negotiated connection idle for less than this is never closed to make room for a new one."""
 DESCRIPTOR_RESERVE: Final = 64
 """Descriptors kept out of the connection cap: DNS sockets, key files, logs, the listener."""
 _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -96,6 +96,7 @@ class MilterServer:
         self._connections: set[Connection] = set()
         self._listeners: list[socket.socket] = []
         self._adopting = 0
+        self._draining: dict[Connection, float] = {}  # aborted -> when; the loop closes it next turn
         self._cap = loaded.config.edge.max_connections
         self._parent = os.getppid() if watch_parent else None
         self._servers: list[asyncio.AbstractServer] = []
@@ -217,7 +218,7 @@ class MilterServer:
 
     def _admit(self, conn: socket.socket) -> None:
         """Take a new connection; at the cap, close the stalest idle one for it, or refuse it at once."""
-        if self._stopping or (len(self._connections) + self._adopting >= self._cap and not self._evict()):
+        if self._stopping or (self.descriptors_in_use() >= self._cap and not self._evict()):
             if not self._stopping:
                 throttle.warning(
                     "refused",
@@ -234,32 +235,56 @@ class MilterServer:
 
     async def _adopt(self, conn: socket.socket) -> None:
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(lambda: Connection(self), sock=conn)
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: Connection(self, conn), sock=conn
+            )
         except OSError:
             conn.close()
         finally:
             self._adopting -= 1
 
     def _evict(self) -> bool:
-        """Close the connection that made progress longest ago (not one waiting for DNS); False if none may go."""
+        """Make room for a new connection; False when no connection may go.
+
+        First choice: the connection that has not finished option negotiation
+        for longest and has no unread input (an MTA sends its negotiation the
+        moment it connects, so a flood of idle or trickling connections never
+        locks it out). Then: the negotiated connection whose last complete
+        command is oldest, if that was at least ``EVICT_MIN_IDLE`` ago and it is
+        not waiting for DNS.
+        """
         now = asyncio.get_running_loop().time()
-        victim: Connection | None = None
-        for connection in self._connections:
-            if connection.waiting or now - connection.last_active < EVICT_MIN_IDLE:
-                continue
-            if victim is None or connection.last_active < victim.last_active:
-                victim = connection
+        waiting_to_negotiate = sorted(
+            (c for c in self._connections if not c.negotiated), key=lambda c: c.accepted_at
+        )
+        victim = next((c for c in waiting_to_negotiate if not c.input_waiting()), None)
+        if victim is None:
+            for connection in self._connections:
+                if not connection.negotiated or connection.waiting:
+                    continue
+                if now - connection.last_active < EVICT_MIN_IDLE:
+                    continue
+                if victim is None or connection.last_active < victim.last_active:
+                    victim = connection
         if victim is None:
             return False
         throttle.warning(
             "evicted",
-            "at limits.max_connections (%d): closing a connection idle for %.0fs to admit a new one",
+            "at limits.max_connections (%d): closing a connection idle for %.1fs to admit a new one",
             self._cap,
             now - victim.last_active,
         )
         self._metrics.error("evicted")
         victim.abort()
         return True
+
+    def descriptors_in_use(self) -> int:
+        """Connections holding a descriptor: open, being set up, or closed but not yet released."""
+        if self._draining:
+            stale = asyncio.get_running_loop().time() - 1.0  # released within a turn of the loop
+            for connection in [c for c, at in self._draining.items() if at < stale]:
+                del self._draining[connection]
+        return len(self._connections) + self._adopting + len(self._draining)
 
     @property
     def connection_count(self) -> int:
@@ -404,4 +429,13 @@ class MilterServer:
     def removed(self, connection: Connection) -> None:
         """A connection closed."""
         self._connections.discard(connection)
+
+    def aborted(self, connection: Connection) -> None:
+        """A connection was closed by us at once; its descriptor goes at the loop's next turn."""
+        self._draining[connection] = asyncio.get_running_loop().time()
+        self.removed(connection)
+
+    def released(self, connection: Connection) -> None:
+        """A connection's descriptor is closed (after :meth:`removed`)."""
+        self._draining.pop(connection, None)
         self.check_drained()
