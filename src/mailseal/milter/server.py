@@ -56,6 +56,19 @@ DESCRIPTOR_RESERVE: Final = 64
 _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
+def _throttled_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's own error reports (a transport failing, a callback raising), throttled per kind."""
+    message = str(context.get("message", "event loop error"))
+    exc = context.get("exception")
+    throttle.log(
+        logging.ERROR,
+        f"loop:{message}:{type(exc).__name__}",
+        "%s%s",
+        message,
+        f": {exc!r}" if exc is not None else "",
+    )
+
+
 def connection_cap(configured: int) -> int:
     """``limits.max_connections``, lowered to fit the soft descriptor limit (minus a reserve)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -170,6 +183,7 @@ class MilterServer:
         await self.start(sock)
         if handle_signals:
             loop = asyncio.get_running_loop()
+            loop.set_exception_handler(_throttled_loop_error)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, lambda: self._spawn(self.stop()))
