@@ -200,13 +200,8 @@ def black_hole() -> Iterator[str]:
     """A nameserver that never answers: key lookups stay pending for the whole dns_timeout."""
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
-    port = udp.getsockname()[1]
-    tcp = socket.socket()
-    tcp.bind(("127.0.0.1", port))
-    tcp.listen(64)
-    yield f"127.0.0.1:{port}"
+    yield f"127.0.0.1:{udp.getsockname()[1]}"
     udp.close()
-    tcp.close()
 
 
 def _blast(socks: list[socket.socket], data: bytes, seconds: float) -> int:
