@@ -154,7 +154,7 @@ def test_beyond_the_cap_the_stalest_idle_connection_makes_room(tmp_path: Path, k
             assert client.send_message(MESSAGE).verdict == "continue"
         closed = 0
         for sock in idle:
-            sock.settimeout(2)
+            sock.settimeout(0.5)
             try:
                 closed += sock.recv(1) == b""
             except TimeoutError:
@@ -317,3 +317,15 @@ def test_escape_keeps_readable_text_and_escapes_the_rest() -> None:
 
     assert escape("bücher.example") == "bücher.example"
     assert escape("a b=c\\d\r\n\x00\x7f\u2028") == "a\\x20b\\x3dc\\\\d\\x0d\\x0a\\x00\\x7f\\u2028"
+
+
+def test_a_flood_of_fresh_idle_connections_never_locks_out_a_negotiating_mta(
+    tmp_path: Path, keys: Keys
+) -> None:
+    with start(tmp_path, keys, "[limits]\nmax_connections = 5\n") as running:
+        flood = [MilterClient(running.address).sock for _ in range(20)]  # young, never negotiating
+        assert wait_for(lambda: running.server.connection_count == 5)
+        with session(running.address) as client:  # negotiates at once: one of the idle ones makes room
+            assert client.send_message(MESSAGE).verdict == "continue"
+        for sock in flood:
+            sock.close()
