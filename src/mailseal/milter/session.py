@@ -333,7 +333,7 @@ class Session:
 
     def _on_abort(self, _event: codec.Event) -> bytes:
         if self._message is not None and self._message.started:
-            _log.debug("message %s aborted by the MTA", self._macro("i") or "-")
+            _log.debug("message %s aborted by the MTA", escape(self._macro("i") or "-"))
         self._end_message()
         return b""
 
@@ -485,7 +485,14 @@ class Session:
         choice = choose_keys(rule, runtime.keyset, domain)
         if choice.missing:
             for name, problem in choice.missing:
-                _log.error("signing key %r for %s is unavailable: %s", name, domain, problem)
+                throttle.log(
+                    logging.ERROR,
+                    f"key-unavailable:{name}",
+                    "signing key %r for %s is unavailable: %s",
+                    name,
+                    escape(domain),
+                    problem,
+                )
             message.decisions.append(
                 runtime.failure.decide(
                     Failure.SIGN_KEY_UNAVAILABLE,
