@@ -8,7 +8,9 @@ VT, NUL or NBSP. Cross-checked with an independent RFC 8601 parser (the
 
 from __future__ import annotations
 
+import os
 import time
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -79,7 +81,19 @@ def test_the_work_is_bounded_whatever_the_size() -> None:
 
 # -- cross-check with the authres package ------------------------------------------------------
 
-authres = pytest.importorskip("authres", reason="pip install authres (the test extra)")
+try:
+    import authres
+except ImportError:  # pragma: no cover - the test extra installs it
+    authres = None
+
+
+def _reference_parser() -> Any:
+    if authres is None:
+        if os.environ.get("MAILSEAL_REQUIRE_PEERS"):
+            pytest.fail("the authres package is missing but MAILSEAL_REQUIRE_PEERS is set")
+        pytest.skip("pip install authres (in the test extra)")
+    return authres
+
 
 _junk = st.sampled_from(
     [
@@ -110,7 +124,7 @@ _id_forms = st.sampled_from(
 
 def _their_id(value: str) -> str | None:
     try:
-        parsed = authres.AuthenticationResultsHeader.parse_value(value)
+        parsed = _reference_parser().AuthenticationResultsHeader.parse_value(value)
     except Exception:  # the reference parser refuses what it cannot read
         return None
     ident = parsed.authserv_id
@@ -120,6 +134,7 @@ def _their_id(value: str) -> str | None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(prefix=st.lists(_junk, max_size=4), ident=_id_forms, version=st.sampled_from(["", " 1"]))
 def test_what_an_rfc8601_parser_reads_as_ours_is_claimed(prefix: list[str], ident: str, version: str) -> None:
+    _reference_parser()
     value = "".join(prefix) + ident + version + "; dkim=pass header.d=bank.example"
     theirs = _their_id(value)
     if theirs is not None and theirs.casefold().rstrip(".").split("/")[0] == OURS:
