@@ -22,6 +22,7 @@ MAX_REQUEST: Final = 8192
 """Bytes of request head read; a larger request gets 431."""
 MAX_METRICS_CLIENTS: Final = 16
 """Metrics clients served at once; more are closed at once (scrapers make one request at a time)."""
+_active = 0  # metrics clients being served by this process's event loop
 _TOO_LARGE: Final = b"HTTP/1.0 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n"
 
 
@@ -44,6 +45,11 @@ class MetricsRequest:
 
 async def serve_metrics(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """The event-loop driver of :class:`MetricsRequest` (one worker, no supervisor)."""
+    global _active  # one event loop per process serves metrics
+    if _active >= MAX_METRICS_CLIENTS:
+        writer.transport.abort()
+        return
+    _active += 1
     request = MetricsRequest()
     finished = False
     try:
@@ -64,6 +70,7 @@ async def serve_metrics(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
             writer.close()
         else:
             writer.transport.abort()  # never wait for a client that does not read
+        _active -= 1
         with contextlib.suppress(Exception):
             await writer.wait_closed()
 

@@ -329,3 +329,17 @@ def test_a_flood_of_fresh_idle_connections_never_locks_out_a_negotiating_mta(
             assert client.send_message(MESSAGE).verdict == "continue"
         for sock in flood:
             sock.close()
+
+
+def test_a_metrics_request_is_bounded() -> None:
+    from mailseal.milter.metrics_http import MAX_REQUEST, MetricsRequest
+
+    request = MetricsRequest()
+    assert request.receive(b"GET /metrics HTTP/1.1\r\n") is None  # waits for the end of the head
+    endless = MetricsRequest()
+    answer = None
+    for _ in range(MAX_REQUEST):  # a head that never ends: answered 431 past the bound
+        answer = endless.receive(b"X-Long: " + b"x" * 64 + b"\r\n")
+        if answer is not None:
+            break
+    assert answer is not None and answer.startswith(b"HTTP/1.0 431")
