@@ -29,6 +29,10 @@ _QUICKACK: Final = getattr(socket, "TCP_QUICKACK", None)
 WRITE_HIGH: Final = 64 * 1024
 """Bytes of replies waiting for the MTA to read them before we stop reading from it."""
 WRITE_LOW: Final = 16 * 1024
+KERNEL_SEND_BUFFER: Final = 64 * 1024
+"""The socket's send buffer, fixed (no autotuning to megabytes): a client that never reads
+stops being read after ~128 KiB of replies, not after the kernel buffered ~4 MB of them.
+A milter reply is a few KiB at most."""
 WRITE_STALL: Final = 30.0
 """Seconds a connection may keep replies unread (its writes paused) before it is closed."""
 
@@ -110,6 +114,8 @@ class Connection(asyncio.Protocol):
         self._transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
         if sock is not None and sock.family in _TCP_FAMILIES:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if _QUICKACK is not None:

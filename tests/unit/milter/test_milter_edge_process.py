@@ -209,15 +209,18 @@ def _blast(socks: list[socket.socket], data: bytes, seconds: float) -> int:
     for sock in socks:
         sock.setblocking(False)
     total = 0
+    offsets = [0] * len(socks)  # whole frames only: a partial send continues where it stopped
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         progressed = False
-        for sock in socks:
+        for n, sock in enumerate(socks):
             try:
-                total += sock.send(data)
-                progressed = True
+                sent = sock.send(data[offsets[n] :])
             except (BlockingIOError, OSError):
                 continue
+            total += sent
+            offsets[n] = (offsets[n] + sent) % len(data)
+            progressed = True
         if not progressed:
             time.sleep(0.01)
     return total
