@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from mailseal import PrivateKey, generate_private_key
@@ -18,6 +20,16 @@ def rsa_key() -> PrivateKey:
 @pytest.fixture(scope="session")
 def ed_key() -> PrivateKey:
     return generate_private_key(KeyType.ED25519)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log_throttle() -> Iterator[None]:
+    """Each test starts with an unthrottled milter log (the throttle is per process)."""
+    from mailseal.milter.logline import throttle
+
+    throttle.reset()
+    yield
+    throttle.reset()
 
 
 # The key store backends (SQLite, and a private PostgreSQL cluster started once per session).

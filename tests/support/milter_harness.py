@@ -16,8 +16,9 @@ from mailseal.core.keyrecord import KeyRecord
 from mailseal.dns.interface import KeyResolver
 from mailseal.dns.memory import InMemoryResolver
 from mailseal.keys.files import write_private_key
+from mailseal.milter.loading import Loaded, load
 from mailseal.milter.metrics import Metrics
-from mailseal.milter.server import Loaded, MilterServer, load
+from mailseal.milter.server import MilterServer
 
 T = TypeVar("T")
 

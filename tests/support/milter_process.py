@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -21,13 +22,22 @@ SOURCE = str(Path(mailseal.__file__).resolve().parents[1])
 class MilterProcess:
     """One ``python -m mailseal milter`` process; ``address`` is parsed from its first log line."""
 
-    def __init__(self, args: Sequence[str], *, startup: float = 20.0) -> None:
+    def __init__(
+        self, args: Sequence[str], *, startup: float = 20.0, nofile: tuple[int, int] | None = None
+    ) -> None:
+        """``nofile``: the (soft, hard) descriptor limit the process starts with."""
         env = dict(os.environ, PYTHONPATH=SOURCE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mailseal", "milter", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
+            preexec_fn=limit if nofile is not None else None,
         )
         self.lines: list[str] = []
         self.stdout = b""

@@ -24,8 +24,10 @@ from mailseal.errors import ConfigError, MailsealError, UsageError
 from mailseal.keys.backends import describe
 from mailseal.keys.files import read_private_key, write_private_key
 from mailseal.milter.config import starter_config
+from mailseal.milter.loading import key_absent_lines, key_problem_lines, load
 from mailseal.milter.opendkim_import import convert
-from mailseal.milter.server import exposure_warning, key_absent_lines, key_problem_lines, load, run
+from mailseal.milter.process import run
+from mailseal.milter.sockets import exposure_warning
 
 CONFIG_NAME = "milter.toml"
 

@@ -121,3 +121,93 @@ def _skip_cfws(text: str, i: int) -> int:
             return i
         i += 1
     return i
+
+
+AUTHRES_SCAN_BYTES = 8192
+"""Bytes of a received field read to find where its authserv-id ends (the first ``;``
+outside comments and quotes). A real field has its id within the first hundred bytes;
+a field whose id area runs past this bound is treated as claiming to be ours."""
+AUTHRES_MAX_DEPTH = 32
+"""Comment nesting read before the field is treated as claiming to be ours."""
+_LABEL = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def claims_authserv_id(value: bytes, authserv_id: str) -> bool:
+    """Whether a received Authentication-Results value could be read as ours (then it must go).
+
+    Fails closed, because the readers downstream differ: a strict RFC 8601
+    parser, a lenient one, a mail client's regular expression. The field is
+    ours when ``authserv_id`` appears as a whole host name anywhere in the part
+    before the first ``;`` outside comments and quotes -- inside a comment or a
+    quoted-string too, with a trailing dot, with ``/version`` or any
+    punctuation after it, behind control characters, NBSP or other odd
+    whitespace, or with backslash escapes. It is also ours when that part
+    cannot be delimited within :data:`AUTHRES_SCAN_BYTES` or
+    :data:`AUTHRES_MAX_DEPTH` (a field we cannot read within our limits is
+    treated as forged). Bounded work: one pass over at most the scan limit.
+    """
+    ours = authserv_id.casefold().rstrip(".")
+    if not ours:
+        return False
+    head = value[:AUTHRES_SCAN_BYTES]
+    end = _id_area_end(head)
+    if end is None:
+        return len(value) > AUTHRES_SCAN_BYTES or _too_deep(head) or _mentions(head, ours)
+    return _mentions(head[:end], ours)
+
+
+def _id_area_end(head: bytes) -> int | None:
+    """Index of the first ``;`` outside comments and quoted-strings; None when not found or too deep."""
+    depth = 0
+    quoted = False
+    i = 0
+    n = len(head)
+    while i < n:
+        ch = head[i]
+        if ch == 0x5C:  # backslash: quoted-pair inside comments and quotes
+            i += 2
+            continue
+        if quoted:
+            if ch == 0x22:
+                quoted = False
+        elif ch == 0x28:  # (
+            depth += 1
+            if depth > AUTHRES_MAX_DEPTH:
+                return None
+        elif ch == 0x29:  # )
+            depth = max(depth - 1, 0)
+        elif depth == 0 and ch == 0x22:
+            quoted = True
+        elif depth == 0 and ch == 0x3B:  # ;
+            return i
+        i += 1
+    return None
+
+
+def _too_deep(head: bytes) -> bool:
+    depth = 0
+    for ch in head:
+        if ch == 0x28:
+            depth += 1
+            if depth > AUTHRES_MAX_DEPTH:
+                return True
+        elif ch == 0x29:
+            depth = max(depth - 1, 0)
+    return False
+
+
+def _mentions(area: bytes, ours: str) -> bool:
+    """``ours`` as a whole host name in ``area`` (case-folded, escapes and odd whitespace ignored)."""
+    text = area.decode("utf-8", "replace").replace("\\", "").casefold()
+    start = 0
+    while (at := text.find(ours, start)) >= 0:
+        start = at + 1
+        before = text[at - 1] if at else " "
+        after_at = at + len(ours)
+        while after_at < len(text) and text[after_at] == ".":
+            after_at += 1  # a trailing dot: the same name, fully qualified
+        after = text[after_at] if after_at < len(text) else " "
+        if before in _LABEL or before == "." or after in _LABEL:
+            continue  # part of a longer name (a.mx.example.com, mx.example.community)
+        return True
+    return False

@@ -58,6 +58,9 @@ class Failure(StrEnum):
     """A bug or an unexpected condition while verifying."""
     HEADER_TOO_LARGE = "header_too_large"
     """The header passed ``limits.max_header_bytes``; the message is neither signed nor verified."""
+    AUTHRES_FLOOD = "authres_flood"
+    """More received Authentication-Results fields claim our authserv-id than ``limits.max_forged_authres``:
+    too many to remove, so the message cannot be delivered without forged verdicts (never accept)."""
 
 
 FAILURE_DEFAULTS: Final[Mapping[Failure, Verdict]] = {
@@ -67,6 +70,7 @@ FAILURE_DEFAULTS: Final[Mapping[Failure, Verdict]] = {
     Failure.VERIFY_DNS_ERROR: Verdict.ACCEPT,
     Failure.VERIFY_INTERNAL_ERROR: Verdict.ACCEPT,
     Failure.HEADER_TOO_LARGE: Verdict.ACCEPT,
+    Failure.AUTHRES_FLOOD: Verdict.REJECT,
 }
 
 # (verdict, cause) -> (SMTP code, enhanced status); cause None is the fallback for the verdict.
@@ -80,6 +84,8 @@ SMTP_REPLIES: Final[Mapping[tuple[Verdict, str | None], tuple[int, str]]] = {
     (Verdict.TEMPFAIL, Failure.HEADER_TOO_LARGE): (452, "4.3.4"),
     (Verdict.TEMPFAIL, None): (451, "4.7.20"),
     (Verdict.REJECT, Failure.HEADER_TOO_LARGE): (552, "5.3.4"),  # message too big for system
+    (Verdict.REJECT, Failure.AUTHRES_FLOOD): (550, "5.7.1"),  # delivery not authorized, message refused
+    (Verdict.TEMPFAIL, Failure.AUTHRES_FLOOD): (451, "4.7.1"),
     (Verdict.REJECT, None): (550, "5.7.20"),  # no passing DKIM signature found (RFC 7372)
 }
 

@@ -123,6 +123,26 @@ class MilterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    """The ``[limits]`` that bound what one client can hold: connections, time, forged fields.
+
+    Defaults and reasons are in docs/milter.md, "Security: limits and what fails closed".
+    """
+
+    max_connections: int = 1000
+    """Connections per worker; a new one beyond it displaces the stalest idle one or is refused.
+    Lowered at start to fit the descriptor limit."""
+    negotiate_timeout: float = 10.0
+    """Seconds from accept to a finished option negotiation (an MTA negotiates at once)."""
+    message_timeout: float = 600.0
+    """Seconds from the first event of a message to its end-of-message reply, however it trickles."""
+    connection_lifetime: float = 3600.0
+    """Seconds a connection may live; it is closed after that between messages."""
+    max_forged_authres: int = 100
+    """Received Authentication-Results claiming our authserv-id removed per message; more is a flood."""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything in one configuration file, checked."""
 
@@ -141,6 +161,8 @@ class Config:
     failure: FailurePolicy
     max_header_bytes: int
     idle_timeout: float
+    edge: EdgeLimits = field(default_factory=EdgeLimits)
+    """Connection, time and forged-field limits (``[limits]``)."""
     key_lines: Mapping[str, int | None] = field(default_factory=dict)
     """The line of each key's ``file =`` (or ``store =``), to point at a key that cannot be loaded."""
     store_keys: tuple[StoreKeyEntry, ...] = ()
@@ -208,7 +230,18 @@ _SCHEMA: Final[Mapping[str, frozenset[str]]] = {
     ),
     "require": frozenset({"domain", "action"}),
     "on_failure": frozenset(f.value for f in Failure),
-    "limits": frozenset({"max_header_bytes", "max_signatures", "idle_timeout"}),
+    "limits": frozenset(
+        {
+            "max_header_bytes",
+            "max_signatures",
+            "idle_timeout",
+            "max_connections",
+            "negotiate_timeout",
+            "message_timeout",
+            "connection_lifetime",
+            "max_forged_authres",
+        }
+    ),
 }
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 _Reader = TableReader
@@ -284,6 +317,7 @@ def _build(r: _Reader, data: Mapping[str, Any], path: str | None, base: Path) ->
             limits, ("limits",), "max_header_bytes", 256 * 1024, minimum=1024, maximum=64 * 1024 * 1024
         ),
         idle_timeout=r.number(limits, ("limits",), "idle_timeout", 600.0, minimum=1, maximum=86400),
+        edge=_edge_limits(r, limits),
         key_lines=key_lines,
         store_keys=store_keys,
         key_store=key_store,
@@ -573,6 +607,26 @@ def _requirements(r: _Reader, raw: object) -> tuple[Requirement, ...]:
     return tuple(requirements)
 
 
+def _edge_limits(r: _Reader, limits: Mapping[str, Any]) -> EdgeLimits:
+    at = ("limits",)
+    d = EdgeLimits()
+    return EdgeLimits(
+        max_connections=r.whole(
+            limits, at, "max_connections", d.max_connections, minimum=1, maximum=1_000_000
+        ),
+        negotiate_timeout=r.number(
+            limits, at, "negotiate_timeout", d.negotiate_timeout, minimum=0.1, maximum=3600
+        ),
+        message_timeout=r.number(limits, at, "message_timeout", d.message_timeout, minimum=1, maximum=86400),
+        connection_lifetime=r.number(
+            limits, at, "connection_lifetime", d.connection_lifetime, minimum=1, maximum=7 * 86400
+        ),
+        max_forged_authres=r.whole(
+            limits, at, "max_forged_authres", d.max_forged_authres, minimum=1, maximum=10_000
+        ),
+    )
+
+
 def _failure(r: _Reader, table: Mapping[str, Any]) -> FailurePolicy:
     actions = dict(FAILURE_DEFAULTS)
     for failure in Failure:
@@ -581,6 +635,12 @@ def _failure(r: _Reader, table: Mapping[str, Any]) -> FailurePolicy:
             continue
         try:
             actions[failure] = Verdict(text)
+            if failure is Failure.AUTHRES_FLOOD and actions[failure] is Verdict.ACCEPT:
+                r.problem(
+                    ("on_failure", failure.value),
+                    "on_failure.authres_flood cannot be accept: the forged fields would be delivered;"
+                    " use reject, tempfail or quarantine",
+                )
         except ValueError:
             r.problem(
                 ("on_failure", failure.value),

@@ -39,5 +39,7 @@ class Runtime:
     failure: FailurePolicy = field(default_factory=FailurePolicy.defaults)
     requirements: tuple[Requirement, ...] = ()
     max_header_bytes: int = 256 * 1024
+    max_forged_authres: int = 100
+    """More received Authentication-Results claiming our authserv-id than this: a flood."""
     generation: int = 1
     """Counts configuration loads in this process, for log lines."""

@@ -25,7 +25,7 @@ from enum import Enum
 from typing import Any, Final, TypeVar
 
 from mailseal.core.address import AuthorStatus, author
-from mailseal.core.authres import authentication_results, authserv_id_of
+from mailseal.core.authres import authentication_results, claims_authserv_id
 from mailseal.core.message import HeaderField
 from mailseal.core.results import DKIMResult, VerificationReport
 from mailseal.core.signer import Signing, SigningRequest
@@ -42,6 +42,7 @@ from mailseal.milter.actions import (
     smtp_reply,
     unchecked_requirements,
 )
+from mailseal.milter.logline import escape, throttle
 from mailseal.milter.routing import Origin, Route, classify, client_address, route
 from mailseal.milter.runtime import Runtime, SenderSource
 from mailseal.milter.signing_table import choose_keys, envelope_sender
@@ -51,9 +52,10 @@ _T = TypeVar("_T")
 
 AUTHRES: Final = "Authentication-Results"
 _AUTHRES_NAME: Final = b"authentication-results"
-AUTHSERV_ID_SCAN: Final = 1024
-"""Bytes of a received Authentication-Results value read to find its authserv-id."""
 SIGNATURE: Final = "DKIM-Signature"
+FIELD_OVERHEAD: Final = 128
+"""Bytes each kept header field counts against ``limits.max_header_bytes`` beyond its own size:
+what Python holds per field. Without it, 40,000 tiny fields under the byte limit cost ~10 MB."""
 
 
 class State(Enum):
@@ -203,8 +205,11 @@ class _Message:
     verification: Verification | None = None
     queries: tuple[str, ...] = ()
     decisions: list[Decision] = field(default_factory=list)
-    authserv_ids: list[str | None] = field(default_factory=list)
-    """The authserv-id of each received Authentication-Results field, in order (kept even when oversize)."""
+    authres_seen: int = 0
+    """Received Authentication-Results fields so far (counted even when oversize)."""
+    forged_authres: list[int] = field(default_factory=list)
+    """1-based positions (among the received A-R fields) of those that could be read as ours; at
+    most ``runtime.max_forged_authres`` + 1 are kept, and past that nothing more is parsed."""
     broken: bool = False
     """An internal error happened: no more work on this message, the failure policy decides."""
 
@@ -290,7 +295,10 @@ class Session:
         self._leading_space = bool(protocol & _LEADING_SPACE)
         self._no_reply = _NO_REPLY_SETS[protocol & _NO_REPLY_MASK]
         if not actions & _ADD_HEADERS:
-            _log.warning("the MTA does not let filters add header fields: mail cannot be signed or marked")
+            throttle.warning(
+                "no-add-headers",
+                "the MTA does not let filters add header fields: mail cannot be signed or marked",
+            )
         macros = WANTED_MACROS if actions & _SET_MACRO_LIST else {}
         version = min(event.version, codec.PROTOCOL_VERSION)
         return codec.negotiate_reply(version, codec.Action(actions), codec.Protocol(protocol), macros)
@@ -327,7 +335,7 @@ class Session:
 
     def _on_abort(self, _event: codec.Event) -> bytes:
         if self._message is not None and self._message.started:
-            _log.debug("message %s aborted by the MTA", self._macro("i") or "-")
+            _log.debug("message %s aborted by the MTA", escape(self._macro("i") or "-"))
         self._end_message()
         return b""
 
@@ -353,11 +361,11 @@ class Session:
         message = self._current()
         name = event.name
         if len(name) == len(_AUTHRES_NAME) and name.lower() == _AUTHRES_NAME:
-            message.authserv_ids.append(self._authserv_id(name, event.value))
+            self._on_authres(message, event.value)
         if message.oversize:
             return b""
         raw = codec.field_bytes(name, event.value, leading_space=self._leading_space)
-        message.header_bytes += len(raw)
+        message.header_bytes += len(raw) + FIELD_OVERHEAD
         if message.header_bytes > message.runtime.max_header_bytes:
             message.oversize = True
             message.headers.clear()
@@ -385,18 +393,26 @@ class Session:
             reply = self._guard(message, lambda: self._finish(message)) or b""
         if message.broken:
             message.signed = ()  # whatever was planned, nothing was signed
-            decision = most_severe(message.decisions)
             deletions = self._authres_deletions(message)
+            decision = most_severe(message.decisions)
             reply = self._reply(decision, deletions)
             self._record(message, decision, None, _delivered(decision, deletions))
         self._end_message()
         return reply
 
-    def _authserv_id(self, name: bytes, value: bytes) -> str | None:
-        """The authserv-id a received Authentication-Results field claims (only its first bytes are read)."""
-        head = value[:AUTHSERV_ID_SCAN]
-        raw = codec.field_bytes(name, head, leading_space=self._leading_space)
-        return authserv_id_of(HeaderField(name.decode("ascii", "replace"), raw))
+    def _on_authres(self, message: _Message, value: bytes) -> None:
+        """Note a received Authentication-Results field that could be read as ours (a forgery).
+
+        The work is bounded: each field is scanned at most ``AUTHRES_SCAN_BYTES``,
+        and once more than ``max_forged_authres`` forgeries are seen the rest
+        are only counted (the message gets ``on_failure.authres_flood``).
+        """
+        message.authres_seen += 1
+        forged = message.forged_authres
+        if len(forged) > message.runtime.max_forged_authres:
+            return
+        if claims_authserv_id(value, message.runtime.authserv_id):
+            forged.append(message.authres_seen)
 
     # -- the work -------------------------------------------------------------------------
 
@@ -413,7 +429,14 @@ class Session:
         except Exception:  # noqa: BLE001 - the failure-policy boundary: a bug must not lose a message
             signing = message.route is None or message.route.sign
             failure = Failure.SIGN_INTERNAL_ERROR if signing else Failure.VERIFY_INTERNAL_ERROR
-            _log.exception("internal error on message %s; following %s", self._macro("i") or "-", failure)
+            throttle.log(  # a hostile message can repeat it: one traceback per interval
+                logging.ERROR,
+                f"internal:{failure}",
+                "internal error on message %s; following %s",
+                escape(self._macro("i") or "-"),
+                failure,
+                exc_info=True,
+            )
             message.broken = True
             message.signing = None
             message.verification = None
@@ -478,7 +501,14 @@ class Session:
         choice = choose_keys(rule, runtime.keyset, domain)
         if choice.missing:
             for name, problem in choice.missing:
-                _log.error("signing key %r for %s is unavailable: %s", name, domain, problem)
+                throttle.log(
+                    logging.ERROR,
+                    f"key-unavailable:{name}",
+                    "signing key %r for %s is unavailable: %s",
+                    name,
+                    escape(domain),
+                    problem,
+                )
             message.decisions.append(
                 runtime.failure.decide(
                     Failure.SIGN_KEY_UNAVAILABLE,
@@ -500,7 +530,13 @@ class Session:
             message.signing = Signing(message.headers, requests, now=now)
         except UsageError as exc:  # no From field, or a key table entry the core refuses
             message.sign_note = "unsignable"
-            _log.warning("cannot sign message %s from %s: %s", self._macro("i") or "-", domain, exc)
+            throttle.warning(
+                "cannot-sign",
+                "cannot sign message %s from %s: %s",
+                escape(self._macro("i") or "-"),
+                escape(domain),
+                exc,
+            )
             return
         message.signed = tuple((r.domain, r.selector, r.checked_algorithm().name) for r in requests)
 
@@ -545,17 +581,33 @@ class Session:
         return self._reply(decision, edits)
 
     def _authres_deletions(self, message: _Message) -> list[bytes]:
-        """CHGHEADER deletions of the received Authentication-Results fields claiming to be ours (forgeries)."""
-        ours = message.runtime.authserv_id.lower()
-        forged = [
-            index
-            for index, claimed in enumerate(message.authserv_ids, 1)  # 1-based among the received fields
-            if claimed is not None and claimed.lower() == ours
-        ]
+        """CHGHEADER deletions of the received Authentication-Results fields claiming to be ours (forgeries).
+
+        More than ``max_forged_authres`` of them is a flood: removing them all
+        would cost one reply frame and one header edit in the MTA each, so the
+        message gets ``on_failure.authres_flood`` (reject by default) and none
+        is removed; the verdict can only be reject, tempfail or quarantine
+        (the configuration refuses accept), so no forgery is delivered.
+        """
+        forged = message.forged_authres
         if not forged:
             return []
+        limit = message.runtime.max_forged_authres
+        if len(forged) > limit:
+            if not any(d.cause == Failure.AUTHRES_FLOOD for d in message.decisions):
+                message.decisions.append(
+                    message.runtime.failure.decide(
+                        Failure.AUTHRES_FLOOD,
+                        f"more than {limit} Authentication-Results fields claim to come from this host",
+                    )
+                )
+            return []
         if not self._actions & _CHANGE_HEADERS:  # an action the MTA did not allow breaks the connection
-            _log.warning("cannot remove %d forged Authentication-Results: the MTA forbids it", len(forged))
+            throttle.warning(
+                "authres-forbidden",
+                "cannot remove %d forged Authentication-Results: the MTA forbids it",
+                len(forged),
+            )
             return []
         # From the bottom up, so the indexes still to be used stay valid.
         return [codec.change_header(position, AUTHRES, b"") for position in reversed(forged)]
@@ -576,7 +628,7 @@ class Session:
         if verdict is Verdict.QUARANTINE:
             if self._actions & _QUARANTINE:
                 return b"".join(edits) + codec.quarantine(decision.text) + codec.CONTINUE
-            _log.warning("cannot quarantine: the MTA does not allow it; accepting")
+            throttle.warning("no-quarantine", "cannot quarantine: the MTA does not allow it; accepting")
             return b"".join(edits) + codec.CONTINUE
         code, status, text = smtp_reply(decision)
         return codec.reply_code(code, status, f"mailseal: {text}")

@@ -11,7 +11,7 @@ import pytest
 from mailseal import PrivateKey, sign
 from mailseal.core.txtanswer import TxtAnswer
 from mailseal.dns.memory import InMemoryResolver
-from mailseal.milter.server import load
+from mailseal.milter.loading import load
 from support.milter_client import MilterClient, Result
 from support.milter_harness import MESSAGE, ServerThread, dns_records, write_config
 

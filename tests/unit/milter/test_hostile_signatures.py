@@ -10,7 +10,7 @@ import pytest
 
 from mailseal import PrivateKey, sign
 from mailseal.dns.memory import InMemoryResolver
-from mailseal.milter.server import load
+from mailseal.milter.loading import load
 from support.hostile_keys import modulus_of, odd_number, rsa_p
 from support.milter_client import MilterClient, Result
 from support.milter_harness import MESSAGE, ServerThread, dns_records, write_config

@@ -13,9 +13,9 @@ from mailseal import PrivateKey, sign, verify_sync
 from mailseal.core.diagnosis import Cause
 from mailseal.dns.memory import InMemoryResolver
 from mailseal.milter.actions import ACCEPTED
+from mailseal.milter.loading import load
 from mailseal.milter.metrics import PrometheusMetrics
 from mailseal.milter.routing import Origin
-from mailseal.milter.server import load
 from mailseal.milter.session import MessageOutcome
 from support.milter_client import MilterClient
 from support.milter_harness import MESSAGE, ServerThread, dns_records, write_config

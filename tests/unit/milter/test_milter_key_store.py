@@ -23,7 +23,7 @@ from mailseal.keys.publish import DnsUpdatePublisher
 from mailseal.keys.rotation import Event, Generation
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import KeyStore
-from mailseal.milter.server import load
+from mailseal.milter.loading import load
 from support.keyflow import DOMAIN, POLICIES, POLICY
 from support.memdns import FakeClock, MemoryZone
 from support.milter_harness import ServerThread, toml_string

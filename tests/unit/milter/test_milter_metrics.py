@@ -7,8 +7,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from mailseal.core.results import DKIMResult, Reason, SignatureResult, VerificationReport
 from mailseal.milter.actions import ACCEPTED, Decision, Failure, Verdict
 from mailseal.milter.metrics import PrometheusMetrics
+from mailseal.milter.metrics_http import http_response
 from mailseal.milter.routing import Origin
-from mailseal.milter.server import http_response
 from mailseal.milter.session import MessageOutcome
 
 

@@ -19,8 +19,8 @@ from mailseal.keys.lifecycle import Lifecycle
 from mailseal.keys.pg_store import PgKeyStore
 from mailseal.keys.publish import DnsUpdatePublisher
 from mailseal.keys.rotation import Generation
+from mailseal.milter.loading import load
 from mailseal.milter.metrics import Metrics
-from mailseal.milter.server import load
 from mailseal.milter.session import MessageOutcome
 from support.keyflow import DOMAIN, POLICIES, POLICY
 from support.memdns import FakeClock, MemoryZone

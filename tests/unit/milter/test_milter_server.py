@@ -21,7 +21,7 @@ from mailseal.dns.memory import InMemoryResolver
 from mailseal.keys.files import write_private_key
 from mailseal.keys.source import KeySet, SigningKey
 from mailseal.milter.config import load_config
-from mailseal.milter.server import Loaded, load
+from mailseal.milter.loading import Loaded, load
 from support.milter_client import MilterClient, Result, apply_actions, split_message
 from support.milter_harness import MESSAGE, ServerThread, dns_records, write_config
 from support.milter_store import wait_until

@@ -13,7 +13,7 @@ import pytest
 
 from mailseal.errors import UsageError
 from mailseal.milter.config import ListenAddress, parse_listen
-from mailseal.milter.server import account, bound_address, drop_privileges, exposure_warning, open_listener
+from mailseal.milter.sockets import account, bound_address, drop_privileges, exposure_warning, open_listener
 
 
 def test_unix_socket_gets_the_configured_mode_and_group(tmp_path: Path) -> None:

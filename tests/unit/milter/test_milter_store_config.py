@@ -15,7 +15,7 @@ from mailseal.keys.rotation import Generation
 from mailseal.keys.source import CombinedKeySource, FileKeySource, StoreKeyEntry, StoreKeySource
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.milter.config import ConfigProblems, parse_config
-from mailseal.milter.server import config_key_source
+from mailseal.milter.loading import config_key_source
 from support.keyflow import DOMAIN, POLICIES, POLICY
 from support.memdns import FakeClock, MemoryZone
 from support.milter_store import write_store_config
