@@ -208,12 +208,16 @@ class SqliteReportStore:
             if cursor.rowcount == 0:
                 return Added.DUPLICATE
             report_key = cursor.lastrowid
-            for record in report.records:
-                record_key = db.execute(
-                    "INSERT INTO records (report, source_ip, count, disposition, dkim_aligned, spf_aligned,"
-                    " header_from, envelope_from, envelope_to, overrides, dkim, spf)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            # Explicit, consecutive record ids let both tables be filled by executemany.
+            (base,) = db.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()
+            dumps = json.dumps
+            db.executemany(
+                "INSERT INTO records (id, report, source_ip, count, disposition, dkim_aligned, spf_aligned,"
+                " header_from, envelope_from, envelope_to, overrides, dkim, spf)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
                     (
+                        base + number,
                         report_key,
                         record.source_ip,
                         record.count,
@@ -223,16 +227,23 @@ class SqliteReportStore:
                         record.header_from,
                         record.envelope_from,
                         record.envelope_to,
-                        json.dumps([(o.type, o.comment) for o in record.overrides]),
-                        json.dumps([(d.domain, d.selector, d.result) for d in record.dkim]),
-                        json.dumps([(s.domain, s.result) for s in record.spf]),
-                    ),
-                ).lastrowid
-                if record.dkim:
-                    db.executemany(
-                        "INSERT INTO record_signatures (record, domain, selector) VALUES (?, ?, ?)",
-                        [(record_key, d.domain, d.selector or _NO_SELECTOR) for d in record.dkim],
+                        dumps([(o.type, o.comment) for o in record.overrides]) if record.overrides else "[]",
+                        dumps([(d.domain, d.selector, d.result) for d in record.dkim])
+                        if record.dkim
+                        else "[]",
+                        dumps([(f.domain, f.result) for f in record.spf]) if record.spf else "[]",
                     )
+                    for number, record in enumerate(report.records, start=1)
+                ],
+            )
+            db.executemany(
+                "INSERT INTO record_signatures (record, domain, selector) VALUES (?, ?, ?)",
+                [
+                    (base + number, d.domain, d.selector or _NO_SELECTOR)
+                    for number, record in enumerate(report.records, start=1)
+                    for d in record.dkim
+                ],
+            )
             db.executemany(
                 "INSERT INTO daily (day, report_domain, domain, selector, receiver, messages, dkim_pass,"
                 " dkim_fail, aligned_pass, forwarded_fail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"

@@ -34,14 +34,29 @@ DMARC2_NAMESPACE: Final = "urn:ietf:params:xml:ns:dmarc-2.0"
 MAX_TEXT: Final = 1024  # characters kept of any one value (human_result, comments...)
 MAX_DKIM_PER_RECORD: Final = 32
 MAX_COUNT: Final = 2**40  # a record's message count; beyond this the report is nonsense
-_HEAD: Final = 65536  # bytes searched for a document type declaration
+_HEAD: Final = 65536
+_TOP: Final = [
+    "{*}feedback",
+    "{*}record",
+    "{*}report_metadata",
+    "{*}policy_published",
+    "{*}version",
+]  # bytes searched for a document type declaration
+
+
+_NAMES: dict[str, str] = {}  # tag -> local name; tags repeat, so this stays small (capped below)
 
 
 def _local(tag: object) -> str:
     """The element name without its namespace ('' for comments and processing instructions)."""
     if not isinstance(tag, str):
         return ""
-    return tag.rpartition("}")[2]
+    name = _NAMES.get(tag)
+    if name is None:
+        name = tag.rpartition("}")[2]
+        if len(_NAMES) < 4096:
+            _NAMES[tag] = name
+    return name
 
 
 def _text(element: etree._Element | None) -> str:
@@ -52,10 +67,20 @@ def _text(element: etree._Element | None) -> str:
 
 
 def _children(element: etree._Element) -> dict[str, etree._Element]:
-    """First child of each name (repeated names: see ``_all``)."""
+    """First child of each name (repeated names: see ``_groups``)."""
     found: dict[str, etree._Element] = {}
     for child in element:
-        found.setdefault(_local(child.tag), child)
+        name = _local(child.tag)
+        if name not in found:
+            found[name] = child
+    return found
+
+
+def _groups(element: etree._Element) -> dict[str, list[etree._Element]]:
+    """Every child, by name, in document order."""
+    found: dict[str, list[etree._Element]] = {}
+    for child in element:
+        found.setdefault(_local(child.tag), []).append(child)
     return found
 
 
@@ -70,6 +95,11 @@ def _word(element: etree._Element | None) -> str:
     thousands of times, and one copy each keeps the records small.
     """
     return sys.intern(_text(element).lower()[:64])
+
+
+def _first_word(groups: dict[str, list[etree._Element]], name: str) -> str:
+    found = groups.get(name)
+    return (_word(found[0]) if found else "") or "none"
 
 
 def _optional(element: etree._Element | None) -> str | None:
@@ -171,10 +201,10 @@ def _record(element: etree._Element, number: int) -> Record:
     evaluated = cells.get("policy_evaluated")
     if evaluated is None:
         raise Unreadable(f"{where}: row/policy_evaluated missing")
-    verdict = _children(evaluated)
+    verdict = _groups(evaluated)
     overrides = tuple(
         Override(_word(_children(r).get("type")) or "other", _optional(_children(r).get("comment")))
-        for r in _all(evaluated, "reason")
+        for r in verdict.get("reason", ())
     )
     ids_element = parts.get("identifiers")
     if ids_element is None:
@@ -185,7 +215,8 @@ def _record(element: etree._Element, number: int) -> Record:
     dkim: list[DkimAuth] = []
     spf: list[SpfAuth] = []
     if results is not None:
-        for item in _all(results, "dkim"):
+        entries = _groups(results)
+        for item in entries.get("dkim", ()):
             fields = _children(item)
             domain = _domain(_text(fields.get("domain")))
             if not domain:
@@ -200,7 +231,7 @@ def _record(element: etree._Element, number: int) -> Record:
                     human_result=_optional(fields.get("human_result")),
                 )
             )
-        for item in _all(results, "spf")[:MAX_DKIM_PER_RECORD]:
+        for item in entries.get("spf", ())[:MAX_DKIM_PER_RECORD]:
             fields = _children(item)
             spf.append(
                 SpfAuth(
@@ -212,9 +243,9 @@ def _record(element: etree._Element, number: int) -> Record:
     return Record(
         source_ip=source_ip[:64],
         count=count,
-        disposition=_word(verdict.get("disposition")) or "none",
-        dkim_aligned=_word(verdict.get("dkim")) or "none",
-        spf_aligned=_word(verdict.get("spf")) or "none",
+        disposition=_first_word(verdict, "disposition"),
+        dkim_aligned=_first_word(verdict, "dkim"),
+        spf_aligned=_first_word(verdict, "spf"),
         header_from=header_from,
         envelope_from=_optional(ids.get("envelope_from")),
         envelope_to=_optional(ids.get("envelope_to")),
@@ -227,6 +258,7 @@ def _record(element: etree._Element, number: int) -> Record:
 def _pull_parser(*, strict: bool) -> etree.XMLPullParser:
     return etree.XMLPullParser(
         events=("end",),
+        tag=_TOP,  # only <feedback> and its children reach Python: libxml2 does the rest in C
         recover=not strict,
         resolve_entities=False,
         no_network=True,
