@@ -174,14 +174,14 @@ def _findings(
                 )
             )
         elif entry is not None and entry.state in _GONE:
-            since = entry.revoked_at or entry.retired_at
+            since = entry.retired_at or entry.revoked_at  # when mailseal stopped signing with it
             if since is not None and last_day > day_of(since) + DAY:
                 found.append(
                     Finding(
                         "retired-selector-seen",
                         signer,
-                        f"{selector} is {entry.state} since {_date(since)} but reports of {_date(last_day)} "
-                        "still show mail signed with it: something still signs with the old key",
+                        f"{selector} was retired on {_date(since)} ({entry.state} now) but reports of "
+                        f"{_date(last_day)} still show mail signed with it: something still signs with the old key",
                     )
                 )
     watched = sorted({domain} if domain else set(store.domains()) | key_domains)
