@@ -39,7 +39,7 @@ table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
 td,th{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .warn{color:#a00}.ok{color:#060}.muted{color:#777}
-svg{border:1px solid #ddd;background:#fcfcfc}
+#passchart{border:1px solid #ddd;background:#fcfcfc}
 nav a{margin-right:1em}
 code{background:#f3f3f3;padding:0 .2em}
 """
@@ -147,7 +147,8 @@ def _chart(rows: Sequence[DailyRow], selectors: Sequence[tuple[str, str]], first
                 )
     parts.append("</svg>")
     legend = " ".join(
-        f"<span style='color:{COLORS[n % len(COLORS)]}'>&#9632;</span> {_e(s)} <span class=muted>({_e(d)})</span>"
+        f"<svg width=10 height=10 aria-hidden=true><rect width=10 height=10 fill='{COLORS[n % len(COLORS)]}'/></svg> "
+        f"{_e(s)} <span class=muted>({_e(d)})</span>"
         for n, (d, s) in enumerate(selectors)
     )
     return "".join(parts) + f"<p class=legend>{legend}</p>"
