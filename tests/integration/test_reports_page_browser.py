@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 
 from mailseal import generate_private_key
 from mailseal.core.algorithms import KeyType
@@ -28,17 +31,10 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>Evil 'Corp'"
 
-try:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-except ImportError:  # pragma: no cover - the test extra installs it
-    webdriver = None  # type: ignore[assignment]
-
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
-        (webdriver is None or not shutil.which(CHROMEDRIVER) or not os.path.exists(CHROMIUM))
+        (not shutil.which(CHROMEDRIVER) or not os.path.exists(CHROMIUM))
         and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
         reason="needs chromium and chromium-driver (apt-get install chromium chromium-driver) and selenium",
     ),
@@ -95,7 +91,7 @@ def site(tmp_path: Path) -> Iterator[tuple[str, SqliteReportStore]]:
 
 
 @pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
+def browser() -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -120,8 +116,8 @@ def browser():  # type: ignore[no-untyped-def]
 
 
 def test_the_page_shows_the_chart_the_stored_pass_rate_and_hostile_names_as_text(
-    site, browser, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    site: tuple[str, SqliteReportStore], browser: webdriver.Chrome, tmp_path: Path
+) -> None:
     base, store = site
     browser.get(f"{base}/d/example.com")
     assert browser.title == "example.com: DMARC reports"  # no injected script changed it
