@@ -256,6 +256,7 @@ class PostfixInstance(ManagedServer):
         relay: tuple[str, int] | None = None,
         listeners: Mapping[str, Mapping[str, str]] | None = None,
         main_cf: Mapping[str, str] | None = None,
+        extra_services: Sequence[str] = (),
         hostname: str = "mx.mailseal.test",
         startup_timeout: float = 20.0,
     ) -> None:
@@ -278,6 +279,7 @@ class PostfixInstance(ManagedServer):
                 raise ValueError(f"bad listener name {name!r}")
             self._listener_overrides[name] = dict(overrides)
         self._main_cf_extra = dict(main_cf or {})
+        self._extra_services = list(extra_services)  # master.cf lines, e.g. a local(8) or pipe(8) service
         self.ports: dict[str, int] = {}
         self.sink: SmtpSink | None = None
         self.base = Path()
@@ -453,6 +455,7 @@ class PostfixInstance(ManagedServer):
             services.append(f"{LOOPBACK}:{self.ports[name]} inet n - n - - smtpd")
             services.append(f"  -o syslog_name=postfix/{name}")
             services.extend(f"  -o {{ {key} = {value} }}" for key, value in overrides.items())
+        services.extend(self._extra_services)
         (self.config_dir / "master.cf").write_text("\n".join(services) + "\n" + _MASTER_CF_SERVICES)
         # Postfix waits (300 ms at a time) until a config file is over a second old, in case
         # it is still being written: date the files back so every command reads them at once.
