@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Peer DKIM implementations and servers the interop/integration tests drive (Debian).
 # postfix: the end-to-end tests run private instances of it (tests/support/postfix.py).
-DEBS=(opendkim opendkim-tools libmail-dkim-perl knot knot-dnsutils postfix dovecot-imapd chromium chromium-driver)
+DEBS=(opendkim opendkim-tools libmail-dkim-perl knot knot-dnsutils postfix dovecot-imapd chromium chromium-driver python3-venv)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

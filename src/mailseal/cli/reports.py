@@ -53,6 +53,11 @@ def register(commands: Any) -> None:
     p.add_argument(
         "--retention", type=int, metavar="DAYS", help="drop reports older than DAYS after ingesting"
     )
+    p.add_argument(
+        "--mta",
+        action="store_true",
+        help="for an alias pipe: exit 0 also when quarantined (kept, so no bounce to the reporter); 75 still retries",
+    )
     p.set_defaults(handler=_ingest)
 
     p = sub.add_parser(
@@ -160,7 +165,7 @@ def _ingest(args: argparse.Namespace) -> int:
         return EXIT_TEMPFAIL
     finally:
         store.close()
-    return EXIT_FAIL if quarantined else 0
+    return EXIT_FAIL if quarantined and not args.mta else 0
 
 
 def _summary(args: argparse.Namespace) -> int:

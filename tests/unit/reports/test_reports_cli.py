@@ -75,6 +75,9 @@ def test_ingest_from_stdin_for_an_alias(run) -> None:  # type: ignore[no-untyped
     status, out, _ = run("ingest", stdin=b"not a report at all")
     assert status == 1
     assert out.startswith("quarantined stdin: neither XML, gzip, zip nor an e-mail message")
+    status, out, _ = run("ingest", "--mta", stdin=b"not a report at all")
+    assert status == 0  # kept in quarantine: an alias must not bounce it to the reporter
+    assert out.startswith("quarantined stdin: ")
 
 
 def test_ingest_exit_75_when_the_store_cannot_take_it(tmp_path: Path, run) -> None:  # type: ignore[no-untyped-def]
