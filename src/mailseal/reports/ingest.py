@@ -10,20 +10,21 @@ store nor the quarantine can take a report *now* (locked, full, read-only),
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from mailseal.reports.model import Report, TemporaryFailure, Unreadable
+from mailseal.reports.model import Record, Report, TemporaryFailure, Unreadable
 from mailseal.reports.store import Added, Quarantined, ReportStore
 from mailseal.reports.unpack import Document, Item, Limits, item_documents
-from mailseal.reports.xmlparse import parse_report, parse_report_bytes
+from mailseal.reports.xmlparse import ReportStream, parse_report_bytes
 
 __all__ = ["Ingestor", "Outcome", "Status", "printable"]
 
@@ -60,20 +61,37 @@ class Outcome:
     status: Status
     label: str
     detail: str
-    report: Report | None = None
+    report: Report | None = None  # the header (records are streamed into the store, not kept)
+    records: int = 0
+    messages: int = 0
 
     def line(self) -> str:
         """``<status> <label>: <detail>``, control characters escaped."""
         return f"{self.status} {printable(self.label)}: {printable(self.detail, 600)}"
 
 
-def _describe(report: Report) -> str:
+def _describe(report: Report, records: int, messages: int, *, repaired: bool) -> str:
     period = f"{_date(report.begin)}..{_date(report.end)}"
-    repaired = ", repaired broken XML" if report.repaired else ""
+    note = ", repaired broken XML" if repaired else ""
     return (
         f"{report.reporter} report {report.report_id} for {report.policy.domain} ({period}), "
-        f"{len(report.records)} records, {report.messages} messages{repaired}"
+        f"{records} records, {messages} messages{note}"
     )
+
+
+class _Counted:
+    """Passes records through to the store and counts them on the way."""
+
+    def __init__(self, records: Iterable[Record]) -> None:
+        self.records = records
+        self.count = 0
+        self.messages = 0
+
+    def __iter__(self) -> Iterator[Record]:
+        for record in self.records:
+            self.count += 1
+            self.messages += record.count
+            yield record
 
 
 class Ingestor:
@@ -107,21 +125,49 @@ class Ingestor:
             return
         for document in found:
             try:
-                report = self._parse(document)
+                yield self._store(item, document)
             except Unreadable as exc:
                 yield self._quarantine(item, exc.reason, label=document.label)
-                continue
-            added = self.store.add(report, source=item.label, now=self.clock())
-            if added is Added.INGESTED:
-                yield Outcome(Status.INGESTED, document.label, _describe(report), report)
-            else:
-                yield Outcome(
-                    Status.DUPLICATE,
-                    document.label,
-                    f"{report.reporter} report {report.report_id} for {report.policy.domain} "
-                    f"({_date(report.begin)}..{_date(report.end)}) is already stored",
-                    report,
-                )
+
+    def _store(self, item: Item, document: Document) -> Outcome:
+        """Stream the document into the store; tolerant mode retries a small broken one as a whole."""
+        stream = ReportStream(document.open(), strict=self.strict)
+        try:
+            header = stream.header()
+            counted = _Counted(stream.records())
+            added = self.store.add(
+                header, source=item.label, now=self.clock(), records=counted, repaired=lambda: stream.repaired
+            )
+            repaired = stream.repaired
+        except Unreadable:
+            if self.strict:
+                raise
+            data = bytearray()
+            for chunk in document.open():
+                data += chunk
+                if len(data) > _RETRY_WHOLE:
+                    raise
+            report = parse_report_bytes(bytes(data), strict=False)
+            counted = _Counted(report.records)
+            header = dataclasses.replace(report, records=())
+            added = self.store.add(header, source=item.label, now=self.clock(), records=counted)
+            repaired = report.repaired
+        if added is Added.INGESTED:
+            return Outcome(
+                Status.INGESTED,
+                document.label,
+                _describe(header, counted.count, counted.messages, repaired=repaired),
+                header,
+                counted.count,
+                counted.messages,
+            )
+        return Outcome(
+            Status.DUPLICATE,
+            document.label,
+            f"{header.reporter} report {header.report_id} for {header.policy.domain} "
+            f"({_date(header.begin)}..{_date(header.end)}) is already stored",
+            header,
+        )
 
     def _keep(self, item: Item) -> Path:
         """The quarantine copy of the whole input: a file is copied in chunks, a message from memory."""
@@ -136,19 +182,6 @@ class Ingestor:
             with item.path.open("rb") as source:
                 return _copy_new(self.quarantine_dir, source)
         return _copy_new(self.quarantine_dir, item.read())
-
-    def _parse(self, document: Document) -> Report:
-        try:
-            return parse_report(document.open(), strict=self.strict)
-        except Unreadable:
-            if self.strict:
-                raise
-            data = bytearray()
-            for chunk in document.open():
-                data += chunk
-                if len(data) > _RETRY_WHOLE:
-                    raise
-            return parse_report_bytes(bytes(data), strict=False)
 
     def _quarantine(self, item: Item, reason: str, *, label: str | None = None) -> Outcome:
         """Keep the whole input with its reason; a failure to do so is temporary (exit 75)."""

@@ -15,13 +15,13 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from mailseal.errors import MailsealError
-from mailseal.reports.model import Report, TemporaryFailure
-from mailseal.reports.rollup import rollup
+from mailseal.reports.model import Record, Report, TemporaryFailure
+from mailseal.reports.rollup import Rollup
 from mailseal.reports.store import Added, DailyRow, Quarantined, StoredRecord, Totals
 
 __all__ = ["SCHEMA_VERSION", "ReportStoreError", "SqliteReportStore"]
@@ -68,7 +68,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
-_NO_SELECTOR: Final = ""  # the rollup key for "no DKIM signature" (SQL keys cannot be NULL)
+_NO_SELECTOR: Final = ""
+_BATCH: Final = 1000  # records per executemany while a report streams in  # the rollup key for "no DKIM signature" (SQL keys cannot be NULL)
 
 
 class SqliteReportStore:
@@ -176,15 +177,30 @@ class SqliteReportStore:
             except sqlite3.Error as exc:
                 raise ReportStoreError(f"report store {self.path}: {exc}") from None
 
-    def add(self, report: Report, *, source: str, now: int) -> Added:
-        """Store ``report`` once (see the module docstring for failures)."""
-        rows = rollup(report)
+    def add(
+        self,
+        report: Report,
+        *,
+        source: str,
+        now: int,
+        records: Iterable[Record] | None = None,
+        repaired: Callable[[], bool] | None = None,
+    ) -> Added:
+        """Store ``report`` once, in one transaction (see the module docstring for failures).
+
+        ``records`` (default: ``report.records``) may be a stream: it is read
+        in batches inside the transaction, so memory does not grow with the
+        report, and any exception from it (an Unreadable found late) rolls the
+        whole report back. ``repaired`` is asked once the stream is exhausted.
+        A duplicate is recognised before ``records`` is read at all.
+        """
         policy = report.policy
+        counter = Rollup(report)
         with self._write() as db:
             cursor = db.execute(
                 "INSERT INTO reports (reporter, reporter_email, report_id, domain, begin, end, day, schema,"
                 " policy, generator, errors, repaired, records, messages, source, ingested_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?)"
                 " ON CONFLICT (reporter, report_id, domain, begin, end) DO NOTHING",
                 (
                     report.reporter,
@@ -193,14 +209,12 @@ class SqliteReportStore:
                     policy.domain,
                     report.begin,
                     report.end,
-                    rows[0].day if rows else report.begin - report.begin % 86400,
+                    counter.day,
                     str(report.schema),
                     json.dumps({k: getattr(policy, k) for k in policy.__slots__}),
                     report.generator,
                     json.dumps(report.errors),
                     int(report.repaired),
-                    len(report.records),
-                    report.messages,
                     source[:500],
                     now,
                 ),
@@ -210,39 +224,20 @@ class SqliteReportStore:
             report_key = cursor.lastrowid
             # Explicit, consecutive record ids let both tables be filled by executemany.
             (base,) = db.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()
-            dumps = json.dumps
-            db.executemany(
-                "INSERT INTO records (id, report, source_ip, count, disposition, dkim_aligned, spf_aligned,"
-                " header_from, envelope_from, envelope_to, overrides, dkim, spf)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        base + number,
-                        report_key,
-                        record.source_ip,
-                        record.count,
-                        record.disposition,
-                        record.dkim_aligned,
-                        record.spf_aligned,
-                        record.header_from,
-                        record.envelope_from,
-                        record.envelope_to,
-                        dumps([(o.type, o.comment) for o in record.overrides]) if record.overrides else "[]",
-                        dumps([(d.domain, d.selector, d.result) for d in record.dkim])
-                        if record.dkim
-                        else "[]",
-                        dumps([(f.domain, f.result) for f in record.spf]) if record.spf else "[]",
-                    )
-                    for number, record in enumerate(report.records, start=1)
-                ],
-            )
-            db.executemany(
-                "INSERT INTO record_signatures (record, domain, selector) VALUES (?, ?, ?)",
-                [
-                    (base + number, d.domain, d.selector or _NO_SELECTOR)
-                    for number, record in enumerate(report.records, start=1)
-                    for d in record.dkim
-                ],
+            count = messages = 0
+            batch: list[Record] = []
+            for record in report.records if records is None else records:
+                counter.add(record)
+                count += 1
+                messages += record.count
+                batch.append(record)
+                if len(batch) == _BATCH:
+                    self._insert_records(db, report_key, base + count - len(batch), batch)
+                    batch = []
+            self._insert_records(db, report_key, base + count - len(batch), batch)
+            db.execute(
+                "UPDATE reports SET records = ?, messages = ?, repaired = ? WHERE id = ?",
+                (count, messages, int(report.repaired or (repaired is not None and repaired())), report_key),
             )
             db.executemany(
                 "INSERT INTO daily (day, report_domain, domain, selector, receiver, messages, dkim_pass,"
@@ -264,10 +259,50 @@ class SqliteReportStore:
                         r.aligned_pass,
                         r.forwarded_fail,
                     )
-                    for r in rows
+                    for r in counter.rows()
                 ],
             )
         return Added.INGESTED
+
+    @staticmethod
+    def _insert_records(
+        db: sqlite3.Connection, report_key: int | None, base: int, batch: Sequence[Record]
+    ) -> None:
+        """Rows ``base + 1 ...`` of records and their signatures."""
+        if not batch:
+            return
+        dumps = json.dumps
+        db.executemany(
+            "INSERT INTO records (id, report, source_ip, count, disposition, dkim_aligned, spf_aligned,"
+            " header_from, envelope_from, envelope_to, overrides, dkim, spf)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    base + number,
+                    report_key,
+                    record.source_ip,
+                    record.count,
+                    record.disposition,
+                    record.dkim_aligned,
+                    record.spf_aligned,
+                    record.header_from,
+                    record.envelope_from,
+                    record.envelope_to,
+                    dumps([(o.type, o.comment) for o in record.overrides]) if record.overrides else "[]",
+                    dumps([(d.domain, d.selector, d.result) for d in record.dkim]) if record.dkim else "[]",
+                    dumps([(f.domain, f.result) for f in record.spf]) if record.spf else "[]",
+                )
+                for number, record in enumerate(batch, start=1)
+            ],
+        )
+        db.executemany(
+            "INSERT INTO record_signatures (record, domain, selector) VALUES (?, ?, ?)",
+            [
+                (base + number, d.domain, d.selector or _NO_SELECTOR)
+                for number, record in enumerate(batch, start=1)
+                for d in record.dkim
+            ],
+        )
 
     def note_quarantined(self, entry: Quarantined) -> None:
         """Remember a quarantined input."""

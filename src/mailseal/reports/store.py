@@ -10,11 +10,12 @@ A server database implements the same Protocol.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol
 
-from mailseal.reports.model import Report
+from mailseal.reports.model import Record, Report
 
 __all__ = [
     "DAY",
@@ -108,8 +109,20 @@ class Quarantined:
 class ReportStore(Protocol):
     """Where reports and their rollups live."""
 
-    def add(self, report: Report, *, source: str, now: int) -> Added:
-        """Store a report once; raises TemporaryFailure when it cannot be stored now."""
+    def add(
+        self,
+        report: Report,
+        *,
+        source: str,
+        now: int,
+        records: Iterable[Record] | None = None,
+        repaired: Callable[[], bool] | None = None,
+    ) -> Added:
+        """Store a report once, all or nothing; ``records`` may stream (default: ``report.records``).
+
+        Raises TemporaryFailure when it cannot be stored now, and lets any
+        exception from ``records`` through after undoing the partial report.
+        """
         ...
 
     def note_quarantined(self, entry: Quarantined) -> None:

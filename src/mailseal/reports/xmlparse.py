@@ -20,15 +20,23 @@ or count is a reason to refuse the report, never a guess.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Final
 
 from lxml import etree
 
 from mailseal.reports.model import DkimAuth, Override, Policy, Record, Report, Schema, SpfAuth, Unreadable
 
-__all__ = ["DMARC2_NAMESPACE", "MAX_DKIM_PER_RECORD", "MAX_TEXT", "parse_report", "parse_report_bytes"]
+__all__ = [
+    "DMARC2_NAMESPACE",
+    "MAX_DKIM_PER_RECORD",
+    "MAX_TEXT",
+    "ReportStream",
+    "parse_report",
+    "parse_report_bytes",
+]
 
 DMARC2_NAMESPACE: Final = "urn:ietf:params:xml:ns:dmarc-2.0"
 MAX_TEXT: Final = 1024  # characters kept of any one value (human_result, comments...)
@@ -128,12 +136,16 @@ class _Builder:
     """Collects the parts of one report as the parser finishes each top-level element."""
 
     def __init__(self) -> None:
+        self.namespace: str | None = None  # of <feedback>'s children (a default xmlns is inherited)
         self.version: str | None = None
         self.policy: Policy | None = None
         self.records: list[Record] = []
         self.metadata_parts: tuple[str, str | None, str, int, int, str | None, tuple[str, ...]] | None = None
 
     def take(self, element: etree._Element) -> None:
+        if self.namespace is None:
+            tag = str(element.tag)
+            self.namespace = tag.partition("}")[0][1:] if tag.startswith("{") else ""
         name = _local(element.tag)
         if name == "record":
             self.records.append(_record(element, len(self.records) + 1))
@@ -285,38 +297,87 @@ def _whole_parser() -> etree.XMLParser:
     )
 
 
+class ReportStream:
+    """One report read as a stream: :meth:`header` first, then :meth:`records`, one at a time.
+
+    Memory stays at one record plus libxml2's buffer whatever the report's
+    size, so a caller can store records as they come (``ingest`` does). Every
+    method raises :class:`Unreadable` with the reason, nothing else, for any
+    content of ``chunks``; a reason found late (a truncated document) comes
+    from :meth:`records` after some records were already handed out, so the
+    caller must be able to undo them (the store's transaction does).
+    """
+
+    def __init__(self, chunks: Iterable[bytes], *, strict: bool = False) -> None:
+        """Nothing is read until :meth:`header`."""
+        self._chunks = iter(chunks)
+        self._strict = strict
+        self._parser = _pull_parser(strict=strict)
+        self._builder = _Builder()
+        self._head = b""
+        self._feedback: etree._Element | None = None
+        self._seen = False
+        self._done = False
+        self.repaired = False  # final once records() is exhausted
+
+    def _step(self) -> bool:
+        """Feed one more chunk (or finish the document); False once it is finished."""
+        if self._done:
+            return False
+        try:
+            for chunk in self._chunks:
+                if not chunk:
+                    continue
+                self._seen = True
+                if len(self._head) < _HEAD:
+                    self._head += chunk[: _HEAD - len(self._head)]
+                    _refuse_doctype(self._head)
+                self._parser.feed(chunk)
+                self._feedback = _drain(self._parser.read_events(), self._builder, self._feedback)
+                return True
+            if not self._seen:
+                raise Unreadable("empty document")
+            root = self._parser.close()
+            self._feedback = _drain(self._parser.read_events(), self._builder, self._feedback)
+        except etree.XMLSyntaxError as exc:
+            raise Unreadable(f"not well-formed XML: {_syntax(exc)}") from None
+        except etree.LxmlError as exc:
+            raise Unreadable(f"XML parser refused it: {str(exc)[:200]}") from None
+        self._done = True
+        errors = self._parser.feed_error_log
+        self.repaired = len(errors) > 0
+        _check_document(root, self._feedback, repaired=self.repaired, strict=self._strict, errors=errors)
+        return False
+
+    def header(self) -> Report:
+        """The report without its records (``records=()``), once metadata and policy have been read."""
+        builder = self._builder
+        while (builder.metadata_parts is None or builder.policy is None) and self._step():
+            pass
+        return _header(builder, repaired=self.repaired)
+
+    def records(self) -> Iterator[Record]:
+        """Every record, in document order, each as soon as libxml2 has finished it."""
+        builder = self._builder
+        while True:
+            if builder.records:
+                batch, builder.records = builder.records, []
+                yield from batch
+            if not self._step() and not builder.records:
+                return
+
+
 def parse_report(chunks: Iterable[bytes], *, strict: bool = False) -> Report:
-    """Parse one aggregate report from its XML bytes, fed in chunks (memory: one record).
+    """Parse one aggregate report from its XML bytes, fed in chunks, into one value with all its records.
 
     Raises :class:`Unreadable` with the reason when the document is not a
     readable aggregate report; nothing else for any content of ``chunks``.
     Size caps are the caller's (see ``unpack``): ``chunks`` stops or raises.
     """
-    parser = _pull_parser(strict=strict)
-    builder = _Builder()
-    head = b""
-    feedback: etree._Element | None = None
-    seen_any = False
-    try:
-        for chunk in chunks:
-            if not chunk:
-                continue
-            seen_any = True
-            if len(head) < _HEAD:
-                head += chunk[: _HEAD - len(head)]
-                _refuse_doctype(head)
-            parser.feed(chunk)
-            feedback = _drain(parser.read_events(), builder, feedback)
-        if not seen_any:
-            raise Unreadable("empty document")
-        root = parser.close()
-        feedback = _drain(parser.read_events(), builder, feedback)
-    except etree.XMLSyntaxError as exc:
-        raise Unreadable(f"not well-formed XML: {_syntax(exc)}") from None
-    except etree.LxmlError as exc:
-        raise Unreadable(f"XML parser refused it: {str(exc)[:200]}") from None
-    errors = parser.feed_error_log
-    return _finish(builder, root, feedback, repaired=len(errors) > 0, strict=strict, errors=errors)
+    stream = ReportStream(chunks, strict=strict)
+    header = stream.header()
+    records = tuple(stream.records())
+    return dataclasses.replace(header, records=records, repaired=stream.repaired)
 
 
 def parse_report_bytes(data: bytes, *, strict: bool = False) -> Report:
@@ -344,8 +405,10 @@ def parse_report_bytes(data: bytes, *, strict: bool = False) -> Report:
     builder = _Builder()
     feedback = next((e for e in root.iter() if _local(e.tag) == "feedback"), None)
     for child in feedback if feedback is not None else ():
-        builder.take(child)
-    return _finish(builder, root, feedback, repaired=True, strict=False, errors=parser.error_log)
+        if isinstance(child.tag, str):
+            builder.take(child)
+    _check_document(root, feedback, repaired=True, strict=False, errors=parser.error_log)
+    return dataclasses.replace(_header(builder, repaired=True), records=tuple(builder.records))
 
 
 _CHUNK: Final = 65536
@@ -356,15 +419,14 @@ def _refuse_doctype(head: bytes) -> None:
         raise Unreadable("has a document type declaration (DTD and entities are refused)")
 
 
-def _finish(
-    builder: _Builder,
+def _check_document(
     root: etree._Element | None,
     feedback: etree._Element | None,
     *,
     repaired: bool,
     strict: bool,
     errors: etree._ListErrorLog,
-) -> Report:
+) -> None:
     if feedback is None:
         name = _local(root.tag) if root is not None else ""
         raise Unreadable(f"not a DMARC aggregate report (no <feedback>; root element <{name[:40]}>)")
@@ -373,13 +435,14 @@ def _finish(
     if strict and repaired:
         error = errors[0]
         raise Unreadable(f"not well-formed XML: line {error.line}: {error.message.strip()[:200]}")
-    tag = str(feedback.tag)
-    namespace = tag.partition("}")[0][1:] if tag.startswith("{") else ""
+
+
+def _header(builder: _Builder, *, repaired: bool) -> Report:
     if builder.metadata_parts is None:
         raise Unreadable("report_metadata missing")
     if builder.policy is None:
         raise Unreadable("policy_published missing")
-    version2 = namespace == DMARC2_NAMESPACE or (builder.version or "").startswith("2")
+    version2 = builder.namespace == DMARC2_NAMESPACE or (builder.version or "").startswith("2")
     reporter, email, report_id, begin, end, generator, problems = builder.metadata_parts
     return Report(
         schema=Schema.DMARC2 if version2 else Schema.DMARC1,
@@ -389,7 +452,7 @@ def _finish(
         begin=begin,
         end=end,
         policy=builder.policy,
-        records=tuple(builder.records),
+        records=(),
         generator=generator,
         errors=problems,
         repaired=repaired,

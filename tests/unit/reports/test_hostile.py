@@ -237,3 +237,31 @@ def test_hostile_values_are_kept_as_text_and_capped() -> None:
     report = parse_report_bytes(report_xml(spec))
     assert report.reporter.startswith("<script>alert(1)</script>AAA")
     assert len(report.reporter) == 1024
+
+
+def _ingest_peak(tmp_path: Path, records: int) -> tuple[int, int]:
+    rows = [
+        Row(source_ip=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", sigs=[Sig("example.com", "s1")])
+        for i in range(records)
+    ]
+    path = tmp_path / f"big-{records}.xml"
+    path.write_bytes(report_xml(Spec(report_id=f"big-{records}", rows=rows)))
+    store = SqliteReportStore(tmp_path / f"r-{records}.db")
+    ingestor = Ingestor(store, tmp_path / "q", clock=lambda: NOW)
+    tracemalloc.start()
+    try:
+        (outcome,) = ingestor.ingest(Item(str(path), path.read_bytes, path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        store.close()
+    assert (outcome.status, outcome.records) == (Status.INGESTED, records)
+    return peak, path.stat().st_size
+
+
+def test_ingest_memory_is_flat_in_report_size(tmp_path: Path) -> None:
+    """Records stream from libxml2 into the store's transaction in batches: memory does not follow size."""
+    small, _ = _ingest_peak(tmp_path, 4000)
+    large, size = _ingest_peak(tmp_path, 24000)
+    assert large < 1.3 * small
+    assert large < size / 4
