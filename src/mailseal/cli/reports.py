@@ -224,9 +224,8 @@ def render_summary(summary: Summary, *, joined: bool) -> str:
             key = "(unsigned)"
         else:
             key = row.key_state or "UNKNOWN"
-        selector = printable(row.selector or "-", 20)
         lines.append(
-            f"  {selector:<20} {printable(row.receiver, 28):<28} {row.messages:>9} "
+            f"  {_cell(row.selector or '-', 20)} {_cell(row.receiver, 28)} {row.messages:>9} "
             f"{_percent(row.dkim_pass, row.messages):>9} {_percent(row.aligned_pass, row.messages):>8}"
             f" {row.real_fail:>6} {row.forwarded_fail:>8}  {key}"
         )
@@ -234,6 +233,12 @@ def render_summary(summary: Summary, *, joined: bool) -> str:
         lines.append("")
         lines.extend(f"warning [{f.code}] {printable(f.message, 400)}" for f in summary.findings)
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str, width: int) -> str:
+    """Escaped and cut to a table column."""
+    shown = printable(text, 200)
+    return f"{shown:<{width}}" if len(shown) <= width else shown[: width - 1] + "~"
 
 
 def _prune(args: argparse.Namespace) -> int:
