@@ -153,6 +153,9 @@ def test_a_report_mailed_to_the_alias_lands_in_the_store(spool: Path, pipe_pytho
             if reports and quarantined:
                 break
             time.sleep(0.2)
+        # Postfix logs the delivery once the command has exited, a moment after the store saw it.
+        while time.monotonic() < deadline and postfix.log_text().count("delivered to command:") < 2:
+            time.sleep(0.1)
         log = postfix.log_text()
     assert reports == 1, log
     assert quarantined == 1, log
