@@ -102,8 +102,16 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def default_report_store() -> Path:
-    """``reports.db`` next to the key store in the data folder."""
-    return default_store_path().parent / "reports.db"
+    """``reports.db`` next to the key store (the keys configuration's, else the data folder's).
+
+    The same place ``keys tick --reports-receivers`` and ``keys check`` look.
+    A keys configuration that cannot be read falls back to the data folder
+    rather than failing an alias pipe.
+    """
+    try:
+        return load_config(default_config_path()).store.parent / "reports.db"
+    except MailsealError:
+        return default_store_path().parent / "reports.db"
 
 
 def now_of(args: argparse.Namespace) -> int:
