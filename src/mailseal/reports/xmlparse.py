@@ -311,6 +311,7 @@ class ReportStream:
     def __init__(self, chunks: Iterable[bytes], *, strict: bool = False) -> None:
         """Nothing is read until :meth:`header`."""
         self._chunks = iter(chunks)
+        self._pieces = self._slices()  # one generator for the whole stream: each step takes the next piece
         self._strict = strict
         self._parser = _pull_parser(strict=strict)
         self._builder = _Builder()
@@ -325,9 +326,7 @@ class ReportStream:
         if self._done:
             return False
         try:
-            for chunk in self._chunks:
-                if not chunk:
-                    continue
+            for chunk in self._pieces:
                 self._seen = True
                 if len(self._head) < _HEAD:
                     self._head += chunk[: _HEAD - len(self._head)]
@@ -348,6 +347,12 @@ class ReportStream:
         self.repaired = len(errors) > 0
         _check_document(root, self._feedback, repaired=self.repaired, strict=self._strict, errors=errors)
         return False
+
+    def _slices(self) -> Iterator[bytes]:
+        """The input in pieces of at most ``_CHUNK`` bytes: one big chunk must not become one big batch."""
+        for chunk in self._chunks:
+            for start in range(0, len(chunk), _CHUNK):
+                yield chunk[start : start + _CHUNK]  # empty chunks yield nothing
 
     def header(self) -> Report:
         """The report without its records (``records=()``), once metadata and policy have been read."""
