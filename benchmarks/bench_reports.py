@@ -257,19 +257,31 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     if parsedmarc:
+        # The same sample through both, report by report, alternating: one load, one input.
         step = max(1, count // 100)
         sample = blobs[::step]
         sample_records = sum(n for _, n in sample)
-        start = time.perf_counter()
+        mine_seconds = peer_seconds = 0.0
         for blob, _ in sample:
+            start = time.perf_counter()
+            for document in documents(blob, "c", Limits()):
+                parse_report(document.open())
+            mine_seconds += time.perf_counter() - start
+            start = time.perf_counter()
             peer_parse(parsedmarc.extract_report(blob).encode())
-        peer_corpus = time.perf_counter() - start
-        peer_rate = sample_records / peer_corpus
+            peer_seconds += time.perf_counter() - start
         rows.append(
             (
-                f"corpus: parsedmarc extract + parse (every {step}th report, {sample_records:,} records)",
-                f"{peer_rate:,.0f} records/s",
-                f"mailseal parse {total / parsed / peer_rate:.1f}x, ingest {total / ingested / peer_rate:.1f}x",
+                f"corpus sample (every {step}th report, {sample_records:,} records): mailseal unpack + parse",
+                f"{sample_records / mine_seconds:,.0f} records/s",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "corpus sample, same reports alternately: parsedmarc extract + parse",
+                f"{sample_records / peer_seconds:,.0f} records/s",
+                f"mailseal {peer_seconds / mine_seconds:.1f}x",
             )
         )
 
