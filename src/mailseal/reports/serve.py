@@ -16,10 +16,11 @@ from __future__ import annotations
 import html
 import http.server
 import socketserver
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from mailseal.keys.store import KeyStore
@@ -345,10 +346,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Quiet: the command prints its own one line at start."""
 
 
+MAX_CONNECTIONS: Final = 32
+
+
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """One thread per connection, at most ``MAX_CONNECTIONS`` at once; more are closed at once."""
+
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 16
+
+    def __init__(self, address: tuple[str, int], handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Refuse (close) a connection over the cap instead of starting yet another thread."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection, then free its slot."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 def make_server(

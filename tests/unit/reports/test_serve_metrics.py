@@ -114,3 +114,25 @@ def test_metrics_command_prints_the_text(
 ) -> None:
     assert main(["reports", "metrics", "--store", str(store.path), "--now", str(NOW)]) == 0
     assert "mailseal_dmarc_reports 2" in capsys.readouterr().out
+
+
+def test_connections_over_the_cap_are_closed_not_threaded(store: SqliteReportStore) -> None:
+    import socket
+
+    from mailseal.reports.serve import MAX_CONNECTIONS
+
+    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(MAX_CONNECTIONS + 5)]
+    try:
+        extra = idle[-1]
+        extra.settimeout(5)
+        assert extra.recv(1) == b""  # closed by the server without an answer
+        assert threading.active_count() < MAX_CONNECTIONS + 10
+    finally:
+        for sock in idle:
+            sock.close()
+        server.shutdown()
+        server.server_close()
