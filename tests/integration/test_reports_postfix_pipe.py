@@ -132,7 +132,7 @@ def test_a_report_mailed_to_the_alias_lands_in_the_store(spool: Path, pipe_pytho
         "default_privs": PIPE_USER,
         "command_time_limit": "60s",
     }
-    with PostfixInstance(main_cf=main_cf, extra_services=["local unix - n n - - local"]) as postfix:
+    with PostfixInstance(main_cf=main_cf, services=["local unix - n n - - local"]) as postfix:
         good = report_email(gz(report_xml(Spec(report_id="via-postfix"))), to="dmarc@reports.mailseal.test")
         postfix.sendmail(
             good, sender="noreply-dmarc-support@google.com", recipients=["dmarc@reports.mailseal.test"]

@@ -256,11 +256,15 @@ class PostfixInstance(ManagedServer):
         relay: tuple[str, int] | None = None,
         listeners: Mapping[str, Mapping[str, str]] | None = None,
         main_cf: Mapping[str, str] | None = None,
-        extra_services: Sequence[str] = (),
         hostname: str = "mx.mailseal.test",
         startup_timeout: float = 20.0,
+        services: Sequence[str] = (),
     ) -> None:
-        """Prepare (not start) the instance; use ``with`` or start()/stop()."""
+        """Prepare (not start) the instance; use ``with`` or start()/stop().
+
+        ``services`` are extra master.cf lines (e.g. a ``pipe`` transport to a list manager).
+        """
+        self.services = list(services)
         self.milters = [milters] if isinstance(milters, str) else list(milters)
         self.non_smtpd_milters = (
             [non_smtpd_milters] if isinstance(non_smtpd_milters, str) else list(non_smtpd_milters)
@@ -279,7 +283,6 @@ class PostfixInstance(ManagedServer):
                 raise ValueError(f"bad listener name {name!r}")
             self._listener_overrides[name] = dict(overrides)
         self._main_cf_extra = dict(main_cf or {})
-        self._extra_services = list(extra_services)  # master.cf lines, e.g. a local(8) or pipe(8) service
         self.ports: dict[str, int] = {}
         self.sink: SmtpSink | None = None
         self.base = Path()
@@ -455,8 +458,8 @@ class PostfixInstance(ManagedServer):
             services.append(f"{LOOPBACK}:{self.ports[name]} inet n - n - - smtpd")
             services.append(f"  -o syslog_name=postfix/{name}")
             services.extend(f"  -o {{ {key} = {value} }}" for key, value in overrides.items())
-        services.extend(self._extra_services)
-        (self.config_dir / "master.cf").write_text("\n".join(services) + "\n" + _MASTER_CF_SERVICES)
+        extra = "".join(line + "\n" for line in self.services)
+        (self.config_dir / "master.cf").write_text("\n".join(services) + "\n" + _MASTER_CF_SERVICES + extra)
         # Postfix waits (300 ms at a time) until a config file is over a second old, in case
         # it is still being written: date the files back so every command reads them at once.
         settled = time.time() - 10
@@ -520,9 +523,12 @@ class PostfixInstance(ManagedServer):
         Envelope addresses default to the From and To/Cc header addresses.
         """
         who = client if client is not None else (INTERNAL if internal else EXTERNAL)
-        default_sender, default_recipients = envelope_of(message)
-        mail_from = default_sender if sender is None else sender
-        rcpt_to = list(default_recipients if recipients is None else recipients)
+        if sender is None or recipients is None:  # a hostile From need not be parsable by the harness
+            default_sender, default_recipients = envelope_of(message)
+            sender = default_sender if sender is None else sender
+            recipients = default_recipients if recipients is None else recipients
+        mail_from = sender
+        rcpt_to = list(recipients)
         with self.smtp(who, listener=listener) as session:
             stage = "mail"
             try:
