@@ -109,9 +109,12 @@ def default_report_store() -> Path:
     rather than failing an alias pipe.
     """
     try:
-        return load_config(default_config_path()).store.parent / "reports.db"
+        configured: object = load_config(default_config_path()).store
     except MailsealError:
-        return default_store_path().parent / "reports.db"
+        configured = None
+    if isinstance(configured, Path):  # not a database URL (a fleet's key store)
+        return configured.parent / "reports.db"
+    return default_store_path().parent / "reports.db"
 
 
 def now_of(args: argparse.Namespace) -> int:
@@ -130,9 +133,10 @@ def open_keys(args: argparse.Namespace) -> SqliteKeyStore | None:
         return None
     path = args.keys_store
     if path is None:
-        path = load_config(default_config_path()).store
-        if not path.exists():
-            return None
+        configured: object = load_config(default_config_path()).store
+        if not isinstance(configured, Path) or not configured.exists():
+            return None  # no key store file (a fleet's database store: give --keys-store a file, or none)
+        path = configured
     elif not path.exists():
         raise UsageError(f"no key store at {path}")
     return SqliteKeyStore(path, readonly=True)

@@ -48,11 +48,16 @@ def add_check_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _store_path(args: argparse.Namespace, key_store: Path) -> Path:
-    return Path(args.reports_store) if args.reports_store is not None else key_store.parent / "reports.db"
+def _store_path(args: argparse.Namespace, key_store: object) -> Path | None:
+    """``--reports-store``, else reports.db beside a key store file (None beside a database store)."""
+    if args.reports_store is not None:
+        return Path(args.reports_store)
+    return key_store.parent / "reports.db" if isinstance(key_store, Path) else None
 
 
-def install_gate(lifecycle: Lifecycle, args: argparse.Namespace, key_store: Path) -> SqliteReportStore | None:
+def install_gate(
+    lifecycle: Lifecycle, args: argparse.Namespace, key_store: object
+) -> SqliteReportStore | None:
     """Set the lifecycle's revocation gate when asked; returns the store to close afterwards."""
     if args.reports_receivers is None:
         return None
@@ -60,19 +65,21 @@ def install_gate(lifecycle: Lifecycle, args: argparse.Namespace, key_store: Path
         raise UsageError("--reports-receivers takes a number >= 1")
     deadline = parse_duration(args.reports_deadline, "--reports-deadline")
     path = _store_path(args, key_store)
-    if not path.exists():
-        raise UsageError(f"no report store at {path} (ingest reports first, or give --reports-store)")
+    if path is None or not path.exists():
+        raise UsageError(
+            f"no report store at {path or 'the default place'} (ingest reports first, or give --reports-store)"
+        )
     store = SqliteReportStore(path, readonly=True)
     lifecycle.revoke_gate = ReportsGate(store, receivers=args.reports_receivers, deadline=deadline)
     return store
 
 
 def check_lines(
-    args: argparse.Namespace, key_store: Path, keys: Sequence[KeyEntry], now: int
+    args: argparse.Namespace, key_store: object, keys: Sequence[KeyEntry], now: int
 ) -> dict[str, str]:
     """Per key name, what the last 30 days of reports say ({} when there is no report store)."""
     path = _store_path(args, key_store)
-    if not path.exists():
+    if path is None or not path.exists():
         return {}
     store = SqliteReportStore(path, readonly=True)
     try:
