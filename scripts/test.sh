@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 # mlmmj: a real mailing-list manager breaks signatures for the diagnosis tests.
 # postgresql: the fleet key store tests run a private cluster (tests/support/postgres.py).
 DEBS=(opendkim opendkim-tools libmail-dkim-perl knot knot-dnsutils bind9 postfix postgresql mlmmj)
+# dovecot-imapd, chromium, chromium-driver, python3-venv: the DMARC report tests (a private IMAP
+# server, the report page in a real browser, a Python the Postfix alias pipe may run).
+DEBS+=(dovecot-imapd chromium chromium-driver python3-venv)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from mailseal.cli import reports_keys
 from mailseal.core.algorithms import KeyType
 from mailseal.core.identity import is_domain_name, is_selector
 from mailseal.core.keyrecord import split_txt, zone_file_record
@@ -103,6 +104,7 @@ def register(commands: Any) -> None:
     p.add_argument("domain")
     p.add_argument("selector", nargs="?", help="default: every key of the domain that should be in DNS")
     p.add_argument("--json", action="store_true", help="findings as JSON")
+    reports_keys.add_check_options(p)
     p.set_defaults(handler=_check)
 
     p = sub.add_parser(
@@ -129,6 +131,7 @@ def register(commands: Any) -> None:
     p.add_argument("--domain", help="only this domain")
     p.add_argument("--no-rotate", action="store_true", help="advance keys but do not start new rotations")
     p.add_argument("--json", action="store_true", help="report as JSON")
+    reports_keys.add_tick_options(p)
     p.set_defaults(handler=_tick)
 
     p = sub.add_parser(
@@ -515,6 +518,9 @@ def _check(args: argparse.Namespace) -> int:
             )  # RRSIG validity is judged against the real clock, not --now
             results.append((name, entry, analyse(lookups, entry)))
         everything = [f for _, _, findings in results for f in findings]
+        said = reports_keys.check_lines(
+            args, session.config.store, [e for _, e, _ in results if e], session.now()
+        )
         if args.json:
             print(
                 json.dumps(
@@ -526,6 +532,7 @@ def _check(args: argparse.Namespace) -> int:
                             "findings": [
                                 {**asdict(f), "level": str(f.level), "code": str(f.code)} for f in findings
                             ],
+                            **({"reports": said[name]} if name in said else {}),
                         }
                         for name, entry, findings in results
                     ],
@@ -535,6 +542,8 @@ def _check(args: argparse.Namespace) -> int:
         else:
             for name, entry, findings in results:
                 _print_findings(name, entry, findings)
+                if name in said:
+                    print(f"  {said[name]}")
         return exit_status(everything)
 
     return _run(args, body)
@@ -610,9 +619,14 @@ def _retire(args: argparse.Namespace) -> int:
 
 def _tick(args: argparse.Namespace) -> int:
     def body(session: _Session) -> int:
-        report = session.lifecycle.tick(
-            rotate=not args.no_rotate, domain=_domain(args.domain) if args.domain else None
-        )
+        gate_store = reports_keys.install_gate(session.lifecycle, args, session.config.store)
+        try:
+            report = session.lifecycle.tick(
+                rotate=not args.no_rotate, domain=_domain(args.domain) if args.domain else None
+            )
+        finally:
+            if gate_store is not None:
+                gate_store.close()
         return _report(report, as_json=args.json)
 
     return _run(args, body)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from mailseal import __version__
-from mailseal.cli import demo, keygen, keys, milter, sign, verify
+from mailseal.cli import demo, keygen, keys, milter, reports, sign, verify
 from mailseal.core.canonicalization import SPEEDUPS
 from mailseal.errors import MailsealError, UsageError
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(commands)
     keys.register(commands)
     milter.register(commands)
+    reports.register(commands)
     return parser
 
 

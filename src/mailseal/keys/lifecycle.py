@@ -129,6 +129,22 @@ class DnsObserver:
         return DnsView(publisher.primary_texts(name), answers, "; ".join(problems))
 
 
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    """A revocation gate's answer: go ahead or wait, with a sentence for the tick report ('' for none)."""
+
+    proceed: bool
+    note: str = ""
+
+
+class RevokeGate(Protocol):
+    """An extra condition before a retiring key is revoked (e.g. DMARC reports show its successor passing)."""
+
+    def __call__(self, retiring: KeyEntry, entries: Sequence[KeyEntry], now: int) -> GateDecision:
+        """Decide for ``retiring`` whose grace period is over; ``entries`` are its domain's keys."""
+        ...
+
+
 @dataclass
 class TickReport:
     """What a tick (or an operator command) did, what waits, and what failed."""
@@ -172,6 +188,9 @@ class Lifecycle:
         self.policies = policies
         self.clock = clock
         self.hook = hook
+        self.revoke_gate: RevokeGate | None = (
+            None  # optional; set by the CLI (``keys tick --reports-receivers``)
+        )
         self._sent: set[int] = set()  # keys whose DNS work was done in the current tick
         self._locked = False
 
@@ -224,6 +243,16 @@ class Lifecycle:
                 subject = step.subject
                 if subject is not None and subject.id in settled:
                     continue
+                if step.event is Event.GRACE_OVER and subject is not None and self.revoke_gate is not None:
+                    decision = self.revoke_gate(
+                        subject, [e for e in entries if e.domain == subject.domain], now
+                    )
+                    if not decision.proceed:
+                        waits[subject.id] = f"{subject.name}: {decision.note}"
+                        settled.add(subject.id)
+                        continue
+                    if decision.note:
+                        report.done.append(f"{subject.name}: {decision.note}")
                 if step.action is Action.WAIT:
                     if subject is not None:
                         view = views.get(subject.name)

@@ -1,0 +1,138 @@
+"""The page's routing, escaping and Host check, and the metrics text, without a browser."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailseal.cli.main import main
+from mailseal.reports.metrics import MAX_SERIES, render_metrics
+from mailseal.reports.serve import PageContext, make_server, render
+from mailseal.reports.sqlite_store import SqliteReportStore
+from mailseal.reports.xmlparse import parse_report_bytes
+from support.dmarc_reports import NOW, Row, Sig, Spec, report_xml
+
+EVIL = 'x"} 1\nmailseal_fake 9 <script>\\'
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteReportStore]:
+    opened = SqliteReportStore(tmp_path / "r.db")
+    for n, reporter in enumerate(["google.com", EVIL]):
+        spec = Spec(
+            reporter=reporter,
+            report_id=f"r{n}",
+            begin=NOW - 86400,
+            rows=[Row(count=4, sigs=[Sig("example.com", "s1")])],
+        )
+        opened.add(parse_report_bytes(report_xml(spec)), source="t", now=NOW)
+    yield opened
+    opened.close()
+
+
+def test_metrics_escape_labels_and_count(store: SqliteReportStore) -> None:
+    text = render_metrics(store, now=NOW)
+    assert 'mailseal_dmarc_messages{domain="example.com",selector="s1",receiver="google.com"} 4' in text
+    assert 'receiver="x\\"} 1\\nmailseal_fake 9 <script>\\\\"} 4' in text
+    assert not any(line.startswith("mailseal_fake") for line in text.splitlines())
+    assert (
+        'mailseal_dmarc_dkim_pass_ratio{domain="example.com",selector="s1",receiver="google.com"} 1' in text
+    )
+    assert "mailseal_dmarc_reports 2" in text
+
+
+def test_metrics_series_are_capped(tmp_path: Path) -> None:
+    store = SqliteReportStore(tmp_path / "many.db")
+    for n in range(MAX_SERIES + 20):
+        spec = Spec(
+            reporter=f"r{n}.example",
+            report_id=f"r{n}",
+            begin=NOW - 86400,
+            rows=[Row(count=1, sigs=[Sig("example.com", "s1")])],
+        )
+        store.add(parse_report_bytes(report_xml(spec)), source="t", now=NOW)
+    text = render_metrics(store, now=NOW)
+    store.close()
+    messages = [line for line in text.splitlines() if line.startswith("mailseal_dmarc_messages{")]
+    assert len(messages) == MAX_SERIES + 1
+    assert 'receiver="other"} 20' in text
+
+
+def test_pages_escape_everything_from_reports(store: SqliteReportStore) -> None:
+    ctx = PageContext(store, None, lambda: NOW)
+    status, ctype, page = render(ctx, "/d/example.com")
+    assert (status, ctype) == (200, "text/html; charset=utf-8")
+    assert "<script>" not in page
+    assert "&lt;script&gt;" in page
+    assert render(ctx, "/d/nothere.example")[0] == 404
+    assert render(ctx, "/nope")[0] == 404
+    status, _, page = render(ctx, "/records?domain=example.com&selector=s1&receiver=" + "x%22%7D")
+    assert status == 200
+    assert "<script>" not in render(ctx, "/records?domain=example.com&selector=s1")[2]
+
+
+def test_server_checks_host_and_sends_a_strict_policy(store: SqliteReportStore) -> None:
+    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/")
+        answer = conn.getresponse()
+        answer.read()
+        assert answer.status == 200
+        assert "default-src 'none'" in (answer.getheader("Content-Security-Policy") or "")
+        conn.request("GET", "/", headers={"Host": "attacker.example"})
+        refused = conn.getresponse()
+        refused.read()
+        assert refused.status == 421
+        conn.request("POST", "/", body=b"x")
+        posted = conn.getresponse()
+        posted.read()
+        assert posted.status == 501
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_serve_refuses_a_public_address_without_public(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["reports", "serve", "--store", str(tmp_path / "r.db"), "--listen", "0.0.0.0:8025"])
+    assert status == 2
+    assert "not a loopback address; add --public" in capsys.readouterr().err
+
+
+def test_metrics_command_prints_the_text(
+    store: SqliteReportStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["reports", "metrics", "--store", str(store.path), "--now", str(NOW)]) == 0
+    assert "mailseal_dmarc_reports 2" in capsys.readouterr().out
+
+
+def test_connections_over_the_cap_are_closed_not_threaded(store: SqliteReportStore) -> None:
+    import socket
+
+    from mailseal.reports.serve import MAX_CONNECTIONS
+
+    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(MAX_CONNECTIONS + 5)]
+    try:
+        extra = idle[-1]
+        extra.settimeout(5)
+        assert extra.recv(1) == b""  # closed by the server without an answer
+        assert threading.active_count() < MAX_CONNECTIONS + 10
+    finally:
+        for sock in idle:
+            sock.close()
+        server.shutdown()
+        server.server_close()
