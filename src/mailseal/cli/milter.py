@@ -44,8 +44,10 @@ def register(commands: Any) -> None:
         help="without --config: where the generated key and configuration live "
         "(default $XDG_DATA_HOME/mailseal or ~/.local/share/mailseal)",
     )
-    p.add_argument("--domain", help="without --config, on first run: the domain to sign for")
-    p.add_argument("--workers", type=int, help="worker processes (default: from the configuration)")
+    p.add_argument("--domain", metavar="D", help="without --config, on first run: the domain to sign for")
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="worker processes (default: from the configuration)"
+    )
     p.set_defaults(handler=run_milter)
     q = commands.add_parser(
         "import-opendkim", help="convert OpenDKIM KeyTable/SigningTable files to a milter configuration"
