@@ -302,8 +302,10 @@ def run_import(args: argparse.Namespace) -> int:
         name = path.split(":", 1)[1] if path.startswith(("file:", "refile:")) else path
         try:
             texts.append(Path(name).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise MailsealError(f"cannot read {name}: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read {name}: {exc.strerror or 'system error'}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"cannot read {name}: not UTF-8 text") from None
     refile = args.refile or args.signing_table.startswith("refile:")
     result = convert(
         texts[0],
