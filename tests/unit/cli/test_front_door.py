@@ -179,6 +179,38 @@ def test_demo_with_dir_keeps_what_it_names(tmp_path: Path, capsys: pytest.Captur
     assert named and all(path.exists() for path in named)
 
 
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n"])
+def test_sign_from_a_file_and_from_a_pipe_write_the_same_bytes(
+    line_end: bytes, signed_setup: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    key, zone, _ = signed_setup
+    message = tmp_path / "m.eml"
+    message.write_bytes(SAMPLE.replace(b"\r\n", line_end))
+    args = [
+        "sign",
+        "--key",
+        str(key),
+        "--domain",
+        "example.com",
+        "--selector",
+        "ed",
+        "--timestamp",
+        "1767225600",
+    ]
+    outputs = []
+    for stdin, extra in ((None, [str(message)]), (message, [])):
+        out = tmp_path / f"out{len(outputs)}.eml"
+        with out.open("wb") as sink, (stdin or message).open("rb") as source:
+            status, err, _ = _child(
+                *args, *extra, stdin=source.fileno() if stdin else None, stdout=sink.fileno()
+            )
+        assert status == 0, err
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] and outputs[0].endswith(message.read_bytes())
+    assert (b"\r" in outputs[0]) == (line_end == b"\r\n")  # the field takes the file's line ends
+    assert main(["verify", "--dns-zone", str(zone), "--now", "1767225600", str(tmp_path / "out0.eml")]) == 0
+
+
 # ------------------------------------------------------------------ lookups in parallel
 
 
