@@ -197,7 +197,7 @@ def test_sign_from_a_file_and_from_a_pipe_write_the_same_bytes(
         "--timestamp",
         "1767225600",
     ]
-    outputs = []
+    outputs: list[bytes] = []
     for stdin, extra in ((None, [str(message)]), (message, [])):
         out = tmp_path / f"out{len(outputs)}.eml"
         with out.open("wb") as sink, (stdin or message).open("rb") as source:
