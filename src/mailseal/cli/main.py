@@ -97,6 +97,33 @@ def _command(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of ``parser`` and of the subcommand parsers below it."""
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found |= _options(child)
+    return found
+
+
+def _unknown_option(parser: argparse.ArgumentParser, words: list[str]) -> str | None:
+    """The first word that looks like an option no parser knows (argparse may complain of something else first)."""
+    known = _options(parser)
+    for word in words:
+        if word == "--":
+            return None
+        if (
+            word.startswith("-")
+            and len(word) > 1
+            and not word[1].isdigit()
+            and word.split("=", 1)[0] not in known
+        ):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (the table is in :mod:`mailseal.cli.exits`)."""
     words = list(sys.argv[1:] if argv is None else argv)
@@ -104,7 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command = _command(words)
         parser = build_parser(command)
-        args, extra = parser.parse_known_args(words)
+        try:
+            args, extra = parser.parse_known_args(words)
+        except UsageError:
+            unknown = _unknown_option(parser, words)
+            if unknown is None:
+                raise
+            where = f"mailseal {command}" if command else "mailseal"
+            raise UsageError(f"{where}: unknown option {unknown} (see {where} --help)") from None
         if extra:
             where = f"mailseal {args.command}" if args.command else "mailseal"
             kind = "unknown option" if extra[0].startswith("-") else "unexpected argument"

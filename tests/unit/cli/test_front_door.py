@@ -125,6 +125,8 @@ def test_closed_stdin_is_one_plain_line(command: str, signed_setup: tuple[Path, 
     [
         (["--bogus"], "mailseal: unknown option --bogus"),
         (["verify", "--bogus"], "mailseal verify: unknown option --bogus"),
+        (["keys", "--bogus"], "mailseal keys: unknown option --bogus"),
+        (["sign", "--bogus", "x"], "mailseal sign: unknown option --bogus"),
         ([], "mailseal: a command is required"),
         (["frobnicate"], "mailseal: unknown command 'frobnicate'"),
     ],
