@@ -36,18 +36,35 @@ MESSAGE = b"From: a@example.com\r\nTo: b@example.net\r\nSubject: x\r\n\r\nhello\
 LINE = b"0123456789 abcdefghijklmnopqrstuvwxyz  ABCDEFGHIJKLMNOPQRSTUVWXYZ \t\n"
 
 
+# Linux carries a process's peak RSS across fork and exec, so a child of this
+# (larger) process would report our peak: a small launcher starts the command and
+# reports that grandchild's own ru_maxrss from os.wait4.
+_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:], stdin=0, stdout=1, stderr=2)
+_, status, usage = os.wait4(child.pid, 0)
+os.write(int(sys.argv[1]), str(usage.ru_maxrss).encode())
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def _child(src: str, args: list[str], stdout: int = subprocess.DEVNULL) -> tuple[int, float, int]:
     """Exit status, wall seconds and peak RSS (MiB) of ``python -m mailseal ARGS`` on tree ``src``."""
+    report_read, report_write = os.pipe()
     started = time.perf_counter()
     child = subprocess.Popen(
-        [sys.executable, "-m", "mailseal", *args],
+        [sys.executable, "-c", _LAUNCHER, str(report_write), sys.executable, "-m", "mailseal", *args],
         stdout=stdout,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": src},
+        pass_fds=(report_write,),
     )
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return child.returncode, time.perf_counter() - started, usage.ru_maxrss // 1024
+    os.close(report_write)
+    status = child.wait()
+    elapsed = time.perf_counter() - started
+    peak = int(os.read(report_read, 64) or b"0")
+    os.close(report_read)
+    return status, elapsed, peak // 1024
 
 
 def main() -> None:
