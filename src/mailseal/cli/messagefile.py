@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from mailseal.core.message import HeaderField, parse_header_block
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 256 << 10
 MAX_HEADER_BYTES = 8 << 20  # far above any real header block; the milter's default is 256 KiB
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _HEADER_END = b"\r\n\r\n"
