@@ -36,6 +36,10 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# commands that always load dnspython's resolver (verify does so itself, and only when it asks DNS)
+RESOLVING_COMMANDS = frozenset({"keys", "milter"})
+
+
 class _Formatter(argparse.HelpFormatter):
     """argparse's formatter, except that the exit-status table keeps its lines."""
 
@@ -127,9 +131,10 @@ def _unknown_option(parser: argparse.ArgumentParser, words: list[str]) -> str | 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (the table is in :mod:`mailseal.cli.exits`)."""
     words = list(sys.argv[1:] if argv is None else argv)
-    skip_unused_transports()
     try:
         command = _command(words)
+        if command in RESOLVING_COMMANDS:
+            skip_unused_transports()
         parser = build_parser(command)
         try:
             args, extra = parser.parse_known_args(words)

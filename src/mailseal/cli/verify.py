@@ -71,7 +71,10 @@ def _resolver(args: argparse.Namespace) -> KeyResolver:
         from mailseal.dns.zonefile import ZoneFileResolver
 
         return ZoneFileResolver(args.dns_zone, origin=args.zone_origin)
+    from mailseal.dns import skip_unused_transports
     from mailseal.dns.cache import CachingResolver
+
+    skip_unused_transports()  # before dnspython's resolver is imported
     from mailseal.dns.resolver import DnsResolver
 
     return CachingResolver(DnsResolver(nameservers=args.nameserver, timeout=args.timeout))
