@@ -53,3 +53,14 @@ def test_every_public_name_resolves_lazily() -> None:
         assert getattr(mailseal, name) is not None, name
     assert set(mailseal.__all__) == set(mailseal._HOME)
     assert set(mailseal.__all__) <= set(dir(mailseal))
+
+
+def test_verify_through_dns_does_not_load_dns_over_https(tmp_path: Path) -> None:
+    message = tmp_path / "m.eml"
+    message.write_bytes(SAMPLE)
+    loaded = _modules_after(
+        "from mailseal.cli.main import main\n"
+        f"main(['verify', '--nameserver', '127.0.0.1:9', '--timeout', '0.2', {str(message)!r}])"
+    )
+    assert "dns.asyncresolver" in loaded  # it did ask DNS
+    assert not {m for m in loaded if m.split(".")[0] in ("httpx", "httpcore", "trio", "h2")}
