@@ -4,8 +4,8 @@ The rule: 0 the job is done and the answer is yes; 1 the job is done and the
 answer is no (or the operation was refused); 2 the job could not start because
 of something you gave it (options, a missing, unreadable or unusable file,
 key or configuration); 75 nothing is wrong with what you gave, try again later.
-For ``verify`` a message's content never gives 2: an empty or broken message is
-a verdict (``sign`` exits 2 for a message it cannot sign, e.g. one without From).
+For ``verify`` a message's content never gives 2 (but for a header block over
+8 MiB, refused unread): an empty or broken message is a verdict (``sign`` exits 2 for a message it cannot sign, e.g. one without From).
 """
 
 from __future__ import annotations
