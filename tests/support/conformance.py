@@ -1,16 +1,13 @@
-"""Loaders for the read-only conformance material in ../shared/conformance."""
+"""Loaders for the conformance vectors copied into tests/vectors (data by others; never edited)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from mailseal.core.txtanswer import TxtAnswer, TxtStatus
 from mailseal.dns.memory import InMemoryResolver
 
-CONFORMANCE = Path(
-    os.environ.get("MAILSEAL_CONFORMANCE", Path(__file__).resolve().parents[3] / "shared" / "conformance")
-)
+CONFORMANCE = Path(__file__).resolve().parents[1] / "vectors"
 
 
 def records_then_message(path: Path) -> tuple[InMemoryResolver, bytes]:

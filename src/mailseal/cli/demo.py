@@ -30,7 +30,9 @@ SAMPLE = (
 def register(commands: Any) -> None:
     """Add the ``demo`` subcommand."""
     p = commands.add_parser("demo", help="keygen -> publish -> sign -> verify, offline, in a temp folder")
-    p.add_argument("--dir", help="keep the keys, zone file and messages here instead of a temp folder")
+    p.add_argument(
+        "--dir", metavar="DIR", help="keep the keys, zone file and messages here instead of a temp folder"
+    )
     p.set_defaults(handler=run)
 
 
@@ -39,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     if args.dir:
         return _demo(Path(args.dir))
     with tempfile.TemporaryDirectory(prefix="mailseal-demo-") as folder:
-        return _demo(Path(folder))
+        status = _demo(Path(folder))
+    print(
+        f"The folder {folder} was a temporary one and is now removed; run mailseal demo --dir DIR to keep it."
+    )
+    return status
 
 
 def _demo(folder: Path) -> int:

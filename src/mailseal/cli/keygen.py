@@ -18,11 +18,19 @@ from mailseal.keys.files import write_private_key
 def register(commands: Any) -> None:
     """Add the ``keygen`` subcommand."""
     p = commands.add_parser("keygen", help="generate a key pair and print its DNS record")
-    p.add_argument("--domain", required=True, help="signing domain (d=)")
-    p.add_argument("--selector", required=True, help="selector (s=)")
-    p.add_argument("--algorithm", choices=["rsa", "ed25519"], default="rsa", help="key type (default rsa)")
-    p.add_argument("--bits", type=int, default=DEFAULT_RSA_BITS, help="RSA key size (default 2048)")
-    p.add_argument("--out", default=".", help="directory for the private key file (default .)")
+    p.add_argument("--domain", required=True, metavar="D", help="signing domain (d=)")
+    p.add_argument("--selector", required=True, metavar="S", help="selector (s=)")
+    p.add_argument(
+        "--algorithm",
+        choices=["rsa", "ed25519"],
+        default="rsa",
+        metavar="rsa|ed25519",
+        help="key type (default rsa)",
+    )
+    p.add_argument(
+        "--bits", type=int, default=DEFAULT_RSA_BITS, metavar="N", help="RSA key size (default 2048)"
+    )
+    p.add_argument("--out", default=".", metavar="DIR", help="directory for the private key file (default .)")
     p.add_argument("--force", action="store_true", help="overwrite an existing key file")
     p.add_argument("--testing", action="store_true", help="publish with t=y (testing mode)")
     p.set_defaults(handler=run)

@@ -1,7 +1,8 @@
 """The DKIM-Signature header field (RFC 6376 section 3.5) as a value type.
 
 ``DKIMSignature.from_header()`` parses strictly and raises ``SyntaxProblem``
-with a precise reason; ``to_header()`` writes a folded field with b= last.
+with a precise reason. Writing a field is the signer's job
+(``mailseal.core.signer.format_unsigned_field`` folds it with b= last).
 """
 
 from __future__ import annotations

@@ -119,7 +119,8 @@ class ZoneFileResolver:
         try:
             return Path(self.path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read zone file {self.path}: {exc}") from None
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+            raise UsageError(f"cannot read zone file {self.path}: {why}") from None
 
     @staticmethod
     def _origin_argument(origin: str) -> dns.name.Name:
@@ -141,7 +142,7 @@ class ZoneFileResolver:
             raise UsageError(
                 f"{self.path}: cannot tell the zone's origin: owner names such as {relative[0]} are "
                 "relative, with no $ORIGIN before them and no absolute SOA owner; "
-                "pass origin= (mailseal: --origin DOMAIN)"
+                "pass origin= (mailseal verify: --zone-origin DOMAIN)"
             )
         if len(absolute_soa) > 1:
             names = ", ".join(sorted(n.to_text() for n in absolute_soa))

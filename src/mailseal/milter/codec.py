@@ -4,8 +4,9 @@ Every packet is ``uint32 length`` (network order, counting what follows),
 one command byte, then the command's data; strings are NUL-terminated.
 ``Decoder`` turns MTA bytes into event values; the ``*_reply`` functions and
 constants turn filter decisions into packet bytes, so a caller can join all
-replies to one read into one write (``notes/test-servers.md``: two small
-writes cost a delayed-ACK stall).
+replies to one read into one write: two small writes can wait on a delayed
+ACK (the inet: rows of the milter benchmark in README.md show what that
+costs milters that write twice).
 
 Why our own codec rather than kilter.protocol 0.6.0 (the maintained sans-IO
 library, which we read and benchmarked): it decodes macro values as ASCII, so

@@ -653,7 +653,7 @@ def starter_config(*, domain: str, selector: str, key_file: str, socket_spec: st
     """A commented configuration for one domain and one key (what ``mailseal milter`` writes first)."""
     return f"""\
 # mailseal milter configuration (TOML). Check it with: mailseal milter --check-config FILE
-# Reload it without dropping connections: kill -HUP <pid>. Reference: docs/milter.md
+# Reload it without dropping connections: kill -HUP <pid>. Every setting: mailseal milter --reference
 
 [milter]
 socket = {_toml(socket_spec)}      # or "unix:/run/mailseal/milter.sock"

@@ -157,7 +157,7 @@ def test_insecure_key_file_is_refused(keys: tuple[Path, Path], tmp_path: Path) -
     loose.write_bytes((folder / "ed.example.com.key").read_bytes())
     os.chmod(loose, 0o644)
     done = run("sign", "--key", str(loose), "--domain", "example.com", "--selector", "ed", stdin=SAMPLE)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert b"chmod 600" in done.stderr and b"Traceback" not in done.stderr
     assert (
         run(
@@ -188,18 +188,19 @@ def test_insecure_key_file_is_refused(keys: tuple[Path, Path], tmp_path: Path) -
 def test_usage_errors_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("mailseal:")
+    assert err.count("\n") == 1 and err.startswith(("mailseal:", f"mailseal {argv[0]}:"))
+    assert "mailseal: mailseal" not in err
 
 
 def test_keygen_refuses_to_overwrite(keys: tuple[Path, Path]) -> None:
     folder, _ = keys
     done = run("keygen", "--domain", "example.com", "--selector", "rsa", "--out", str(folder))
-    assert done.returncode == 1 and b"refusing to overwrite" in done.stderr
+    assert done.returncode == 2 and b"refusing to overwrite" in done.stderr
 
 
 def test_missing_file_is_one_line() -> None:
     done = run("verify", "/nonexistent/message.eml")
-    assert done.returncode == 1 and done.stderr.count(b"\n") == 1 and b"Traceback" not in done.stderr
+    assert done.returncode == 2 and done.stderr.count(b"\n") == 1 and b"Traceback" not in done.stderr
 
 
 def test_key_file_owned_by_someone_else_is_refused(keys: tuple[Path, Path], tmp_path: Path) -> None:

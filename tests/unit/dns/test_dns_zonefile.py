@@ -108,7 +108,7 @@ def test_origin_comes_from_an_absolute_soa_owner(tmp_path: Path) -> None:
 
 def test_relative_soa_without_origin_asks_for_one(tmp_path: Path) -> None:
     path = write(tmp_path, RELATIVE_NO_ORIGIN)
-    with pytest.raises(UsageError, match=r"origin=.*--origin") as caught:
+    with pytest.raises(UsageError, match=r"origin=.*--zone-origin") as caught:
         ZoneFileResolver(path)
     assert str(path) in str(caught.value)
 

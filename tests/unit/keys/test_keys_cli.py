@@ -123,7 +123,7 @@ def test_tsig_flags_must_come_together(keys, tmp_path: Path) -> None:  # type: i
     secret.write_text("c2VjcmV0")
     secret.chmod(0o644)
     status, _, err = keys("tick", "--tsig-name", "k.", "--tsig-secret-file", str(secret))
-    assert status == 1 and "chmod 600" in err
+    assert status == 2 and "chmod 600" in err
 
 
 def test_rotate_refuses_a_second_rotation_under_way(keys) -> None:  # type: ignore[no-untyped-def]
@@ -147,7 +147,7 @@ def test_a_tsig_secret_file_that_is_a_folder_is_one_line_not_a_traceback(keys, t
     folder = tmp_path / "secrets"
     folder.mkdir(mode=0o700)
     status, _, err = keys("tick", "--tsig-name", "k.", "--tsig-secret-file", str(folder))
-    assert status == 1
+    assert status == 2
     assert err == f"mailseal: {folder}: cannot read: Is a directory\n"
 
 
@@ -160,5 +160,5 @@ def test_any_other_os_error_is_one_line_with_the_path(
         raise PermissionError(13, "Permission denied", path)
 
     monkeypatch.setattr(mailseal.cli.milter, "check_config", unreadable)
-    assert main(["milter", "--check-config", "/etc/mailseal/milter.toml"]) == 1
+    assert main(["milter", "--check-config", "/etc/mailseal/milter.toml"]) == 2
     assert capsys.readouterr().err == "mailseal: /etc/mailseal/milter.toml: Permission denied\n"
