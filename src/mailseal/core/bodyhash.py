@@ -57,10 +57,10 @@ class BodyHasher:
             else:
                 stream.limited.append((digest, limit))
 
-    def feed(self, chunk: bytes) -> None:
-        """Add body bytes in any chunking; CRLF may straddle chunks."""
+    def feed(self, chunk: bytes, start: int = 0) -> None:
+        """Add body bytes ``chunk[start:]`` in any chunking; CRLF may straddle chunks."""
         for stream in self._streams.values():
-            stream.canonicalizer.feed(chunk)
+            stream.canonicalizer.feed(chunk, start)
 
     def finish(self) -> None:
         """Flush the end-of-body rules; call once, before ``digest``."""

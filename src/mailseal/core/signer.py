@@ -105,9 +105,9 @@ class Signing:
                 names.append(name)
         return names
 
-    def feed_body(self, chunk: bytes) -> None:
-        """Add the next body bytes (any chunking)."""
-        self._body.feed(chunk)
+    def feed_body(self, chunk: bytes, start: int = 0) -> None:
+        """Add the next body bytes, ``chunk[start:]`` (any chunking)."""
+        self._body.feed(chunk, start)
 
     def finish(self) -> list[bytes]:
         """The DKIM-Signature fields, each ending in CRLF, in request order."""

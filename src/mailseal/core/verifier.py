@@ -221,9 +221,9 @@ class Verification:
 
     # -- stage 3: the body -----------------------------------------------------------
 
-    def feed_body(self, chunk: bytes) -> None:
-        """Add the next body bytes (any chunking; memory stays flat)."""
-        self._body.feed(chunk)
+    def feed_body(self, chunk: bytes, start: int = 0) -> None:
+        """Add the next body bytes, ``chunk[start:]`` (any chunking; memory stays flat)."""
+        self._body.feed(chunk, start)
 
     # -- stage 4: verdicts -------------------------------------------------------------
 
