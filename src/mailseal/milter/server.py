@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from mailseal.core.results import VerificationReport
 from mailseal.core.txtanswer import TxtAnswer, TxtStatus
@@ -43,7 +43,7 @@ from mailseal.dns.interface import KeyResolver
 from mailseal.dns.resolver import DnsResolver
 from mailseal.errors import ConfigError, MailsealError, UsageError
 from mailseal.keys.source import CombinedKeySource, FileKeySource, KeySet, KeySource, StoreKeySource
-from mailseal.milter import codec
+from mailseal.milter import codec, eventloop
 from mailseal.milter.config import Config, ListenAddress, load_config
 from mailseal.milter.metrics import Metrics, NullMetrics
 from mailseal.milter.runtime import Runtime
@@ -386,8 +386,8 @@ class _Connection(asyncio.Protocol):
         return self._waiting is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream servers give Transports
-        self._transport = transport
+        # A stream transport (uvloop's is not an asyncio.Transport subclass, hence no isinstance).
+        self._transport = cast("asyncio.Transport", transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in _TCP_FAMILIES:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -466,8 +466,13 @@ class _Connection(asyncio.Protocol):
             out.append(reply)
         if kind is codec.EndOfHeaders:
             resolver = self._server.resolver
+            cached = resolver.cached if isinstance(resolver, CachingResolver) else None
             for name in session.take_key_queries():
-                self._lookups[name] = asyncio.ensure_future(resolver.lookup_txt(name))
+                answer = cached(name) if cached is not None else None
+                if answer is not None:  # the usual case: no task and no extra loop turn for it
+                    session.add_key_answer(name, answer)
+                else:
+                    self._lookups[name] = asyncio.ensure_future(resolver.lookup_txt(name))
         elif kind is codec.EndOfMessage and session.outcome is not None:
             outcome, session.outcome = session.outcome, None
             self._write(out)  # the reply first: the MTA waits for it, the log line can wait
@@ -786,7 +791,7 @@ def _run_single(
             server.attach(endpoint)
         await server.serve(sock, handle_signals=True)
 
-    asyncio.run(main())
+    eventloop.run(main())  # uvloop when installed (mailseal.milter.eventloop)
     return 0
 
 
@@ -997,5 +1002,5 @@ def _worker(
         server = MilterServer(loaded, config_path=config_path, metrics=prometheus, key_source_factory=factory)
         await server.serve(sock, handle_signals=True)
 
-    asyncio.run(main())
+    eventloop.run(main())  # uvloop when installed (mailseal.milter.eventloop)
     return 0
