@@ -149,14 +149,16 @@ def _b64(value: str, tag: str) -> bytes:
         raise SyntaxProblem(Reason.SIG_BAD_BASE64, f"{tag}= is not valid base64") from None
 
 
+_CANONS = {canon.value: canon for canon in Canon}  # a dict lookup; Canon(...) runs Python code
+
+
 def _canonicalization(value: str) -> tuple[Canon, Canon]:
     header, _, body = value.lower().partition("/")
-    try:
-        return Canon(header), Canon(body or "simple")
-    except ValueError:
-        raise SyntaxProblem(
-            Reason.SIG_CANONICALIZATION_UNKNOWN, f"unknown canonicalization c={value}"
-        ) from None
+    header_canon = _CANONS.get(header)
+    body_canon = _CANONS.get(body or "simple")
+    if header_canon is None or body_canon is None:
+        raise SyntaxProblem(Reason.SIG_CANONICALIZATION_UNKNOWN, f"unknown canonicalization c={value}")
+    return header_canon, body_canon
 
 
 def _auid(value: str | None, domain: str) -> str:

@@ -390,13 +390,22 @@ class _Connection(asyncio.Protocol):
         self._transport = cast("asyncio.Transport", transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in _TCP_FAMILIES:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # Our own socket object on the transport's descriptor, detached (never closed) in
+            # connection_lost: uvloop's socket stand-in builds a new socket object on every
+            # setsockopt(), and TCP_QUICKACK is set after every read.
+            own = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
+            own.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if _QUICKACK is not None:
-                self._socket = sock
+                self._socket = own
+            else:
+                own.detach()
         self.last_active = self._loop.time()
         self._server.added(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._socket is not None:
+            self._socket.detach()  # the descriptor belongs to the transport, which closes it
+            self._socket = None
         if self._session.in_message and not self._server.stopping:
             _log.warning("the MTA closed the milter connection in the middle of a message")
         for future in self._lookups.values():
