@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailseal.core import canonicalization
+from mailseal.core import canonicalization, taglist
 from mailseal.core.canonicalization import BodyCanonicalizer, Canon
+from mailseal.core.problems import SyntaxProblem
 
 # Bodies rich in what relaxed canonicalization rewrites (runs of SP/HTAB, SP before
 # CR, bare CR and LF), long enough to cross the C code's 16-byte blocks many times.
@@ -109,3 +110,54 @@ def test_a_large_body_is_passed_on_in_bounded_pieces() -> None:
     canonicalizer.finish()
     assert max(sizes) <= canonicalization.PIECE
     assert len(sizes) > len(body) // canonicalization.PIECE
+
+
+# Tag lists: well-formed ones (folded values, trailing ";", odd spacing) and near misses.
+tag_names = st.one_of(
+    st.sampled_from(["v", "a", "b", "bh", "d", "s", "h", "i", "l", "t", "x", "q", "z", "k", "p", "X_1"]),
+    st.sampled_from(["1a", "a b", "", " ", "a-b", "_a", "\u00e9", "a\r\n", "\x01"]),  # near misses
+)
+tag_values = st.text(alphabet="abAZ09+/=.:-@ \t", max_size=30).map(lambda v: v.replace(" ", "\r\n ", 1))
+well_formed = st.tuples(
+    st.lists(st.tuples(tag_names, tag_values), max_size=12),
+    st.sampled_from(["; ", ";", " ;\r\n\t"]),
+    st.sampled_from(["", ";", "; ", "\r\n "]),
+).map(lambda parts: parts[1].join(f"{name}={value}" for name, value in parts[0]) + parts[2])
+tag_texts = st.one_of(
+    well_formed,
+    st.text(alphabet="abhlsvdiptxkcq=;: \t\r\n0123456789/+AZ_\x00\x7f\u00e9", max_size=120),
+    st.text(max_size=80),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=tag_texts)
+def test_c_tag_list_agrees_with_python_or_defers_to_it(text: str) -> None:
+    """The C twin returns exactly Python's dict (same order), or None when Python must decide."""
+    _require_speedups()
+    from mailseal.core import _canon
+
+    fast = _canon.tag_list(text)
+    try:
+        reference = taglist.parse_tag_list_py(text)
+    except SyntaxProblem:
+        assert fast is None  # every rejected list is left to Python, which says why
+        return
+    if fast is not None:
+        assert list(fast.items()) == list(reference.items())
+    else:
+        assert not text.isascii()  # the only valid lists the C path leaves to Python
+
+
+def test_c_tag_list_takes_real_signatures_and_key_records() -> None:
+    _require_speedups()
+    from mailseal.core import _canon
+
+    for text in (
+        " v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=s;\r\n\tt=1796574575;\r\n\th=from:to;\r\n\t"
+        "bh=6XWPKtOR0QbNFRizSrU/NN6y7uak8erNXXxH6hAx/CU=; b=qMETkvFJVCPGdXeJy\r\n\twQ+axwJ9/n12H+cDRzE=",
+        "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA",
+    ):
+        fast = _canon.tag_list(text)
+        assert fast is not None
+        assert fast == taglist.parse_tag_list_py(text)
