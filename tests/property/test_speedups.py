@@ -161,3 +161,48 @@ def test_c_tag_list_takes_real_signatures_and_key_records() -> None:
         fast = _canon.tag_list(text)
         assert fast is not None
         assert fast == taglist.parse_tag_list_py(text)
+
+
+def header_block_by_lines(data: bytes) -> tuple[tuple[tuple[str, bytes], ...], int]:
+    """RFC 5322 2.2 unfolding read line by line: the straightforward way, as a reference."""
+    if data.startswith(b"\r\n"):
+        return (), 2
+    end = data.find(b"\r\n\r\n")
+    block, offset = (data, len(data)) if end < 0 else (data[: end + 2], end + 4)
+    groups: list[list[bytes]] = []
+    for line in block.split(b"\r\n"):
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t") and groups:
+            groups[-1].append(line)
+        else:
+            groups.append([line])
+    out = []
+    for number, lines in enumerate(groups):
+        final = number < len(groups) - 1 or block.endswith(b"\r\n")
+        raw = b"\r\n".join(lines) + (b"\r\n" if final else b"")
+        colon = lines[0].find(b":")
+        name = "" if colon < 0 else lines[0][:colon].rstrip(b" \t").decode("utf-8", "replace")
+        out.append((name, raw))
+    return tuple(out), offset
+
+
+header_lines = st.lists(
+    st.one_of(
+        st.sampled_from([b"From: a@b", b"Subject:x", b" folded", b"\tmore", b" ", b"X :y", b"no colon", b""]),
+        st.binary(max_size=12),
+    ),
+    max_size=10,
+).map(b"\r\n".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.one_of(header_lines, header_lines.map(lambda b: b + b"\r\n\r\nbody"), st.binary(max_size=80)))
+def test_header_block_split_matches_line_by_line_unfolding(data: bytes) -> None:
+    from mailseal.core.message import parse_header_block
+
+    fields, offset = parse_header_block(data)
+    assert ([(f.name, f.raw) for f in fields], offset) == (
+        list(header_block_by_lines(data)[0]),
+        header_block_by_lines(data)[1],
+    )

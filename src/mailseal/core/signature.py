@@ -19,6 +19,7 @@ from mailseal.core.results import Reason
 from mailseal.core.taglist import parse_tag_list, strip_fws
 
 REQUIRED_TAGS = ("v", "a", "b", "bh", "d", "h", "s")
+_REQUIRED = frozenset(REQUIRED_TAGS)
 _DIGITS = re.compile(r"[0-9]{1,76}\Z")
 
 
@@ -65,8 +66,8 @@ class DKIMSignature:
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> DKIMSignature:
         """Check every tag RFC 6376 section 3.5 defines; unknown tags are ignored."""
-        missing = [t for t in REQUIRED_TAGS if t not in tags]
-        if missing:
+        if not tags.keys() >= _REQUIRED:
+            missing = [t for t in REQUIRED_TAGS if t not in tags]
             raise SyntaxProblem(Reason.SIG_MISSING_TAG, f"required tag(s) {', '.join(missing)} missing")
         if tags["v"] != "1":
             raise SyntaxProblem(Reason.SIG_VERSION, f"unsupported signature version v={tags['v']}")
@@ -90,10 +91,14 @@ class DKIMSignature:
                 Reason.SIG_BAD_SELECTOR,
                 f"{selector}._domainkey.{domain} cannot exist in DNS (too long or not IDNA)",
             )
-        signed = tuple(h.strip(" \t\r\n") for h in tags["h"].split(":"))
-        if any(not h for h in signed):
+        h_value = tags["h"]
+        if " " in h_value or "\t" in h_value or "\r" in h_value or "\n" in h_value:
+            signed = tuple(h.strip(" \t\r\n") for h in h_value.split(":"))
+        else:  # the usual, unspaced list: no per-name strip
+            signed = tuple(h_value.split(":"))
+        if "" in signed:
             raise SyntaxProblem(Reason.SIG_SYNTAX, "h= contains an empty header name")
-        if "from" not in (h.lower() for h in signed):
+        if "from" not in signed and "from" not in ":".join(signed).lower().split(":"):  # one lower()
             raise SyntaxProblem(Reason.SIG_FROM_NOT_SIGNED, "h= does not include From (RFC 6376 5.4)")
         auid = _auid(tags.get("i"), domain)
         if "q" in tags:
