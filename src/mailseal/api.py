@@ -124,10 +124,13 @@ def _algorithm(name: str | None) -> Algorithm | None:
     return algorithm
 
 
+_DEFAULT_VERIFY_OPTIONS = VerifyOptions()
+
+
 def _verify_options(
     options: VerifyOptions | None, *, allow_rsa_sha1: bool | None, max_signatures: int | None
 ) -> VerifyOptions:
-    base = options or VerifyOptions()
+    base = options or _DEFAULT_VERIFY_OPTIONS
     if allow_rsa_sha1 is not None or max_signatures is not None:
         base = VerifyOptions(
             max_signatures=base.max_signatures if max_signatures is None else max_signatures,

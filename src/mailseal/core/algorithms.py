@@ -56,6 +56,9 @@ ED25519_SHA256: Final = Algorithm("ed25519-sha256", KeyType.ED25519, "sha256")
 ALGORITHMS: Final = {a.name: a for a in (RSA_SHA256, RSA_SHA1, ED25519_SHA256)}
 
 _CRYPTO_HASH: Final = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
+# Stateless parameter objects, built once rather than for every signature.
+_PKCS1V15: Final = padding.PKCS1v15()
+_PREHASHED: Final = {name: Prehashed(cls()) for name, cls in _CRYPTO_HASH.items()}
 
 
 def sign_digest(algorithm: Algorithm, key: PrivateKeyObject, header_hash: hashlib._Hash) -> bytes:
@@ -66,7 +69,7 @@ def sign_digest(algorithm: Algorithm, key: PrivateKeyObject, header_hash: hashli
     """
     digest = header_hash.digest()
     if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(digest, padding.PKCS1v15(), Prehashed(_CRYPTO_HASH[algorithm.hash_name]()))
+        return key.sign(digest, _PKCS1V15, _PREHASHED[algorithm.hash_name])
     return key.sign(digest)
 
 
@@ -75,7 +78,7 @@ def verify_digest(algorithm: Algorithm, key: PublicKey, signature: bytes, header
     digest = header_hash.digest()
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, digest, padding.PKCS1v15(), Prehashed(_CRYPTO_HASH[algorithm.hash_name]()))
+            key.verify(signature, digest, _PKCS1V15, _PREHASHED[algorithm.hash_name])
         else:
             key.verify(signature, digest)
     except InvalidSignature:
