@@ -31,6 +31,9 @@ class KeyType(StrEnum):
     ED25519 = "ed25519"
 
 
+_NEW_HASH: Final = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}  # direct constructors beat hashlib.new()
+
+
 @dataclass(frozen=True, slots=True)
 class Algorithm:
     """One a= value: its key type and hash."""
@@ -46,7 +49,8 @@ class Algorithm:
 
     def new_hash(self) -> hashlib._Hash:
         """A fresh hashlib object for the body and header hashes."""
-        return hashlib.new(self.hash_name)
+        constructor = _NEW_HASH.get(self.hash_name)
+        return constructor() if constructor is not None else hashlib.new(self.hash_name)
 
 
 RSA_SHA256: Final = Algorithm("rsa-sha256", KeyType.RSA, "sha256")

@@ -262,8 +262,12 @@ class Verification:
             return
         digest = sig.algorithm.new_hash()
         canon = sig.header_canon
-        for position in c.chosen:
-            digest.update(canonicalize_header(self._headers[position], canon))
+        headers = self._headers
+        if canon is Canon.RELAXED:  # one update of the joined fields: fewer calls per signature
+            digest.update(b"".join([relaxed_header(headers[position].raw) for position in c.chosen]))
+        else:
+            for position in c.chosen:
+                digest.update(canonicalize_header(headers[position], canon))
         raw = c.header.raw
         colon = raw.find(b":")
         stripped = raw[: colon + 1] + without_b_value(raw[colon + 1 :].removesuffix(b"\r\n"))
