@@ -254,9 +254,18 @@ class MailsealMilter:
     """``python -m mailseal milter --config FILE`` (or --mailseal-cmd) in its own process group."""
 
     def __init__(
-        self, command: str, template: str, mode: Mode, socket_kind: SocketKind, key: mailseal.PrivateKey
+        self,
+        command: str,
+        template: str,
+        mode: Mode,
+        socket_kind: SocketKind,
+        key: mailseal.PrivateKey,
+        event_loop: str = "auto",
     ) -> None:
-        """Write key and config, start a DNS server with the key record, start the milter; wait until it listens."""
+        """Write key and config, start a DNS server with the key record, start the milter; wait until it listens.
+
+        ``event_loop`` goes to MAILSEAL_EVENT_LOOP: auto (uvloop when installed) or asyncio.
+        """
         self.workdir = Path(tempfile.mkdtemp(prefix="ms-mailseal-", dir="/tmp"))
         self.workdir.chmod(0o755)
         self.socket_kind = socket_kind
@@ -281,7 +290,9 @@ class MailsealMilter:
             )
         )
         env = dict(
-            os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+            MAILSEAL_EVENT_LOOP=event_loop,
         )
         argv = [
             sys.executable if arg == "python" else arg for arg in shlex.split(command.format(config=config))
@@ -419,11 +430,13 @@ def dkimpy_factory(socket_kind: SocketKind) -> MilterFactory:
     return make
 
 
-def mailseal_factory(socket_kind: SocketKind) -> MilterFactory:
+def mailseal_factory(socket_kind: SocketKind, event_loop: str = "auto") -> MilterFactory:
     def make(setup: Setup, mode: Mode) -> Milter | None:
         if setup.mailseal_cmd is None:
             return None
-        return MailsealMilter(setup.mailseal_cmd, setup.mailseal_template, mode, socket_kind, setup.key)
+        return MailsealMilter(
+            setup.mailseal_cmd, setup.mailseal_template, mode, socket_kind, setup.key, event_loop
+        )
 
     return make
 
@@ -434,8 +447,10 @@ CONFIGS: dict[str, MilterFactory | None] = {
     "opendkim-inet": opendkim_factory("inet"),
     "dkimpy-unix": dkimpy_factory("unix"),
     "dkimpy-inet": dkimpy_factory("inet"),
-    "mailseal-unix": mailseal_factory("unix"),
+    "mailseal-unix": mailseal_factory("unix"),  # uvloop when installed (mailseal.milter.eventloop)
     "mailseal-inet": mailseal_factory("inet"),
+    "ms-asyncio-unix": mailseal_factory("unix", "asyncio"),  # the same, on asyncio's own loop
+    "ms-asyncio-inet": mailseal_factory("inet", "asyncio"),
 }
 
 
@@ -791,7 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped: dict[str, str] = {}
     mailseal_cmd, why = mailseal_command(args.mailseal_cmd)
     if mailseal_cmd is None:
-        skipped.update({n: why for n in names if n.startswith("mailseal")})
+        skipped.update({n: why for n in names if n.startswith(("mailseal", "ms-"))})
     if not opendkim_available():
         skipped.update({n: "opendkim is not installed" for n in names if n.startswith("opendkim")})
     dkimpy_venv: Path | None = args.dkimpy_venv

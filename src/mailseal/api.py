@@ -16,7 +16,7 @@ from mailseal.core.algorithms import ALGORITHMS, Algorithm
 from mailseal.core.authres import authentication_results
 from mailseal.core.canonicalization import Canon
 from mailseal.core.keymaterial import PrivateKey, load_private_key
-from mailseal.core.message import Message
+from mailseal.core.message import parse_header_block, to_crlf
 from mailseal.core.options import SignOptions, VerifyOptions
 from mailseal.core.results import VerificationReport
 from mailseal.core.signer import Signing, SigningRequest
@@ -66,9 +66,10 @@ def sign(
 
 def sign_many(message: bytes, requests: Sequence[SigningRequest], *, now: int | None = None) -> bytes:
     """Sign once per request in one pass (e.g. RSA and Ed25519); the fields joined, first on top."""
-    parsed = Message.from_bytes(message)
-    signing = Signing(parsed.headers, requests, now=int(time.time()) if now is None else now)
-    signing.feed_body(parsed.body)
+    data = to_crlf(message)
+    headers, offset = parse_header_block(data)
+    signing = Signing(headers, requests, now=int(time.time()) if now is None else now)
+    signing.feed_body(data, offset)  # the body is not copied out of the message
     return b"".join(signing.finish())
 
 
@@ -124,10 +125,13 @@ def _algorithm(name: str | None) -> Algorithm | None:
     return algorithm
 
 
+_DEFAULT_VERIFY_OPTIONS = VerifyOptions()
+
+
 def _verify_options(
     options: VerifyOptions | None, *, allow_rsa_sha1: bool | None, max_signatures: int | None
 ) -> VerifyOptions:
-    base = options or VerifyOptions()
+    base = options or _DEFAULT_VERIFY_OPTIONS
     if allow_rsa_sha1 is not None or max_signatures is not None:
         base = dataclasses.replace(
             base,
@@ -162,15 +166,16 @@ def _resolver() -> KeyResolver | SyncKeyResolver:
     return _shared_resolver[0]
 
 
-def _start(message: bytes, options: VerifyOptions, now: int | None) -> tuple[Verification, bytes]:
-    parsed = Message.from_bytes(message)
-    verification = Verification(parsed.headers, options, now=int(time.time()) if now is None else now)
-    return verification, parsed.body
+def _start(message: bytes, options: VerifyOptions, now: int | None) -> tuple[Verification, bytes, int]:
+    data = to_crlf(message)
+    headers, offset = parse_header_block(data)
+    verification = Verification(headers, options, now=int(time.time()) if now is None else now)
+    return verification, data, offset
 
 
-def _finish(verification: Verification, body: bytes) -> VerificationReport:
-    verification.feed_body(body)  # already in memory: one pass, no copies
-    return verification.finish(body)  # a failure's diagnosis may look at the whole body again
+def _finish(verification: Verification, data: bytes, offset: int) -> VerificationReport:
+    verification.feed_body(data, offset)  # already in memory: one pass, the body not copied
+    return verification.finish(data, offset)  # a failure's diagnosis may look at the whole body again
 
 
 async def verify(
@@ -183,7 +188,7 @@ async def verify(
     now: int | None = None,
 ) -> VerificationReport:
     """Verify every DKIM-Signature of ``message``; key lookups run concurrently."""
-    verification, body = _start(
+    verification, data, offset = _start(
         message, _verify_options(options, allow_rsa_sha1=allow_rsa_sha1, max_signatures=max_signatures), now
     )
     chosen = resolver if resolver is not None else _resolver()
@@ -193,7 +198,7 @@ async def verify(
     answers: Iterable[TxtAnswer] = await asyncio.gather(*(chosen.lookup_txt(n) for n in names))
     for name, answer in zip(names, answers, strict=True):
         verification.add_key_answer(name, answer)
-    return _finish(verification, body)
+    return _finish(verification, data, offset)
 
 
 def verify_sync(
@@ -206,7 +211,7 @@ def verify_sync(
     now: int | None = None,
 ) -> VerificationReport:
     """Blocking :func:`verify`, for scripts and code without an event loop."""
-    verification, body = _start(
+    verification, data, offset = _start(
         message, _verify_options(options, allow_rsa_sha1=allow_rsa_sha1, max_signatures=max_signatures), now
     )
     chosen = resolver if resolver is not None else _resolver()
@@ -214,7 +219,7 @@ def verify_sync(
         raise UsageError("verify_sync() needs a resolver with lookup_txt_sync()")
     for name in verification.key_queries():
         verification.add_key_answer(name, chosen.lookup_txt_sync(name))
-    return _finish(verification, body)
+    return _finish(verification, data, offset)
 
 
 def render_authentication_results(authserv_id: str, report: VerificationReport) -> str:

@@ -29,6 +29,9 @@ class KeyType(StrEnum):
     ED25519 = "ed25519"
 
 
+_NEW_HASH: Final = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}  # direct constructors beat hashlib.new()
+
+
 @dataclass(frozen=True, slots=True)
 class Algorithm:
     """One a= value: its key type and hash."""
@@ -44,7 +47,8 @@ class Algorithm:
 
     def new_hash(self) -> hashlib._Hash:
         """A fresh hashlib object for the body and header hashes."""
-        return hashlib.new(self.hash_name)
+        constructor = _NEW_HASH.get(self.hash_name)
+        return constructor() if constructor is not None else hashlib.new(self.hash_name)
 
 
 RSA_SHA256: Final = Algorithm("rsa-sha256", KeyType.RSA, "sha256")
@@ -54,6 +58,9 @@ ED25519_SHA256: Final = Algorithm("ed25519-sha256", KeyType.ED25519, "sha256")
 ALGORITHMS: Final = {a.name: a for a in (RSA_SHA256, RSA_SHA1, ED25519_SHA256)}
 
 _CRYPTO_HASH: Final = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
+# Stateless parameter objects, built once rather than for every signature.
+_PKCS1V15: Final = padding.PKCS1v15()
+_PREHASHED: Final = {name: Prehashed(cls()) for name, cls in _CRYPTO_HASH.items()}
 
 
 def sign_digest(algorithm: Algorithm, key: PrivateKeyObject, header_hash: hashlib._Hash) -> bytes:
@@ -64,7 +71,7 @@ def sign_digest(algorithm: Algorithm, key: PrivateKeyObject, header_hash: hashli
     """
     digest = header_hash.digest()
     if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(digest, padding.PKCS1v15(), Prehashed(_CRYPTO_HASH[algorithm.hash_name]()))
+        return key.sign(digest, _PKCS1V15, _PREHASHED[algorithm.hash_name])
     return key.sign(digest)
 
 
@@ -73,7 +80,7 @@ def verify_digest(algorithm: Algorithm, key: PublicKey, signature: bytes, header
     digest = header_hash.digest()
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, digest, padding.PKCS1v15(), Prehashed(_CRYPTO_HASH[algorithm.hash_name]()))
+            key.verify(signature, digest, _PKCS1V15, _PREHASHED[algorithm.hash_name])
         else:
             key.verify(signature, digest)
     except InvalidSignature:

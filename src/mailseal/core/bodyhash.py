@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from mailseal.core.canonicalization import BodyCanonicalizer, Canon
 
 BodyHashSpec = tuple[Canon, str, int | None]  # canonicalization, hash name, l= limit
+_NEW_HASH = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}  # direct constructors beat hashlib.new()
 
 
 class _Stream:
@@ -50,17 +51,17 @@ class BodyHasher:
             stream = self._streams.get(canon)
             if stream is None:
                 stream = self._streams[canon] = _Stream(canon)
-            digest = hashlib.new(hash_name)
+            digest = _NEW_HASH[hash_name]() if hash_name in _NEW_HASH else hashlib.new(hash_name)
             self._hashes[spec] = digest
             if limit is None:
                 stream.unlimited.append(digest)
             else:
                 stream.limited.append((digest, limit))
 
-    def feed(self, chunk: bytes) -> None:
-        """Add body bytes in any chunking; CRLF may straddle chunks."""
+    def feed(self, chunk: bytes, start: int = 0) -> None:
+        """Add body bytes ``chunk[start:]`` in any chunking; CRLF may straddle chunks."""
         for stream in self._streams.values():
-            stream.canonicalizer.feed(chunk)
+            stream.canonicalizer.feed(chunk, start)
 
     def finish(self) -> None:
         """Flush the end-of-body rules; call once, before ``digest``."""

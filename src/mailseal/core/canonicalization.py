@@ -43,12 +43,14 @@ def relaxed_header_py(raw: bytes) -> bytes:
     return name + b":" + value.strip(b" ") + b"\r\n"
 
 
-def relaxed_lines_py(data: bytes) -> bytes:
+def relaxed_lines_py(data: bytes | memoryview) -> bytes:
     """3.4.4 a+b on complete lines: WSP runs become one SP; WSP before CRLF goes.
 
     The reference version. Fast paths matter: typical text has no tabs,
     double spaces or trailing spaces, and ``in`` on bytes is a C-speed scan.
     """
+    if isinstance(data, memoryview):
+        data = data.tobytes()
     if b"\t" in data:
         data = data.replace(b"\t", b" ")
     while b"  " in data:  # each pass halves every run of spaces, at C speed
@@ -61,7 +63,7 @@ def relaxed_lines_py(data: bytes) -> bytes:
 try:  # the same transformations in one C pass each, built when a compiler was present
     from mailseal.core import _canon
 except ImportError:  # pragma: no cover - exercised on installs without a C compiler
-    relaxed_lines: Callable[[bytes], bytes] = relaxed_lines_py
+    relaxed_lines: Callable[[bytes | memoryview], bytes] = relaxed_lines_py
     relaxed_header: Callable[[bytes], bytes] = relaxed_header_py
     SPEEDUPS = False
 else:
@@ -70,12 +72,20 @@ else:
     SPEEDUPS = True
 
 
+PIECE = 65536  # bytes canonicalized and handed to the sink at a time (cut at a CRLF)
+
+
 class BodyCanonicalizer:
     """Streaming body canonicalizer; emits canonical bytes to ``sink``.
 
     Simple (3.4.3) keeps lines as they are; relaxed (3.4.4) also reduces
     whitespace. Both drop empty lines at the end. An empty body is CRLF
     under simple and nothing under relaxed (RFC 6376 errata 1384).
+
+    A large chunk is worked through in pieces of about ``PIECE`` bytes, each
+    canonicalized and passed on at once: no canonical copy of the whole body is
+    ever made, the transient buffers stay small enough to be reused without page
+    faults, and each piece is still in cache when the sink hashes it.
     """
 
     __slots__ = ("_content", "_held", "_pending", "_relaxed", "_sink")
@@ -87,51 +97,71 @@ class BodyCanonicalizer:
         self._held = 0  # CRLFs of possibly-trailing empty lines, not yet emitted
         self._content = False  # any non-empty line emitted yet
 
-    def feed(self, chunk: bytes) -> None:
-        """Add the next body bytes; lines may span chunks.
+    def feed(self, chunk: bytes, start: int = 0) -> None:
+        """Add the next body bytes, ``chunk[start:]`` (not sliced off); lines may span chunks.
 
         Only the new chunk is searched for a line end, so a very long line fed
         in many chunks costs linear time; memory is bounded by the longest line.
         """
-        if not chunk:
+        end = len(chunk)
+        if start >= end:
             return
-        cut = chunk.rfind(b"\r\n")
-        if cut >= 0:
-            cut += 2
-        elif chunk[:1] == b"\n" and self._pending and self._pending[-1].endswith(b"\r"):
-            cut = 1  # the CRLF was split between the previous chunk and this one
-        else:
-            self._pending.append(chunk)
-            return
-        head = chunk[:cut] if cut != len(chunk) else chunk
-        if self._pending:
-            head = b"".join((*self._pending, head))
+        if self._pending:  # complete the pending line first
+            if chunk[start : start + 1] == b"\n" and self._pending[-1].endswith(b"\r"):
+                first = start + 1  # the CRLF was split between the previous chunk and this one
+            else:
+                first = chunk.find(b"\r\n", start)
+                if first < 0:
+                    self._pending.append(chunk[start:] if start else chunk)
+                    return
+                first += 2
+            line = b"".join((*self._pending, chunk[start:first]))
             self._pending.clear()
-        self._emit_lines(head)
-        if cut != len(chunk):
-            self._pending.append(chunk[cut:])
+            self._emit_lines(line, 0, len(line))
+            start = first
+        lines_end = chunk.rfind(b"\r\n", start) + 2
+        if lines_end < 2:
+            if start < end:
+                self._pending.append(chunk[start:] if start else chunk)
+            return
+        while start < lines_end:
+            cut = start + PIECE
+            if cut >= lines_end:
+                cut = lines_end
+            else:  # the last CRLF inside the piece, or the first after it (a longer line)
+                crlf = chunk.rfind(b"\r\n", start, cut)
+                cut = (crlf if crlf >= 0 else chunk.find(b"\r\n", cut - 1)) + 2
+            self._emit_lines(chunk, start, cut)
+            start = cut
+        if lines_end < end:
+            self._pending.append(chunk[lines_end:])
 
-    def _emit_lines(self, lines: bytes) -> None:
+    def _emit_lines(self, data: bytes, start: int, end: int) -> None:
+        """Canonicalize and pass on ``data[start:end]``, complete lines ending in CRLF."""
+        whole = start == 0 and end == len(data)
         if self._relaxed:
-            lines = relaxed_lines(lines)
-        if lines.endswith(b"\r\n\r\n"):
-            start = _trailing_crlfs(lines)
-            text = lines[:start]
-            crlfs = (len(lines) - start) // 2
+            data = relaxed_lines(data if whole else memoryview(data)[start:end])
+            start, end, whole = 0, len(data), True
+        if end - start == 2 or data.endswith(b"\r\n\r\n", start, end):  # rare: ends in an empty line
+            lines = data if whole else data[start:end]
+            first_crlf = _trailing_crlfs(lines)
+            crlfs = (len(lines) - first_crlf) // 2
+            if first_crlf == 0:
+                self._held += crlfs
+                return
+            text = lines[: first_crlf + 2]  # the last non-empty line with its CRLF
+            held = crlfs - 1
         else:
-            text = lines[:-2]
-            crlfs = 1
-        if text:
-            if self._held:
-                self._sink(b"\r\n" * self._held)
-            self._sink(text)
-            self._content = True
-            self._held = crlfs
-        else:
-            self._held += crlfs
+            text = data if whole else data[start:end]  # simple: a copy of one piece
+            held = 0
+        if self._held:
+            self._sink(b"\r\n" * self._held)
+        self._sink(text)
+        self._content = True
+        self._held = held
 
     def finish(self) -> None:
-        """Flush the last line and the one CRLF that ends the body, if any."""
+        """Flush the last line (a CRLF added) or, for an empty simple body, the one CRLF."""
         last = b"".join(self._pending)
         self._pending.clear()
         if last and self._relaxed:
@@ -140,7 +170,7 @@ class BodyCanonicalizer:
             if self._held:
                 self._sink(b"\r\n" * self._held)
             self._sink(last + b"\r\n")
-        elif self._content or not self._relaxed:
+        elif not self._content and not self._relaxed:
             self._sink(b"\r\n")
 
 

@@ -120,23 +120,25 @@ class BodyKeeper:
     def __init__(self, limit: int) -> None:
         """Keep at most ``limit`` bytes; 0 keeps nothing."""
         self._limit = limit
-        self._chunks: list[bytes] | None = [] if limit > 0 else None
+        self._chunks: list[tuple[bytes, int]] | None = [] if limit > 0 else None
         self.size = 0
 
-    def feed(self, chunk: bytes) -> None:
-        """Remember ``chunk`` unless the body has grown past the limit (then forget it all)."""
-        self.size += len(chunk)
+    def feed(self, chunk: bytes, start: int = 0) -> None:
+        """Remember ``chunk[start:]`` (a reference, not a copy) unless the body has grown past the limit."""
+        self.size += len(chunk) - start
         if self._chunks is not None:
             if self.size <= self._limit:
-                self._chunks.append(chunk)
+                self._chunks.append((chunk, start))
             else:
                 self._chunks = None
 
     def body(self) -> bytes | None:
-        """The whole body, or None when it was not kept."""
+        """The whole body, or None when it was not kept (copied only here, on a failure)."""
         if self._chunks is None:
             return None
-        return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        if len(self._chunks) == 1 and self._chunks[0][1] == 0:
+            return self._chunks[0][0]
+        return b"".join(chunk[start:] if start else chunk for chunk, start in self._chunks)
 
 
 class DiagnosisBudget:

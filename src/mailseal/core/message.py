@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
-_HEADER_END = re.compile(rb"\r\n\r\n")
+_FIELD_END = re.compile(rb"\r\n(?![ \t])")  # a line end that no continuation line follows
 
 
 class HeaderField:
@@ -86,37 +86,27 @@ def parse_header_block(data: bytes) -> tuple[tuple[HeaderField, ...], int]:
     The header ends at the first empty line; a message without one is all
     header and has an empty body. A line that is neither a field nor a
     continuation is kept as a nameless field so no byte is lost, and can never
-    be selected by ``h=``.
+    be selected by ``h=``. Fields are cut at every CRLF not followed by SP or
+    HTAB (one C-speed split, not a loop over lines).
     """
-    end = _HEADER_END.search(data)
     if data.startswith(b"\r\n"):
         return (), 2
-    if end is None:
-        block = data
-        offset = len(data)
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        block, offset = data, len(data)
     else:
-        block = data[: end.start() + 2]
-        offset = end.end()
-    fields: list[HeaderField] = []
-    current: list[bytes] = []
-    for line in block.split(b"\r\n"):
-        if not line:
-            continue
-        if line[:1] in (b" ", b"\t") and current:
-            current.append(line)
-            continue
-        if current:
-            fields.append(_make_field(current))
-        current = [line]
-    if current:
-        fields.append(_make_field(current, final=block.endswith(b"\r\n")))
+        block, offset = data[: end + 2], end + 4
+    pieces = _FIELD_END.split(block)
+    last = pieces.pop()  # empty when the block ends in CRLF; else a last field without one
+    fields = [_make_field(piece, piece + b"\r\n") for piece in pieces]
+    if last:
+        fields.append(_make_field(last, last))
     return tuple(fields), offset
 
 
-def _make_field(lines: list[bytes], *, final: bool = True) -> HeaderField:
-    raw = b"\r\n".join(lines) + (b"\r\n" if final else b"")
-    colon = lines[0].find(b":")
-    if colon < 0:
+def _make_field(text: bytes, raw: bytes) -> HeaderField:
+    """``text`` is the field without its final CRLF; the name is what precedes a colon on its first line."""
+    colon = text.find(b":")
+    if colon < 0 or text.find(b"\r\n", 0, colon) >= 0:
         return HeaderField("", raw)
-    name = lines[0][:colon].rstrip(b" \t").decode("utf-8", "replace")
-    return HeaderField(name, raw)
+    return HeaderField(text[:colon].rstrip(b" \t").decode("utf-8", "replace"), raw)

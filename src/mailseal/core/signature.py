@@ -8,19 +8,19 @@ with a precise reason. Writing a field is the signer's job
 from __future__ import annotations
 
 import binascii
-import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from mailseal.core.algorithms import ALGORITHMS, Algorithm
 from mailseal.core.canonicalization import Canon
-from mailseal.core.identity import is_dns_name, is_domain_name, is_selector, is_within
+from mailseal.core.identity import MAX_NAME, is_dns_name, is_domain_name, is_selector, is_within
 from mailseal.core.problems import SyntaxProblem
 from mailseal.core.quotedprintable import decode_dkim_qp
 from mailseal.core.results import Reason
 from mailseal.core.taglist import parse_tag_list, strip_fws
 
 REQUIRED_TAGS = ("v", "a", "b", "bh", "d", "h", "s")
-_DIGITS = re.compile(r"[0-9]{1,76}\Z")
+_REQUIRED = frozenset(REQUIRED_TAGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +66,8 @@ class DKIMSignature:
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> DKIMSignature:
         """Check every tag RFC 6376 section 3.5 defines; unknown tags are ignored."""
-        missing = [t for t in REQUIRED_TAGS if t not in tags]
-        if missing:
+        if not tags.keys() >= _REQUIRED:
+            missing = [t for t in REQUIRED_TAGS if t not in tags]
             raise SyntaxProblem(Reason.SIG_MISSING_TAG, f"required tag(s) {', '.join(missing)} missing")
         if tags["v"] != "1":
             raise SyntaxProblem(Reason.SIG_VERSION, f"unsupported signature version v={tags['v']}")
@@ -81,20 +81,18 @@ class DKIMSignature:
         body_hash = _b64(strip_fws(tags["bh"]), "bh")
         header_canon, body_canon = _canonicalization(tags.get("c", "simple/simple"))
         domain = tags["d"]
-        if not is_domain_name(domain):
-            raise SyntaxProblem(Reason.SIG_BAD_DOMAIN, f"d={domain} is not a valid domain name")
         selector = tags["s"]
-        if not is_selector(selector):
-            raise SyntaxProblem(Reason.SIG_BAD_SELECTOR, f"s={selector} is not a valid selector")
-        if not is_dns_name(f"{selector}._domainkey.{domain}"):
-            raise SyntaxProblem(
-                Reason.SIG_BAD_SELECTOR,
-                f"{selector}._domainkey.{domain} cannot exist in DNS (too long or not IDNA)",
-            )
-        signed = tuple(h.strip(" \t\r\n") for h in tags["h"].split(":"))
-        if any(not h for h in signed):
+        problem = _key_name_problem(domain, selector)
+        if problem is not None:
+            raise SyntaxProblem(*problem)  # a new exception each time: a cached one would grow its traceback
+        h_value = tags["h"]
+        if " " in h_value or "\t" in h_value or "\r" in h_value or "\n" in h_value:
+            signed = tuple(h.strip(" \t\r\n") for h in h_value.split(":"))
+        else:  # the usual, unspaced list: no per-name strip
+            signed = tuple(h_value.split(":"))
+        if "" in signed:
             raise SyntaxProblem(Reason.SIG_SYNTAX, "h= contains an empty header name")
-        if "from" not in (h.lower() for h in signed):
+        if "from" not in signed and "from" not in ":".join(signed).lower().split(":"):  # one lower()
             raise SyntaxProblem(Reason.SIG_FROM_NOT_SIGNED, "h= does not include From (RFC 6376 5.4)")
         auid = _auid(tags.get("i"), domain)
         if "q" in tags:
@@ -143,6 +141,32 @@ def without_b_value(raw_value: bytes) -> bytes:
     return raw_value
 
 
+def _key_name_problem(domain: str, selector: str) -> tuple[Reason, str] | None:
+    """What is wrong with d= and s= (None: nothing); memoized for name-sized values only."""
+    if len(domain) + len(selector) <= 2 * MAX_NAME:
+        return _key_name_problem_cached(domain, selector)
+    return _key_name_problem_of(domain, selector)  # hostile sizes never fill the cache
+
+
+@lru_cache(maxsize=4096)
+def _key_name_problem_cached(domain: str, selector: str) -> tuple[Reason, str] | None:
+    """Memoized: the same signers (d=, s=) recur all day."""
+    return _key_name_problem_of(domain, selector)
+
+
+def _key_name_problem_of(domain: str, selector: str) -> tuple[Reason, str] | None:
+    if not is_domain_name(domain):
+        return Reason.SIG_BAD_DOMAIN, f"d={domain} is not a valid domain name"
+    if not is_selector(selector):
+        return Reason.SIG_BAD_SELECTOR, f"s={selector} is not a valid selector"
+    if not is_dns_name(f"{selector}._domainkey.{domain}"):
+        return (
+            Reason.SIG_BAD_SELECTOR,
+            f"{selector}._domainkey.{domain} cannot exist in DNS (too long or not IDNA)",
+        )
+    return None
+
+
 def _b64(value: str, tag: str) -> bytes:
     try:  # strict: only the base64 alphabet, correct padding, nothing after it
         return binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
@@ -150,14 +174,16 @@ def _b64(value: str, tag: str) -> bytes:
         raise SyntaxProblem(Reason.SIG_BAD_BASE64, f"{tag}= is not valid base64") from None
 
 
+_CANONS = {canon.value: canon for canon in Canon}  # a dict lookup; Canon(...) runs Python code
+
+
 def _canonicalization(value: str) -> tuple[Canon, Canon]:
     header, _, body = value.lower().partition("/")
-    try:
-        return Canon(header), Canon(body or "simple")
-    except ValueError:
-        raise SyntaxProblem(
-            Reason.SIG_CANONICALIZATION_UNKNOWN, f"unknown canonicalization c={value}"
-        ) from None
+    header_canon = _CANONS.get(header)
+    body_canon = _CANONS.get(body or "simple")
+    if header_canon is None or body_canon is None:
+        raise SyntaxProblem(Reason.SIG_CANONICALIZATION_UNKNOWN, f"unknown canonicalization c={value}")
+    return header_canon, body_canon
 
 
 def _auid(value: str | None, domain: str) -> str:
@@ -181,6 +207,6 @@ def _number(tags: dict[str, str], name: str, reason: Reason) -> int | None:
     value = tags.get(name)
     if value is None:
         return None
-    if not _DIGITS.match(value):
+    if not (value.isascii() and value.isdigit() and len(value) <= 76):  # [0-9]{1,76}, without a regex
         raise SyntaxProblem(reason, f"{name}={value} is not a decimal number")
     return int(value)

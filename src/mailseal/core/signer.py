@@ -10,6 +10,7 @@ import base64
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from mailseal.core.algorithms import Algorithm, sign_digest
 from mailseal.core.bodyhash import BodyHasher, BodyHashSpec
@@ -64,11 +65,7 @@ class Signing:
 
     def _plan(self, request: SigningRequest) -> _Plan:
         algorithm = request.checked_algorithm()
-        domain = request.domain.lower().removesuffix(".")
-        if not is_domain_name(domain):
-            raise UsageError(f"{request.domain!r} is not a valid signing domain")
-        if not is_selector(request.selector):
-            raise UsageError(f"{request.selector!r} is not a valid selector")
+        domain = _checked_domain_and_selector(request.domain, request.selector)
         options = request.options
         if options.auid is not None and (
             not options.auid.isprintable()
@@ -85,29 +82,20 @@ class Signing:
 
     def _header_names(self, options: SignOptions) -> list[str]:
         chosen = options.headers if options.headers is not None else RECOMMENDED_HEADERS
-        for name in (*chosen, *options.oversign):
-            if not _FIELD_NAME.match(name):
-                raise UsageError(f"{name!r} is not a header field name (RFC 5322 ftext, no ':' or ';')")
-        oversign = [h.lower() for h in options.oversign]
-        wanted = [h.lower() for h in chosen]
-        wanted += [h for h in ("from", *oversign) if h not in wanted]
+        wanted, oversign = _wanted_names(tuple(chosen), tuple(options.oversign))
         counts: dict[str, int] = {}
         for h in self._headers:
             counts[h.key] = counts.get(h.key, 0) + 1
         names: list[str] = []
-        seen: set[str] = set()
         for name in wanted:
-            if name in seen or name == "dkim-signature":
-                continue
-            seen.add(name)
             names.extend([name] * counts.get(name, 0))
             if name in oversign:
                 names.append(name)
         return names
 
-    def feed_body(self, chunk: bytes) -> None:
-        """Add the next body bytes (any chunking)."""
-        self._body.feed(chunk)
+    def feed_body(self, chunk: bytes, start: int = 0) -> None:
+        """Add the next body bytes, ``chunk[start:]`` (any chunking)."""
+        self._body.feed(chunk, start)
 
     def finish(self) -> list[bytes]:
         """The DKIM-Signature fields, each ending in CRLF, in request order."""
@@ -147,6 +135,35 @@ class Signing:
                 unsigned + fold_b64(base64.b64encode(signature), _last_line_length(unsigned)) + b"\r\n"
             )
         return fields
+
+
+@lru_cache(maxsize=256)
+def _checked_domain_and_selector(domain: str, selector: str) -> str:
+    """d= in canonical form, or UsageError; memoized because a server signs with the same few keys."""
+    canonical = domain.lower().removesuffix(".")
+    if not is_domain_name(canonical):
+        raise UsageError(f"{domain!r} is not a valid signing domain")
+    if not is_selector(selector):
+        raise UsageError(f"{selector!r} is not a valid selector")
+    return canonical
+
+
+@lru_cache(maxsize=256)
+def _wanted_names(
+    chosen: tuple[str, ...], oversign: tuple[str, ...]
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The distinct lower-case names to sign in order (From always), and those to oversign.
+
+    Checked and memoized per setting, not per message: the names come from the
+    configuration, and checking them is most of the per-message cost otherwise.
+    """
+    for name in (*chosen, *oversign):
+        if not _FIELD_NAME.match(name):
+            raise UsageError(f"{name!r} is not a header field name (RFC 5322 ftext, no ':' or ';')")
+    over = [h.lower() for h in oversign]
+    wanted = dict.fromkeys(h.lower() for h in (*chosen, "from", *over))
+    wanted.pop("dkim-signature", None)
+    return tuple(wanted), frozenset(over)
 
 
 @dataclass(frozen=True, slots=True)

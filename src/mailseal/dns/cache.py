@@ -100,6 +100,14 @@ class CachingResolver:
         # shield: one cancelled caller must not cancel the lookup the others wait for.
         return await asyncio.shield(task)
 
+    def cached(self, name: str) -> TxtAnswer | None:
+        """The stored answer for ``name`` if it is still fresh, else None; never does I/O.
+
+        Lets an event-loop caller use a cached answer at once instead of
+        scheduling a task for it (the milter does this for every message).
+        """
+        return self._get(name_key(name))
+
     def lookup_txt_sync(self, name: str) -> TxtAnswer:
         """Answer from the cache or by asking ``inner``, blocking."""
         inner = self._sync_inner

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from mailseal.core.txtanswer import TxtAnswer, TxtStatus
+from mailseal.dns.cache import CachingResolver
 from mailseal.milter import codec
 from mailseal.milter.logline import escape, throttle
 from mailseal.milter.session import Session, State
@@ -110,20 +111,29 @@ class Connection(asyncio.Protocol):
         return None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream servers give Transports
-        self._transport = transport
-        transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        # A stream transport (uvloop's is not an asyncio.Transport subclass, hence no isinstance).
+        self._transport = cast("asyncio.Transport", transport)
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
         if sock is not None and sock.family in _TCP_FAMILIES:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # Our own socket object on the transport's descriptor, detached (never closed) in
+            # connection_lost: uvloop's socket stand-in builds a new socket object on every
+            # setsockopt(), and TCP_QUICKACK is set after every read.
+            own = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
+            own.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if _QUICKACK is not None:
-                self._socket = sock
+                self._socket = own
+            else:
+                own.detach()
         self._server.added(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self._socket is not None:
+            self._socket.detach()  # the descriptor belongs to the transport, which closes it
+            self._socket = None
         if self._session.in_message and not self._server.stopping:
             throttle.warning(
                 "closed-mid-message", "the MTA closed the milter connection in the middle of a message"
@@ -224,8 +234,13 @@ class Connection(asyncio.Protocol):
             out.append(reply)
         if kind is codec.EndOfHeaders:
             resolver = self._server.resolver
+            cached = resolver.cached if isinstance(resolver, CachingResolver) else None
             for name in session.take_key_queries():
-                self._lookups[name] = asyncio.ensure_future(resolver.lookup_txt(name))
+                answer = cached(name) if cached is not None else None
+                if answer is not None:  # the usual case: no task and no extra loop turn for it
+                    session.add_key_answer(name, answer)
+                else:
+                    self._lookups[name] = asyncio.ensure_future(resolver.lookup_txt(name))
         elif kind is codec.EndOfMessage and session.outcome is not None:
             outcome, session.outcome = session.outcome, None
             self._write(out)  # the reply first: the MTA waits for it, the log line can wait

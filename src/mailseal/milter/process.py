@@ -14,6 +14,7 @@ import shutil
 import socket
 import tempfile
 
+from mailseal.milter import eventloop
 from mailseal.milter.config import load_config
 from mailseal.milter.loading import (
     KeySourceFactory,
@@ -137,5 +138,5 @@ def _run_single(
             server.attach(endpoint)
         await server.serve(sock, handle_signals=True)
 
-    asyncio.run(main())
+    eventloop.run(main())  # uvloop when installed (mailseal.milter.eventloop)
     return 0

@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Final
 
 from mailseal.milter.codec import Family
@@ -72,8 +73,14 @@ def client_address(
     family: Family | None, address: str
 ) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The SMTP client's IP address from a Connect event (Sendmail writes ``IPv6:`` before v6)."""
-    if family not in (Family.INET, Family.INET6):
+    if family not in (Family.INET, Family.INET6) or len(address) > 100:  # longer than any address
         return None
+    return _parse_address(address)
+
+
+@lru_cache(maxsize=4096)
+def _parse_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Memoized (short strings only): a mail server sees the same clients over and over."""
     try:
         return ipaddress.ip_address(address.removeprefix("IPv6:").split("%", 1)[0])
     except ValueError:

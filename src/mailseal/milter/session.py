@@ -69,6 +69,10 @@ class State(Enum):
     BODY = "body"
     CLOSED = "closed"
 
+    # Identity hash, in C: Enum's own __hash__ is Python code, and TRANSITIONS is looked up
+    # with a (state, kind) key for every packet. Members are singletons, so this is safe.
+    __hash__ = object.__hash__
+
 
 _S = State
 TRANSITIONS: Final[Mapping[tuple[State, type[codec.Event]], State]] = {
@@ -166,6 +170,22 @@ class _NoReplySets(dict[int, frozenset[type[codec.Event]]]):
 
 
 _NO_REPLY_SETS: Final = _NoReplySets()
+
+
+class _NegotiateReplies(dict[tuple[int, int, int], bytes]):
+    """(version, actions, protocol) -> our option-negotiation reply; an MTA sends the same offer every time."""
+
+    def __missing__(self, key: tuple[int, int, int]) -> bytes:
+        if len(self) >= 64:  # distinct offers come from distinct MTA builds: a handful at most
+            self.clear()
+        version, actions, protocol = key
+        macros = WANTED_MACROS if actions & _SET_MACRO_LIST else {}
+        reply = codec.negotiate_reply(version, codec.Action(actions), codec.Protocol(protocol), macros)
+        self[key] = reply
+        return reply
+
+
+_NEGOTIATE_REPLIES: Final = _NegotiateReplies()
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,8 +309,8 @@ class Session:
     def _on_negotiate(self, event: codec.OptionNegotiation) -> bytes:
         if event.version < 2:
             raise codec.ProtocolError(f"milter protocol version {event.version} is too old")
-        actions = _WANTED_ACTIONS & event.actions
-        protocol = _WANTED_PROTOCOL & event.protocol
+        actions = _WANTED_ACTIONS & int(event.actions)  # plain ints: IntFlag operations are slow
+        protocol = _WANTED_PROTOCOL & int(event.protocol)
         self._actions = actions
         self._leading_space = bool(protocol & _LEADING_SPACE)
         self._no_reply = _NO_REPLY_SETS[protocol & _NO_REPLY_MASK]
@@ -299,9 +319,7 @@ class Session:
                 "no-add-headers",
                 "the MTA does not let filters add header fields: mail cannot be signed or marked",
             )
-        macros = WANTED_MACROS if actions & _SET_MACRO_LIST else {}
-        version = min(event.version, codec.PROTOCOL_VERSION)
-        return codec.negotiate_reply(version, codec.Action(actions), codec.Protocol(protocol), macros)
+        return _NEGOTIATE_REPLIES[min(event.version, codec.PROTOCOL_VERSION), actions, protocol]
 
     def _on_macros(self, event: codec.Macros) -> bytes:
         target = self._connection_macros if event.command in _CONNECTION_STAGES else self._message_macros

@@ -18,7 +18,6 @@ supervisor (SIGKILL, the OOM killer) never leaves orphans holding the socket.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from mailseal.errors import ConfigError, UsageError
+from mailseal.milter import eventloop
 from mailseal.milter.loading import KeySourceFactory, Loaded, key_problem_lines, load
 from mailseal.milter.logline import throttle
 from mailseal.milter.metrics_http import MAX_METRICS_CLIENTS, METRICS_DEADLINE, MetricsRequest, prometheus
@@ -303,5 +303,5 @@ def _worker(
         )
         await server.serve(sock, handle_signals=True)
 
-    asyncio.run(main())
+    eventloop.run(main())  # uvloop when installed (mailseal.milter.eventloop)
     return 0
