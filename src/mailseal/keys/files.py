@@ -50,6 +50,26 @@ def write_private_key(path: Path, key: PrivateKey, *, overwrite: bool = False) -
             tmp.unlink()
 
 
+def refuse_shared(info: os.stat_result, path: Path, what: str) -> None:
+    """Raise :class:`InsecureKeyFileError` (with the fix) for a secret file others may read or swap.
+
+    The one rule for files of secrets (private keys, the key-encryption key):
+    no group or other permission bits, and an owner that is root or us, since
+    any other owner could substitute a secret of their own. ``info`` comes from
+    ``fstat`` on the descriptor that is then read, so nothing changes between.
+    """
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InsecureKeyFileError(
+            f"{what} {path} is readable or writable by group/others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); fix with: chmod 600 {path}"
+        )
+    if info.st_uid not in (0, os.geteuid()):
+        raise InsecureKeyFileError(
+            f"{what} {path} belongs to uid {info.st_uid}, not to root or to us (uid {os.geteuid()}); "
+            f"fix with: chown {os.geteuid()} {path}"
+        )
+
+
 def read_private_key(path: Path, *, allow_insecure: bool = False) -> PrivateKey:
     """Load a key file, refusing one that others may read or replace (unless allowed).
 
@@ -72,16 +92,7 @@ def read_private_key(path: Path, *, allow_insecure: bool = False) -> PrivateKey:
         if not stat.S_ISREG(info.st_mode):
             raise KeyFileError(f"key file {path} is not a regular file")
         if not allow_insecure:
-            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise InsecureKeyFileError(
-                    f"key file {path} is readable or writable by group/others "
-                    f"(mode {stat.S_IMODE(info.st_mode):04o}); fix with: chmod 600 {path}"
-                )
-            if info.st_uid not in (0, os.geteuid()):
-                raise InsecureKeyFileError(
-                    f"key file {path} belongs to uid {info.st_uid}, not to root or to us (uid {os.geteuid()}); "
-                    f"fix with: chown {os.geteuid()} {path}"
-                )
+            refuse_shared(info, path, "key file")
         if info.st_size > MAX_KEY_FILE:
             raise KeyFileError(f"key file {path} is {info.st_size} bytes: not a private key")
         data = os.read(fd, MAX_KEY_FILE + 1)

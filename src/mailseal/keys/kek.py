@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Final
 
 from mailseal.core.keywrap import KEK_BYTES, NONCE_BYTES, KekRing, KeyEncryptionKey, parse_kek_text, seal
-from mailseal.errors import InsecureKeyFileError, KeyStoreError
+from mailseal.errors import KeyStoreError
+from mailseal.keys.files import refuse_shared
 
 __all__ = ["add_kek", "drop_keks", "new_kek", "read_kek_file", "seal_new", "write_kek_file"]
 
@@ -48,16 +49,7 @@ def read_kek_file(path: Path) -> KekRing:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise KeyStoreError(f"the key-encryption key file {path} is not a regular file")
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise InsecureKeyFileError(
-                f"the key-encryption key file {path} is readable or writable by group/others "
-                f"(mode {stat.S_IMODE(info.st_mode):04o}); fix with: chmod 600 {path}"
-            )
-        if info.st_uid not in (0, os.geteuid()):
-            raise InsecureKeyFileError(
-                f"the key-encryption key file {path} belongs to uid {info.st_uid}, not to root or to us; "
-                f"fix with: chown {os.geteuid()} {path}"
-            )
+        refuse_shared(info, path, "the key-encryption key file")
         data = os.read(fd, MAX_KEK_FILE + 1)
     except OSError as exc:
         raise KeyStoreError(f"cannot read the key-encryption key file {path}: {exc.strerror}") from None
