@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +31,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.txtbase
+import dns.rrset
 import dns.tsig
 import dns.tsigkeyring
 
@@ -391,6 +392,26 @@ class KnotServer(ManagedServer):
 
 Handler = Callable[[dns.message.Message, str], "dns.message.Message | bytes | None"]
 """Given a query and its transport ("udp" or "tcp"), return a reply, raw bytes, or None to stay silent."""
+
+
+def txt_records(records: Mapping[str, str]) -> Handler:
+    """A :class:`ScriptedDnsServer` handler publishing ``records`` (owner name -> TXT text), NXDOMAIN else.
+
+    Owner names are matched lower-case, without the final dot; the mapping is
+    read at each query, so a test may change it while the server runs.
+    """
+
+    def answer(query: dns.message.Message, _transport: str) -> dns.message.Message:
+        reply = dns.message.make_response(query)
+        qname = query.question[0].name
+        text = records.get(qname.to_text(omit_final_dot=True).lower())
+        if text is None:
+            reply.set_rcode(dns.rcode.NXDOMAIN)
+        else:
+            reply.answer.append(dns.rrset.from_text(qname, 300, "IN", "TXT", txt_strings(text)))
+        return reply
+
+    return answer
 
 
 class ScriptedDnsServer:
