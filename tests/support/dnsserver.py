@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import secrets
 import selectors
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -35,7 +33,7 @@ import dns.rrset
 import dns.tsig
 import dns.tsigkeyring
 
-from support.managed import ManagedServer
+from support.managed import ManagedServer, stop_process_group
 
 KNOTD = "/usr/sbin/knotd"
 KNOTC = "/usr/sbin/knotc"
@@ -115,15 +113,7 @@ class _PortTaken(ServerStartError):
 
 def _stop_process(process: subprocess.Popen[bytes], cleanup: Sequence[Path]) -> None:
     """Stop knotd's process group and remove its directories (also run by a finalizer at exit)."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+    stop_process_group(process)
     for path in cleanup:
         shutil.rmtree(path, ignore_errors=True)
 
