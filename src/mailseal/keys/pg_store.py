@@ -114,6 +114,11 @@ _UPDATE_KEY: Final = (
     "kek_id = CASE WHEN %s THEN NULL ELSE kek_id END, "
     "private_sealed = CASE WHEN %s THEN NULL ELSE private_sealed END WHERE id = %s"
 )
+_INSERT_KEY: Final = (
+    "INSERT INTO mailseal.keys (domain, selector, key_type, bits, state, kek_id, "
+    "private_sealed, record_text, revoked_text, created_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
+)
 _SIGNING: Final = (
     "SELECT id, domain, selector, activated_at, kek_id, private_sealed FROM mailseal.keys "
     "WHERE domain = ANY(%s) AND state = 'active' AND visible_at IS NOT NULL AND private_sealed IS NOT NULL "
@@ -436,9 +441,7 @@ class PgKeyStore:
                     raise _SelectorTaken
                 (key_id,) = _one(
                     db.execute(
-                        "INSERT INTO mailseal.keys (domain, selector, key_type, bits, state, kek_id, "
-                        "private_sealed, record_text, revoked_text, created_at) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                        _INSERT_KEY,
                         (
                             domain,
                             selector,
@@ -589,9 +592,7 @@ class PgKeyStore:
             if row is None:
                 (key_id,) = _one(
                     db.execute(
-                        "INSERT INTO mailseal.keys (domain, selector, key_type, bits, state, kek_id, "
-                        "private_sealed, record_text, revoked_text, created_at) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                        _INSERT_KEY,
                         (
                             domain,
                             selector,
