@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -34,6 +33,7 @@ from mailseal.core.keymaterial import load_private_key
 from mailseal.core.keywrap import unseal
 from mailseal.errors import KeyStoreError, MailsealError
 from mailseal.keys.backends import StoreLocation, describe
+from mailseal.keys.files import write_secret_file
 from mailseal.keys.kek import read_kek_file
 from mailseal.keys.source import (
     STORE_BUSY_TIMEOUT,
@@ -211,7 +211,7 @@ class DatabaseKeySource:
                     if key_id in sealed
                 ],
             }
-            _write_private(self._cache_file, json.dumps(document, indent=1).encode())
+            write_secret_file(self._cache_file, json.dumps(document, indent=1).encode())
         except (MailsealError, OSError) as exc:
             _log.warning("cannot write the key cache %s: %s", self._cache_file, exc)
 
@@ -242,20 +242,6 @@ class DatabaseKeySource:
             return None
         _log.warning("%s; signing with the keys cached in %s", problem, self._cache_file)
         return self._keyset(found, f", cached in {self._cache_file}")
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically with ``data``, mode 0600."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(data)
-        tmp.replace(path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _read_private(path: Path) -> bytes:
