@@ -33,4 +33,4 @@ def _fresh_log_throttle() -> Iterator[None]:
 
 
 # The key store backends (SQLite, and a private PostgreSQL cluster started once per session).
-from support.stores import pg_cluster, store_backend  # noqa: E402, F401 - shared fixtures
+from support.stores import kek, pg_cluster, store_backend  # noqa: E402, F401 - shared fixtures

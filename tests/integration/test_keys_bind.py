@@ -26,6 +26,7 @@ from mailseal.keys.store import KeyState
 from support.bindserver import BindServer, bind_available
 from support.dnsserver import TsigKey, soa_header
 from support.keyflow import DOMAIN, rotation_scenario
+from support.knotkeys import write_config
 
 pytestmark = [
     pytest.mark.integration,
@@ -52,31 +53,7 @@ def served(server: BindServer, name: str) -> set[str]:
 def test_a_whole_rotation_against_bind(tmp_path: Path) -> None:
     tsig = TsigKey.generate()
     with BindServer(DOMAIN, soa_header(DOMAIN), tsig) as bind:
-        secret = tmp_path / "tsig.secret"
-        secret.write_text(tsig.secret + "\n")
-        secret.chmod(0o600)
-        config = tmp_path / "keys.toml"
-        config.write_text(
-            f"""[keys]
-store = "{tmp_path}/data/keys.db"
-algorithm = "ed25519"
-rotate_every = "90d"
-grace = "7d"
-propagation_delay = "1h"
-revoked_for = "2d"
-ttl = 300
-timeout = 3
-authoritative = ["{bind.nameserver}"]
-resolvers = ["{bind.nameserver}"]
-
-[keys.publish]
-primary = "{bind.nameserver}"
-zone = "{DOMAIN}"
-tsig_name = "{tsig.name}"
-tsig_secret_file = "{secret}"
-timeout = 3
-"""
-        )
+        config = write_config(tmp_path / "keys.toml", bind, tsig, store=tmp_path / "data" / "keys.db")
 
         def keys(*args: str, now: int) -> tuple[int, str, str]:
             out, err = io.StringIO(), io.StringIO()

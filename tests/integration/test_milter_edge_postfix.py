@@ -32,15 +32,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import dns.message
-import dns.rcode
-import dns.rrset
 import pytest
 
 from mailseal import PrivateKey, sign, verify_sync
 from mailseal.dns.memory import InMemoryResolver
 from mailseal.keys.files import write_private_key
-from support.dnsserver import ScriptedDnsServer, txt_strings
+from support.dnsserver import ScriptedDnsServer, txt_records
 from support.milter_client import MilterClient
 from support.milter_process import MilterProcess
 from support.postfix import EXTERNAL, LOOPBACK, PostfixInstance, free_tcp_port, postfix_available
@@ -205,17 +202,7 @@ def records(key: PrivateKey) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def dns_server(records: dict[str, str]) -> Iterator[ScriptedDnsServer]:
-    def answer(query: dns.message.Message, _transport: str) -> dns.message.Message:
-        reply = dns.message.make_response(query)
-        qname = query.question[0].name
-        text = records.get(qname.to_text(omit_final_dot=True).lower())
-        if text is None:
-            reply.set_rcode(dns.rcode.NXDOMAIN)
-        else:
-            reply.answer.append(dns.rrset.from_text(qname, 300, "IN", "TXT", txt_strings(text)))
-        return reply
-
-    with ScriptedDnsServer(answer) as server:
+    with ScriptedDnsServer(txt_records(records)) as server:
         yield server
 
 

@@ -28,9 +28,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import dns.message
-import dns.rcode
-import dns.rrset
 import pytest
 
 import mailseal
@@ -40,7 +37,7 @@ from mailseal.core.results import SignatureResult
 from mailseal.dns.memory import InMemoryResolver
 from mailseal.keys.files import write_private_key
 from support import peers
-from support.dnsserver import ScriptedDnsServer, txt_strings
+from support.dnsserver import ScriptedDnsServer, txt_records
 from support.milter_harness import toml_string
 from support.milter_process import MilterProcess
 from support.postfix import (
@@ -132,17 +129,7 @@ def records(keys: dict[str, Key]) -> dict[str, str]:
 def dns_server(records: dict[str, str]) -> Iterator[ScriptedDnsServer]:
     """A loopback DNS server publishing the key records (NXDOMAIN for anything else)."""
 
-    def answer(query: dns.message.Message, _transport: str) -> dns.message.Message:
-        reply = dns.message.make_response(query)
-        qname = query.question[0].name
-        text = records.get(qname.to_text(omit_final_dot=True).lower())
-        if text is None:
-            reply.set_rcode(dns.rcode.NXDOMAIN)
-        else:
-            reply.answer.append(dns.rrset.from_text(qname, 300, "IN", "TXT", txt_strings(text)))
-        return reply
-
-    with ScriptedDnsServer(answer) as server:
+    with ScriptedDnsServer(txt_records(records)) as server:
         yield server
 
 

@@ -18,14 +18,10 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from mailseal import generate_private_key
-from mailseal.core.algorithms import KeyType
-from mailseal.keys.sqlite_store import SqliteKeyStore
-from mailseal.keys.store import NewKey
 from mailseal.reports.serve import PageContext, make_server
 from mailseal.reports.sqlite_store import SqliteReportStore
 from mailseal.reports.xmlparse import parse_report_bytes
-from support.dmarc_reports import DAY, NOW, Row, Sig, Spec, report_xml
+from support.dmarc_reports import DAY, NOW, Row, Sig, Spec, key_store_with_one_key, report_xml
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -65,19 +61,7 @@ def _fill(path: Path) -> SqliteReportStore:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[str, SqliteReportStore]]:
     store = _fill(tmp_path / "reports.db")
-    keys = SqliteKeyStore(tmp_path / "keys.db")
-    keys.add(
-        NewKey(
-            domain="example.com",
-            selector="s2026",
-            key_type=KeyType.ED25519,
-            bits=256,
-            private_pem=generate_private_key(KeyType.ED25519).to_pem(),
-            record_text="v=DKIM1; k=ed25519; p=AA",
-            revoked_text="v=DKIM1; k=ed25519; p=",
-            created_at=NOW - 100 * DAY,
-        )
-    )
+    keys = key_store_with_one_key(tmp_path / "keys.db")
     server = make_server(PageContext(store, keys, lambda: NOW), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()

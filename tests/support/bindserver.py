@@ -11,11 +11,9 @@ answers come from this server.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -31,7 +29,7 @@ import dns.rcode
 import dns.rdtypes.txtbase
 
 from support.dnsserver import LOOPBACK, ServerStartError, TsigKey, free_port
-from support.managed import ManagedServer
+from support.managed import ManagedServer, stop_process_group
 
 NAMED = "/usr/sbin/named"
 
@@ -42,15 +40,7 @@ def bind_available() -> bool:
 
 
 def _stop(process: subprocess.Popen[bytes], workdir: Path) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+    stop_process_group(process)
     shutil.rmtree(workdir, ignore_errors=True)
 
 

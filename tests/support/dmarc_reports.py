@@ -11,6 +11,11 @@ from email.message import EmailMessage
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from mailseal import generate_private_key
+from mailseal.core.algorithms import KeyType
+from mailseal.keys.sqlite_store import SqliteKeyStore
+from mailseal.keys.store import NewKey
+
 DAY = 86400
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "dmarc-reports"
@@ -130,3 +135,23 @@ def report_email(
         main, sub = ctype.split("/", 1)
         message.add_attachment(data, maintype=main, subtype=sub, filename=name)
     return message.as_bytes()
+
+
+def key_store_with_one_key(
+    path: Path, *, domain: str = "example.com", selector: str = "s2026"
+) -> SqliteKeyStore:
+    """A key store holding one Ed25519 key ``selector`` of ``domain``, made 100 days before NOW (caller closes)."""
+    store = SqliteKeyStore(path)
+    store.add(
+        NewKey(
+            domain=domain,
+            selector=selector,
+            key_type=KeyType.ED25519,
+            bits=256,
+            private_pem=generate_private_key(KeyType.ED25519).to_pem(),
+            record_text="v=DKIM1; k=ed25519; p=AA",
+            revoked_text="v=DKIM1; k=ed25519; p=",
+            created_at=NOW - 100 * DAY,
+        )
+    )
+    return store

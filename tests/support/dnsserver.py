@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import secrets
 import selectors
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -16,7 +14,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -31,10 +29,11 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.txtbase
+import dns.rrset
 import dns.tsig
 import dns.tsigkeyring
 
-from support.managed import ManagedServer
+from support.managed import ManagedServer, stop_process_group
 
 KNOTD = "/usr/sbin/knotd"
 KNOTC = "/usr/sbin/knotc"
@@ -114,15 +113,7 @@ class _PortTaken(ServerStartError):
 
 def _stop_process(process: subprocess.Popen[bytes], cleanup: Sequence[Path]) -> None:
     """Stop knotd's process group and remove its directories (also run by a finalizer at exit)."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+    stop_process_group(process)
     for path in cleanup:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -391,6 +382,26 @@ class KnotServer(ManagedServer):
 
 Handler = Callable[[dns.message.Message, str], "dns.message.Message | bytes | None"]
 """Given a query and its transport ("udp" or "tcp"), return a reply, raw bytes, or None to stay silent."""
+
+
+def txt_records(records: Mapping[str, str]) -> Handler:
+    """A :class:`ScriptedDnsServer` handler publishing ``records`` (owner name -> TXT text), NXDOMAIN else.
+
+    Owner names are matched lower-case, without the final dot; the mapping is
+    read at each query, so a test may change it while the server runs.
+    """
+
+    def answer(query: dns.message.Message, _transport: str) -> dns.message.Message:
+        reply = dns.message.make_response(query)
+        qname = query.question[0].name
+        text = records.get(qname.to_text(omit_final_dot=True).lower())
+        if text is None:
+            reply.set_rcode(dns.rcode.NXDOMAIN)
+        else:
+            reply.answer.append(dns.rrset.from_text(qname, 300, "IN", "TXT", txt_strings(text)))
+        return reply
+
+    return answer
 
 
 class ScriptedDnsServer:

@@ -7,6 +7,7 @@ import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import dns.query
 import dns.rcode
@@ -71,9 +72,17 @@ class KeysSetup:
         assert reply.rcode() == dns.rcode.NOERROR
 
 
+class Primary(Protocol):
+    """The primary server a keys.toml sends UPDATEs to: Knot or BIND."""
+
+    @property
+    def nameserver(self) -> str:
+        """``IP:PORT``."""
+
+
 def write_config(
     path: Path,
-    knot: KnotServer,
+    knot: Primary,
     tsig: TsigKey,
     *,
     store: Path,
@@ -81,7 +90,7 @@ def write_config(
     extra: str = "",
     secret: str | None = None,
 ) -> Path:
-    """keys.toml: the policy of :mod:`support.keyflow`, UPDATEs to ``knot`` with ``tsig``."""
+    """keys.toml: the policy of :mod:`support.keyflow`, UPDATEs to ``knot`` (or named) with ``tsig``."""
     secret_file = path.parent / "tsig.secret"
     secret_file.write_text((secret or tsig.secret) + "\n")
     secret_file.chmod(0o600)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
@@ -38,3 +42,22 @@ class ManagedServer(ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def stop_process_group(
+    process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, grace: float = 5.0
+) -> None:
+    """Send ``sig`` to a server's process group, SIGKILL it after ``grace`` seconds; always reaped.
+
+    For servers started with ``start_new_session=True``, so that workers the
+    server forked go too. Nothing happens when the leader has already exited.
+    """
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)

@@ -111,3 +111,28 @@ class MilterProcess:
         self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def children_of(pid: int) -> list[int]:
+    """The live (not zombie) child processes of ``pid``, read from /proc: the milter's workers."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def wait_for_children(pid: int, count: int, *, without: int = 0, timeout: float = 10) -> list[int]:
+    """Wait until ``pid`` has ``count`` workers other than ``without``; AssertionError at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [child for child in children_of(pid) if child != without]
+        if len(found) == count:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"expected {count} worker processes, found {children_of(pid)}")

@@ -15,7 +15,6 @@ sends its lookups to a loopback DNS server (through libunbound's forwarder).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Self
 
-from support.managed import ManagedServer
+from support.managed import ManagedServer, stop_process_group
 from support.postfix import LOOPBACK, free_tcp_port
 
 OPENDKIM = "/usr/sbin/opendkim"
@@ -60,15 +59,7 @@ def _terminate(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> N
     SIGKILL by default: OpenDKIM has nothing to flush here, and on SIGTERM
     libmilter takes about 5 s to notice (its listener polls with a 5 s timeout).
     """
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+    stop_process_group(process, sig=sig, grace=10)
 
 
 def _cleanup(holder: list[subprocess.Popen[bytes]], workdir: Path) -> None:

@@ -63,11 +63,17 @@ def fresh_pg_dsn(cluster: PostgresServer) -> str:
     return dsn
 
 
+@pytest.fixture
+def kek(tmp_path: Path) -> Path:
+    """A fresh key-encryption key file, ``tmp_path/kek`` (mode 0600), for stores that seal private keys."""
+    path = tmp_path / "kek"
+    add_kek(path)
+    return path
+
+
 @pytest.fixture(params=BACKENDS)
-def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> StoreBackend:
+def store_backend(request: pytest.FixtureRequest, tmp_path: Path, kek: Path) -> StoreBackend:
     """The SQLite store in ``tmp_path``, or the session cluster's database (with a KEK file in ``tmp_path``)."""
-    kek = tmp_path / "kek"
-    add_kek(kek)
     if request.param == "sqlite":
         return StoreBackend("sqlite", tmp_path / "state" / "keys.db", kek)
     cluster: PostgresServer = request.getfixturevalue("pg_cluster")

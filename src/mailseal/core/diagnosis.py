@@ -34,6 +34,7 @@ from mailseal.core.quotedprintable import decode_dkim_qp
 from mailseal.core.results import Reason
 from mailseal.core.selection import index_by_name, select
 from mailseal.core.signature import DKIMSignature, without_b_value
+from mailseal.core.visible import visible
 
 MAX_BODY_PASSES: Final = 8
 MAX_PREFIXES: Final = 1000  # lines of added text looked for (a footer is a few)
@@ -888,7 +889,7 @@ def _show(text: bytes, *, exact: bool = False) -> str:
     decoded = text.decode("utf-8", "replace").strip(" ")
     if exact:
         decoded = decoded.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
-    safe = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in decoded)
+    safe = visible(decoded)
     if len(safe) > _SHOWN:
         safe = safe[: _SHOWN - 3] + "..."
     return '"' + safe.replace('"', "'") + '"'
@@ -896,7 +897,7 @@ def _show(text: bytes, *, exact: bool = False) -> str:
 
 def _plain(text: str) -> str:
     """The verifier's detail sentence with any control character made visible."""
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    return visible(text)
 
 
 def _duration(seconds: int) -> str:

@@ -243,42 +243,64 @@ def _kek_path(value: str | None, base: Path) -> Path | None:
 
 
 def _policy(r: TableReader, table: Mapping[str, Any], base: RotationPolicy, at: Path_) -> RotationPolicy:
-    changes: dict[str, Any] = {}
+    """``base`` with what ``table`` sets; a bad value is a problem and keeps ``base``'s."""
     where = _name(at)
+
+    def seconds(name: str, current: int) -> int:
+        if name not in table:
+            return current
+        value = _checked(r, (*at, name), partial(parse_duration, table[name], f"{where}.{name}"), -1)
+        return value if value >= 0 else current
+
+    rotate_every = base.rotate_every
     if "rotate_every" in table:
-        value = table["rotate_every"]
-        if value in ("never", 0):
-            changes["rotate_every"] = None
+        if table["rotate_every"] in ("never", 0):
+            rotate_every = None
         else:
-            every = _checked(
-                r, (*at, "rotate_every"), lambda: parse_duration(value, f"{where}.rotate_every"), -1
-            )
-            if every >= 0:
-                changes["rotate_every"] = every
-    for name in ("grace", "propagation_delay", "revoked_for", "ttl"):
-        if name in table:
-            seconds = _checked(r, (*at, name), partial(parse_duration, table[name], f"{where}.{name}"), -1)
-            if seconds >= 0:
-                changes[name] = seconds
+            rotate_every = seconds("rotate_every", -1)
+            if rotate_every < 0:
+                rotate_every = base.rotate_every
+    grace = seconds("grace", base.grace)
+    propagation_delay = seconds("propagation_delay", base.propagation_delay)
+    revoked_for = seconds("revoked_for", base.revoked_for)
+    ttl = seconds("ttl", base.ttl)
+    key_type = base.key_type
     if "algorithm" in table:
         try:
-            changes["key_type"] = KeyType(str(table["algorithm"]).lower())
+            key_type = KeyType(str(table["algorithm"]).lower())
         except ValueError:
             r.problem(
                 (*at, "algorithm"), f"{where}.algorithm: use rsa or ed25519, not {table['algorithm']!r}"
             )
+    bits = base.bits
     if "bits" in table:
         if not isinstance(table["bits"], int) or isinstance(table["bits"], bool):
             r.problem((*at, "bits"), f"{where}.bits must be a number such as 2048")
         else:
-            changes["bits"] = table["bits"]
+            bits = table["bits"]
+    selector_scheme = base.selector_scheme
     if "selector_scheme" in table:
         scheme = _checked(
             r, (*at, "selector_scheme"), lambda: check_scheme(str(table["selector_scheme"])), ""
         )
         if scheme:
-            changes["selector_scheme"] = scheme
-    return _checked(r, at, lambda: replace(base, **changes), base)
+            selector_scheme = scheme
+    return _checked(
+        r,
+        at,
+        lambda: replace(
+            base,
+            rotate_every=rotate_every,
+            grace=grace,
+            propagation_delay=propagation_delay,
+            revoked_for=revoked_for,
+            key_type=key_type,
+            bits=bits,
+            selector_scheme=selector_scheme,
+            ttl=ttl,
+        ),
+        base,
+    )
 
 
 def _publish(r: TableReader, table: object, base: PublishConfig, at: Path_, path: Path) -> PublishConfig:

@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -34,6 +33,7 @@ from mailseal.core.keymaterial import load_private_key
 from mailseal.core.keywrap import unseal
 from mailseal.errors import KeyStoreError, MailsealError
 from mailseal.keys.backends import StoreLocation, describe
+from mailseal.keys.files import write_secret_file
 from mailseal.keys.kek import read_kek_file
 from mailseal.keys.source import (
     STORE_BUSY_TIMEOUT,
@@ -42,6 +42,8 @@ from mailseal.keys.source import (
     SigningKey,
     StoreKeyEntry,
     StoreKeySource,
+    no_active_key,
+    store_problem,
 )
 from mailseal.keys.store import KeyStoreUnavailableError, fold_name
 
@@ -140,7 +142,7 @@ class DatabaseKeySource:
             ) from None
         except (MailsealError, OSError) as exc:
             self._drop()
-            raise KeyStoreUnavailableError(_problem(self._where, exc)) from None
+            raise KeyStoreUnavailableError(store_problem(self._where, exc)) from None
         return ("postgresql", marks)
 
     def load(self) -> KeySet:
@@ -151,7 +153,7 @@ class DatabaseKeySource:
             found = self._open().signing_keys_of(self._domains)
         except (MailsealError, OSError, ImportError) as exc:
             self._drop()
-            problem = _problem(self._where, exc)
+            problem = store_problem(self._where, exc)
             cached = self._from_cache(problem)
             if cached is not None:
                 return cached
@@ -183,10 +185,7 @@ class DatabaseKeySource:
             if chosen:
                 keys[entry.name] = chosen
             else:
-                absent[entry.name] = (
-                    f"the key store {self._where} has no active key for {entry.domain} "
-                    f"(see: mailseal keys list {entry.domain})"
-                )
+                absent[entry.name] = no_active_key(self._where, entry.domain)
         return KeySet(keys, {}, absent)
 
     # -- the cache file: the last good answer, keys still sealed ---------------------------------
@@ -212,7 +211,7 @@ class DatabaseKeySource:
                     if key_id in sealed
                 ],
             }
-            _write_private(self._cache_file, json.dumps(document, indent=1).encode())
+            write_secret_file(self._cache_file, json.dumps(document, indent=1).encode())
         except (MailsealError, OSError) as exc:
             _log.warning("cannot write the key cache %s: %s", self._cache_file, exc)
 
@@ -243,25 +242,6 @@ class DatabaseKeySource:
             return None
         _log.warning("%s; signing with the keys cached in %s", problem, self._cache_file)
         return self._keyset(found, f", cached in {self._cache_file}")
-
-
-def _problem(where: str, exc: BaseException) -> str:
-    text = str(exc)
-    return text if where in text else f"key store {where}: {text}"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically with ``data``, mode 0600."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(data)
-        tmp.replace(path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _read_private(path: Path) -> bytes:

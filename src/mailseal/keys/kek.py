@@ -8,16 +8,15 @@ one KEK opens every key in the shared database).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import stat
-import tempfile
 from pathlib import Path
 from typing import Final
 
 from mailseal.core.keywrap import KEK_BYTES, NONCE_BYTES, KekRing, KeyEncryptionKey, parse_kek_text, seal
-from mailseal.errors import InsecureKeyFileError, KeyStoreError
+from mailseal.errors import KeyStoreError
+from mailseal.keys.files import refuse_shared, write_secret_file
 
 __all__ = ["add_kek", "drop_keks", "new_kek", "read_kek_file", "seal_new", "write_kek_file"]
 
@@ -48,16 +47,7 @@ def read_kek_file(path: Path) -> KekRing:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise KeyStoreError(f"the key-encryption key file {path} is not a regular file")
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise InsecureKeyFileError(
-                f"the key-encryption key file {path} is readable or writable by group/others "
-                f"(mode {stat.S_IMODE(info.st_mode):04o}); fix with: chmod 600 {path}"
-            )
-        if info.st_uid not in (0, os.geteuid()):
-            raise InsecureKeyFileError(
-                f"the key-encryption key file {path} belongs to uid {info.st_uid}, not to root or to us; "
-                f"fix with: chown {os.geteuid()} {path}"
-            )
+        refuse_shared(info, path, "the key-encryption key file")
         data = os.read(fd, MAX_KEK_FILE + 1)
     except OSError as exc:
         raise KeyStoreError(f"cannot read the key-encryption key file {path}: {exc.strerror}") from None
@@ -81,22 +71,9 @@ def write_kek_file(path: Path, ring: KekRing) -> None:
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        write_secret_file(path, text.encode("ascii"))
     except OSError as exc:
         raise KeyStoreError(f"cannot write {path}: {exc.strerror}") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except OSError as exc:
-        raise KeyStoreError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def add_kek(path: Path, kek: KeyEncryptionKey | None = None) -> KekRing:

@@ -36,13 +36,14 @@ from typing import Any, Final
 import psycopg
 import psycopg.errors
 
-from mailseal.core.algorithms import KeyType
 from mailseal.core.keymaterial import PrivateKey, load_private_key
 from mailseal.core.keywrap import KekRing, unseal
 from mailseal.errors import KeyStoreError
 from mailseal.keys.backends import describe
 from mailseal.keys.kek import read_kek_file, seal_new
 from mailseal.keys.store import (
+    KEY_COLUMNS,
+    MUTABLE_COLUMNS,
     Change,
     KeyEntry,
     KeyState,
@@ -50,7 +51,9 @@ from mailseal.keys.store import (
     NewKey,
     SigningKey,
     Transition,
+    entry_from_row,
     fold_name,
+    mutable_values,
     transition_time,
 )
 
@@ -103,10 +106,7 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
 }
 SCHEMA_VERSION: Final = max(MIGRATIONS)
 
-_COLUMNS: Final = (
-    "id, domain, selector, key_type, bits, state, record_text, revoked_text, created_at, published_at, "
-    "visible_at, activated_at, retired_at, revoked_at, removed_at, confirmed_at, last_error"
-)
+_COLUMNS: Final = ", ".join(KEY_COLUMNS)
 _SELECT_KEYS: Final = f"SELECT {_COLUMNS} FROM mailseal.keys"  # noqa: S608 - constant column list
 _UPDATE_KEY: Final = (
     "UPDATE mailseal.keys SET state = %s, published_at = %s, visible_at = %s, activated_at = %s, "
@@ -114,16 +114,10 @@ _UPDATE_KEY: Final = (
     "kek_id = CASE WHEN %s THEN NULL ELSE kek_id END, "
     "private_sealed = CASE WHEN %s THEN NULL ELSE private_sealed END WHERE id = %s"
 )
-_MUTABLE: Final = (
-    "state",
-    "published_at",
-    "visible_at",
-    "activated_at",
-    "retired_at",
-    "revoked_at",
-    "removed_at",
-    "confirmed_at",
-    "last_error",
+_INSERT_KEY: Final = (
+    "INSERT INTO mailseal.keys (domain, selector, key_type, bits, state, kek_id, "
+    "private_sealed, record_text, revoked_text, created_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
 )
 _SIGNING: Final = (
     "SELECT id, domain, selector, activated_at, kek_id, private_sealed FROM mailseal.keys "
@@ -314,14 +308,14 @@ class PgKeyStore:
             rows = self._select(
                 _SELECT_KEYS + " WHERE domain = %s ORDER BY created_at, id", (fold_name(domain),)
             )
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
     def entry(self, domain: str, selector: str) -> KeyEntry | None:
         """The key at ``selector`` of ``domain``, or ``None``."""
         rows = self._select(
             _SELECT_KEYS + " WHERE domain = %s AND selector = %s", (fold_name(domain), fold_name(selector))
         )
-        return _entry(rows[0]) if rows else None
+        return entry_from_row(rows[0]) if rows else None
 
     def history(self, key_id: int) -> list[Transition]:
         """The key's state changes, oldest first."""
@@ -447,9 +441,7 @@ class PgKeyStore:
                     raise _SelectorTaken
                 (key_id,) = _one(
                     db.execute(
-                        "INSERT INTO mailseal.keys (domain, selector, key_type, bits, state, kek_id, "
-                        "private_sealed, record_text, revoked_text, created_at) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                        _INSERT_KEY,
                         (
                             domain,
                             selector,
@@ -468,7 +460,7 @@ class PgKeyStore:
                     "INSERT INTO mailseal.transitions (key_id, at, from_state, to_state) VALUES (%s, %s, NULL, %s)",
                     (key_id, new.created_at, str(KeyState.GENERATED)),
                 )
-                entry = _entry(_one(db.execute(_SELECT_KEYS + " WHERE id = %s", (key_id,))))
+                entry = entry_from_row(_one(db.execute(_SELECT_KEYS + " WHERE id = %s", (key_id,))))
         except (_SelectorTaken, psycopg.errors.UniqueViolation):
             raise KeyStoreError(
                 f"selector {selector} of {domain} is already in the key store; selectors are never reused"
@@ -483,14 +475,14 @@ class PgKeyStore:
                 row = db.execute(_SELECT_KEYS + " WHERE id = %s FOR UPDATE", (change.before.id,)).fetchone()
                 if row is None:
                     raise KeyStoreError(f"key {change.before} is not in the store")
-                current = _entry(row)
+                current = entry_from_row(row)
                 if current.state is not change.before.state:
                     raise KeyStoreError(
                         f"{current.name} is {current.state}, not {change.before.state}: "
                         "another process changed it; run the command again"
                     )
                 after = change.after
-                values = [str(after.state) if c == "state" else getattr(after, c) for c in _MUTABLE]
+                values = mutable_values(after)
                 removed = after.state is KeyState.REMOVED  # a removed key's private half is destroyed
                 db.execute(_UPDATE_KEY, (*values, removed, removed, after.id))
                 if after.state is not current.state:
@@ -499,7 +491,7 @@ class PgKeyStore:
                         "VALUES (%s, %s, %s, %s)",
                         (after.id, transition_time(after), str(current.state), str(after.state)),
                     )
-                written.append(_entry(_one(db.execute(_SELECT_KEYS + " WHERE id = %s", (after.id,)))))
+                written.append(entry_from_row(_one(db.execute(_SELECT_KEYS + " WHERE id = %s", (after.id,)))))
         with self._lock:
             for change in changes:
                 if change.after.state is not KeyState.ACTIVE:
@@ -595,14 +587,12 @@ class PgKeyStore:
             row = db.execute(
                 _SELECT_KEYS + " WHERE domain = %s AND selector = %s FOR UPDATE", (domain, selector)
             ).fetchone()
-            values = [str(entry.state) if c == "state" else getattr(entry, c) for c in _MUTABLE]
+            values = mutable_values(entry)
             wanted = [(t.at, t.from_state and str(t.from_state), str(t.to_state)) for t in history]
             if row is None:
                 (key_id,) = _one(
                     db.execute(
-                        "INSERT INTO mailseal.keys (domain, selector, key_type, bits, state, kek_id, "
-                        "private_sealed, record_text, revoked_text, created_at) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                        _INSERT_KEY,
                         (
                             domain,
                             selector,
@@ -619,7 +609,7 @@ class PgKeyStore:
                 )
                 outcome = "added"
             else:
-                here = _entry(row)
+                here = entry_from_row(row)
                 if (here.record_text, here.revoked_text, here.key_type) != (
                     entry.record_text,
                     entry.revoked_text,
@@ -662,7 +652,7 @@ class _SelectorTaken(Exception):
 
 
 def _comparable(entry: KeyEntry) -> tuple[object, ...]:
-    return tuple(getattr(entry, c) for c in (*_MUTABLE, "bits", "created_at"))
+    return tuple(getattr(entry, c) for c in (*MUTABLE_COLUMNS, "bits", "created_at"))
 
 
 def _one(cursor: psycopg.Cursor[Any]) -> Any:
@@ -675,29 +665,3 @@ def _one(cursor: psycopg.Cursor[Any]) -> Any:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
-
-
-def _entry(row: Sequence[Any]) -> KeyEntry:
-    return KeyEntry(
-        id=int(row[0]),
-        domain=row[1],
-        selector=row[2],
-        key_type=KeyType(row[3]),
-        bits=int(row[4]),
-        state=KeyState(row[5]),
-        record_text=row[6],
-        revoked_text=row[7],
-        created_at=int(row[8]),
-        published_at=_int(row[9]),
-        visible_at=_int(row[10]),
-        activated_at=_int(row[11]),
-        retired_at=_int(row[12]),
-        revoked_at=_int(row[13]),
-        removed_at=_int(row[14]),
-        confirmed_at=_int(row[15]),
-        last_error=row[16],
-    )
-
-
-def _int(value: object) -> int | None:
-    return None if value is None else int(value)  # type: ignore[call-overload]

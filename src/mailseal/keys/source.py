@@ -236,7 +236,7 @@ class StoreKeySource:
         try:
             store = self._opener(self._path, self._timeout)
         except (MailsealError, OSError) as exc:
-            return KeySet({}, dict.fromkeys((e.name for e in self._entries), _store_problem(self._path, exc)))
+            return KeySet({}, dict.fromkeys((e.name for e in self._entries), store_problem(self._path, exc)))
         try:
             found: dict[str, tuple[SigningKey, ...]] = {}
             for entry in self._entries:
@@ -254,16 +254,13 @@ class StoreKeySource:
                             for key in store.signing_keys(entry.domain)
                         )
                 except (MailsealError, OSError) as exc:
-                    problems[entry.name] = _store_problem(self._path, exc)
+                    problems[entry.name] = store_problem(self._path, exc)
                     continue
                 chosen = tuple(_renamed(key, entry.name) for key in found[entry.domain])
                 if chosen:
                     keys[entry.name] = chosen
                 else:
-                    absent[entry.name] = (
-                        f"the key store {self._path} has no active key for {entry.domain} "
-                        f"(see: mailseal keys list {entry.domain})"
-                    )
+                    absent[entry.name] = no_active_key(self._path, entry.domain)
         finally:
             store.close()
         return KeySet(keys, problems, absent)
@@ -280,7 +277,7 @@ class StoreKeySource:
         try:
             store = self._opener(self._path, self._timeout)
         except (MailsealError, OSError) as exc:
-            return ("error", _store_problem(self._path, exc))
+            return ("error", store_problem(self._path, exc))
         try:
             marks = []
             for domain in sorted({e.domain for e in self._entries}):
@@ -292,7 +289,7 @@ class StoreKeySource:
                 marks.append((domain, signing))
             return tuple(marks)
         except (MailsealError, OSError) as exc:
-            return ("error", _store_problem(self._path, exc))
+            return ("error", store_problem(self._path, exc))
         finally:
             store.close()
 
@@ -301,9 +298,15 @@ def _renamed(key: SigningKey, name: str) -> SigningKey:
     return key if key.name == name else SigningKey(name, key.domain, key.selector, key.key, None, key.origin)
 
 
-def _store_problem(path: Path, exc: BaseException) -> str:
+def store_problem(where: Path | str, exc: BaseException) -> str:
+    """What went wrong with the store at ``where``, named once (the error may name it already)."""
     text = str(exc)
-    return text if str(path) in text else f"key store {path}: {text}"
+    return text if str(where) in text else f"key store {where}: {text}"
+
+
+def no_active_key(where: Path | str, domain: str) -> str:
+    """Why a key table entry has nothing to sign with: the store holds no active key for its domain."""
+    return f"the key store {where} has no active key for {domain} (see: mailseal keys list {domain})"
 
 
 class CombinedKeySource:

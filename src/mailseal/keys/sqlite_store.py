@@ -42,10 +42,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from mailseal.core.algorithms import KeyType
 from mailseal.core.keymaterial import PrivateKey, load_private_key
 from mailseal.errors import InsecureKeyFileError, KeyStoreError
-from mailseal.keys.store import Change, KeyEntry, KeyState, KeyStoreBusyError, NewKey, SigningKey, Transition
+from mailseal.keys.store import (
+    KEY_COLUMNS,
+    MUTABLE_COLUMNS,
+    Change,
+    KeyEntry,
+    KeyState,
+    KeyStoreBusyError,
+    NewKey,
+    SigningKey,
+    Transition,
+    entry_from_row,
+    mutable_values,
+)
 from mailseal.keys.store import fold_name as _fold
 from mailseal.keys.store import transition_time as _time_of
 
@@ -92,21 +103,7 @@ CREATE TABLE transitions (
 )""",
 )
 
-_MUTABLE: Final = (
-    "state",
-    "published_at",
-    "visible_at",
-    "activated_at",
-    "retired_at",
-    "revoked_at",
-    "removed_at",
-    "confirmed_at",
-    "last_error",
-)
-_SELECT_KEYS: Final = (  # the columns in KeyEntry's field order
-    "SELECT id, domain, selector, key_type, bits, state, record_text, revoked_text, created_"
-    "at, published_at, visible_at, activated_at, retired_at, revoked_at, removed_at, confirmed_at, last_error FROM keys"
-)
+_SELECT_KEYS: Final = f"SELECT {', '.join(KEY_COLUMNS)} FROM keys"  # noqa: S608 - constant column list
 _ALL_KEYS: Final = _SELECT_KEYS + " ORDER BY created_at, id"
 _DOMAIN_KEYS: Final = _SELECT_KEYS + " WHERE domain = ? ORDER BY created_at, id"
 _ONE_KEY: Final = _SELECT_KEYS + " WHERE domain = ? AND selector = ?"
@@ -371,16 +368,16 @@ class SqliteKeyStore:
     def entries(self, domain: str | None = None) -> list[KeyEntry]:
         """Every key, removed ones included, oldest first; only ``domain``'s when given."""
         rows = self._select(_ALL_KEYS) if domain is None else self._select(_DOMAIN_KEYS, (_fold(domain),))
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
     def entry(self, domain: str, selector: str) -> KeyEntry | None:
         """The key at ``selector`` of ``domain``, or ``None``."""
         rows = self._select(_ONE_KEY, (_fold(domain), _fold(selector)))
-        return _entry(rows[0]) if rows else None
+        return entry_from_row(rows[0]) if rows else None
 
     def _by_id(self, db: sqlite3.Connection, key_id: int) -> KeyEntry | None:
         row = db.execute(_KEY_BY_ID, (key_id,)).fetchone()
-        return None if row is None else _entry(row)
+        return None if row is None else entry_from_row(row)
 
     def add(self, new: NewKey) -> KeyEntry:
         """Insert ``new`` in state ``generated`` with its private key, in one transaction."""
@@ -432,7 +429,7 @@ class SqliteKeyStore:
                         "another process changed it; run the command again"
                     )
                 after = change.after
-                values = [str(after.state) if c == "state" else getattr(after, c) for c in _MUTABLE]
+                values = mutable_values(after)
                 # A removed key's private half is destroyed.
                 db.execute(_UPDATE_KEY, (*values, after.state is KeyState.REMOVED, after.id))
                 if after.state is not current.state:
@@ -530,7 +527,7 @@ class SqliteKeyStore:
         wanted = [
             (t.at, None if t.from_state is None else str(t.from_state), str(t.to_state)) for t in history
         ]
-        values = [str(entry.state) if c == "state" else getattr(entry, c) for c in _MUTABLE]
+        values = mutable_values(entry)
         with self._write() as db:
             row = db.execute(_ONE_KEY, (domain, selector)).fetchone()
             if row is None:
@@ -552,7 +549,7 @@ class SqliteKeyStore:
                 key_id = cursor.lastrowid
                 outcome = "added"
             else:
-                here = _entry(row)
+                here = entry_from_row(row)
                 if (here.record_text, here.revoked_text, here.key_type) != (
                     entry.record_text,
                     entry.revoked_text,
@@ -566,7 +563,9 @@ class SqliteKeyStore:
                     "SELECT at, from_state, to_state FROM transitions WHERE key_id = ? ORDER BY rowid",
                     (key_id,),
                 ).fetchall()
-                same = all(getattr(here, c) == getattr(entry, c) for c in (*_MUTABLE, "bits", "created_at"))
+                same = all(
+                    getattr(here, c) == getattr(entry, c) for c in (*MUTABLE_COLUMNS, "bits", "created_at")
+                )
                 if same and [tuple(t) for t in have] == wanted:
                     return "same"
                 outcome = "updated"
@@ -625,25 +624,3 @@ def _copy_private(source: Path, target: Path) -> None:
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with open(fd, "wb") as out, source.open("rb") as data:
         shutil.copyfileobj(data, out)
-
-
-def _entry(row: Sequence[Any]) -> KeyEntry:
-    return KeyEntry(
-        id=row[0],
-        domain=row[1],
-        selector=row[2],
-        key_type=KeyType(row[3]),
-        bits=row[4],
-        state=KeyState(row[5]),
-        record_text=row[6],
-        revoked_text=row[7],
-        created_at=row[8],
-        published_at=row[9],
-        visible_at=row[10],
-        activated_at=row[11],
-        retired_at=row[12],
-        revoked_at=row[13],
-        removed_at=row[14],
-        confirmed_at=row[15],
-        last_error=row[16],
-    )

@@ -18,13 +18,15 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 from mailseal.core.algorithms import KeyType
 from mailseal.core.keymaterial import PrivateKey
 from mailseal.errors import KeyStoreError
 
 __all__ = [
+    "KEY_COLUMNS",
+    "MUTABLE_COLUMNS",
     "Change",
     "KeyEntry",
     "KeyState",
@@ -35,7 +37,9 @@ __all__ = [
     "SealedStore",
     "SigningKey",
     "Transition",
+    "entry_from_row",
     "fold_name",
+    "mutable_values",
     "transition_time",
 ]
 
@@ -121,6 +125,54 @@ class KeyEntry:
 
     def __str__(self) -> str:
         return f"{self.name} ({self.key_type}, {self.state})"
+
+
+KEY_COLUMNS: Final = tuple(f.name for f in dataclasses.fields(KeyEntry))
+"""The key table's columns in :class:`KeyEntry`'s field order: what both SQL stores select."""
+MUTABLE_COLUMNS: Final = (
+    "state",
+    "published_at",
+    "visible_at",
+    "activated_at",
+    "retired_at",
+    "revoked_at",
+    "removed_at",
+    "confirmed_at",
+    "last_error",
+)
+"""The columns a transition may change; every other column is fixed when the key is added."""
+
+
+def mutable_values(entry: KeyEntry) -> list[object]:
+    """``entry``'s :data:`MUTABLE_COLUMNS` as SQL parameters, in that order."""
+    return [str(entry.state) if c == "state" else getattr(entry, c) for c in MUTABLE_COLUMNS]
+
+
+def entry_from_row(row: Sequence[Any]) -> KeyEntry:
+    """A :class:`KeyEntry` from a row selected as :data:`KEY_COLUMNS` (either SQL store)."""
+    return KeyEntry(
+        id=int(row[0]),
+        domain=row[1],
+        selector=row[2],
+        key_type=KeyType(row[3]),
+        bits=int(row[4]),
+        state=KeyState(row[5]),
+        record_text=row[6],
+        revoked_text=row[7],
+        created_at=int(row[8]),
+        published_at=_int(row[9]),
+        visible_at=_int(row[10]),
+        activated_at=_int(row[11]),
+        retired_at=_int(row[12]),
+        revoked_at=_int(row[13]),
+        removed_at=_int(row[14]),
+        confirmed_at=_int(row[15]),
+        last_error=row[16],
+    )
+
+
+def _int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,22 +87,24 @@ def load(path: str, factory: KeySourceFactory = config_key_source) -> Loaded:
 
 def key_problem_lines(loaded: Loaded) -> list[str]:
     """``path:line: key NAME: problem`` for each key that did not load."""
-    lines = []
-    for name, problem in loaded.keyset.problems.items():
-        line = loaded.config.key_lines.get(name)
-        where = f"{loaded.config.path}:{line}: " if loaded.config.path and line else ""
-        lines.append(f"{where}key {name!r} cannot be used: {problem}")
-    return lines
+    return [
+        f"{_where(loaded, name)}key {name!r} cannot be used: {why}"
+        for name, why in loaded.keyset.problems.items()
+    ]
 
 
 def key_absent_lines(loaded: Loaded) -> list[str]:
     """``path:line: key NAME: ...`` for each name whose source has no key for it now (not an error)."""
-    lines = []
-    for name, why in loaded.keyset.absent.items():
-        line = loaded.config.key_lines.get(name)
-        where = f"{loaded.config.path}:{line}: " if loaded.config.path and line else ""
-        lines.append(f"{where}key {name!r} has no key to sign with now: {why}")
-    return lines
+    return [
+        f"{_where(loaded, name)}key {name!r} has no key to sign with now: {why}"
+        for name, why in loaded.keyset.absent.items()
+    ]
+
+
+def _where(loaded: Loaded, name: str) -> str:
+    """``path:line: `` of the key's entry in the configuration, or nothing when unknown."""
+    line = loaded.config.key_lines.get(name)
+    return f"{loaded.config.path}:{line}: " if loaded.config.path and line else ""
 
 
 def signing_summary(keyset: KeySet) -> str:

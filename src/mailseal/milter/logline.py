@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from mailseal.core.visible import visible
+
 if TYPE_CHECKING:
     from mailseal.core.results import VerificationReport
     from mailseal.milter.session import MessageOutcome
@@ -23,7 +25,6 @@ _log = logging.getLogger("mailseal.milter")
 
 THROTTLE_INTERVAL: Final = 10.0
 """Seconds between two log lines of the same kind of repeated warning."""
-_ESCAPES: Final = {ord("\\"): "\\\\", ord(" "): "\\x20", ord("="): "\\x3d"}
 
 
 def escape(value: str) -> str:
@@ -32,20 +33,7 @@ def escape(value: str) -> str:
     Printable text is kept as is (international domain names stay readable);
     everything else becomes ``\\xNN`` / ``\\uNNNN``, so one log line is one line.
     """
-    if value.isprintable() and " " not in value and "=" not in value and "\\" not in value:
-        return value
-    out = []
-    for ch in value:
-        code = ord(ch)
-        if code in _ESCAPES:
-            out.append(_ESCAPES[code])
-        elif ch.isprintable():
-            out.append(ch)
-        elif code < 0x100:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-    return "".join(out)
+    return visible(value.replace("\\", "\\\\"), also=" =")
 
 
 def outcome_line(outcome: MessageOutcome) -> str:

@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from mailseal.core.visible import visible
 from mailseal.reports.model import Record, Report, TemporaryFailure, Unreadable
 from mailseal.reports.store import Added, Quarantined, ReportStore
 from mailseal.reports.unpack import Document, Item, Limits, item_documents
@@ -41,13 +42,7 @@ class Status(StrEnum):
 
 def printable(text: str, limit: int = 300) -> str:
     """Attacker-chosen text (reporter names, file names, reasons) made safe for one terminal line."""
-    out = []
-    for ch in text[:limit]:
-        if ch.isprintable() and ch not in "\u2028\u2029":
-            out.append(ch)
-        else:
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-    return "".join(out) + ("..." if len(text) > limit else "")
+    return visible(text[:limit]) + ("..." if len(text) > limit else "")
 
 
 def _date(epoch: int) -> str:

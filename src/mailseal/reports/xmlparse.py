@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Final
+from typing import Final, TypedDict
 
 from lxml import etree
 
@@ -267,34 +267,42 @@ def _record(element: etree._Element, number: int) -> Record:
     )
 
 
+class _Hardening(TypedDict):
+    resolve_entities: bool
+    no_network: bool
+    load_dtd: bool
+    dtd_validation: bool
+    huge_tree: bool
+    remove_comments: bool
+    remove_pis: bool
+    collect_ids: bool
+
+
+# The hardening both parsers share, in one place so they cannot drift apart: no entities,
+# network, DTD or huge trees; comments, processing instructions and ID tables dropped early.
+_HARDENED: Final = _Hardening(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    dtd_validation=False,
+    huge_tree=False,
+    remove_comments=True,
+    remove_pis=True,
+    collect_ids=False,
+)
+
+
 def _pull_parser(*, strict: bool) -> etree.XMLPullParser:
     return etree.XMLPullParser(
         events=("end",),
         tag=_TOP,  # only <feedback> and its children reach Python: libxml2 does the rest in C
         recover=not strict,
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-        collect_ids=False,
+        **_HARDENED,
     )
 
 
 def _whole_parser() -> etree.XMLParser:
-    return etree.XMLParser(
-        recover=True,
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-        collect_ids=False,
-    )
+    return etree.XMLParser(recover=True, **_HARDENED)
 
 
 class ReportStream:

@@ -40,13 +40,6 @@ def dsn(pg_cluster: PostgresServer) -> str:
 
 
 @pytest.fixture
-def kek(tmp_path: Path) -> Path:
-    path = tmp_path / "kek"
-    add_kek(path)
-    return path
-
-
-@pytest.fixture
 def store(dsn: str, kek: Path) -> Iterator[PgKeyStore]:
     opened = PgKeyStore(dsn, kek_file=kek)
     yield opened

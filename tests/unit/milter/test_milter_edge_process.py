@@ -24,7 +24,7 @@ from mailseal import PrivateKey, sign
 from mailseal.milter.sockets import raise_descriptor_limit
 from support.milter_client import MilterClient, split_message
 from support.milter_harness import MESSAGE, write_config
-from support.milter_process import MilterProcess
+from support.milter_process import MilterProcess, children_of, wait_for_children
 
 pytestmark = pytest.mark.integration
 
@@ -45,35 +45,12 @@ def config(
     )
 
 
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
-
-
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
     return state != "Z"
-
-
-def wait_for_children(pid: int, count: int, *, without: int = 0, timeout: float = 10) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [child for child in children_of(pid) if child != without]
-        if len(found) == count:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"expected {count} worker processes, found {children_of(pid)}")
 
 
 def rss_mb(pid: int) -> float:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from mailseal.core.algorithms import KeyType
-from mailseal.keys.kek import add_kek
 from mailseal.keys.lifecycle import Lifecycle
 from mailseal.keys.pg_store import PgKeyStore
 from mailseal.keys.publish import DnsUpdatePublisher
@@ -51,13 +50,6 @@ def cluster() -> Iterator[PostgresServer]:
     with PostgresServer(require_postgres()) as server:
         server.create_database("keys")
         yield server
-
-
-@pytest.fixture
-def kek(tmp_path: Path) -> Path:
-    path = tmp_path / "kek"
-    add_kek(path)
-    return path
 
 
 def rotation(dsn: str, kek: Path, zone: MemoryZone, clock: FakeClock) -> tuple[PgKeyStore, Lifecycle]:

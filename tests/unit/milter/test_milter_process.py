@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import tempfile
-import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ from mailseal import PrivateKey, sign
 from support.dnsserver import ScriptedDnsServer, txt_strings
 from support.milter_client import MilterClient, split_message
 from support.milter_harness import MESSAGE, dns_records, write_config
-from support.milter_process import MilterProcess
+from support.milter_process import MilterProcess, wait_for_children
 
 pytestmark = pytest.mark.integration
 
@@ -218,29 +217,6 @@ def test_privileges_are_dropped_after_binding_and_keys_read_as_that_user(
             assert_clean(process)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
-
-
-def wait_for_children(pid: int, count: int, *, without: int = 0) -> list[int]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        found = [child for child in children_of(pid) if child != without]
-        if len(found) == count:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"expected {count} worker processes, found {children_of(pid)}")
 
 
 def test_a_worker_that_dies_is_replaced(tmp_path: Path, keys: Keys) -> None:

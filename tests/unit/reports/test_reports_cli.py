@@ -12,15 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from mailseal import generate_private_key
 from mailseal.cli.main import main
-from mailseal.core.algorithms import KeyType
-from mailseal.keys.sqlite_store import SqliteKeyStore
-from mailseal.keys.store import NewKey
 from mailseal.reports.model import TemporaryFailure
 from mailseal.reports.sqlite_store import SqliteReportStore
 from mailseal.reports.xmlparse import parse_report_bytes
-from support.dmarc_reports import DAY, NOW, VECTORS, Row, Sig, Spec, gz, report_email, report_xml, zipped
+from support.dmarc_reports import (
+    DAY,
+    NOW,
+    VECTORS,
+    Row,
+    Sig,
+    Spec,
+    gz,
+    key_store_with_one_key,
+    report_email,
+    report_xml,
+    zipped,
+)
 
 
 @pytest.fixture
@@ -228,19 +236,7 @@ def test_summary_json_contract(tmp_path: Path, run) -> None:  # type: ignore[no-
 def test_summary_joins_with_the_key_store(tmp_path: Path, run, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     paths = [_write(tmp_path, f"{n}.xml", data) for n, data in enumerate(_reports())]
     run("ingest", *paths)
-    keys = SqliteKeyStore(tmp_path / "keys.db")
-    keys.add(
-        NewKey(
-            domain="example.com",
-            selector="s2026",
-            key_type=KeyType.ED25519,
-            bits=256,
-            private_pem=generate_private_key(KeyType.ED25519).to_pem(),
-            record_text="v=DKIM1; k=ed25519; p=AA",
-            revoked_text="v=DKIM1; k=ed25519; p=",
-            created_at=NOW - 100 * DAY,
-        )
-    )
+    keys = key_store_with_one_key(tmp_path / "keys.db")
     keys.close()
     status, out, _ = run("summary", "--json", "--keys-store", str(tmp_path / "keys.db"))
     rows = {(r["domain"], r["selector"], r["receiver"]): r["known_selector"] for r in json.loads(out)["rows"]}
