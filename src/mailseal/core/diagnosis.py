@@ -262,9 +262,11 @@ def _body(f: FailureFacts, sig: DKIMSignature, work: _Work) -> Diagnosis:
             f"body hash mismatch; the {f.body_size}-byte body is over the diagnosis limit",
         )
     found = (
-        _appended(f, sig, body, work)
+        # A decoding that gives back the signed hash is the strongest proof: first, so that a
+        # re-encoded line (e.g. "=20" after a signed prefix) is not read as appended text.
+        _reencoded(f, sig, body, work)
+        or _appended(f, sig, body, work)
         or _whitespace(sig, body, work)
-        or _reencoded(f, sig, body, work)
         or _modified(sig, body, work)
     )
     if note:
