@@ -192,7 +192,7 @@ def test_privileges_are_dropped_after_binding_and_keys_read_as_that_user(
             path.write_text(path.read_text() + f'\n[verify]\nnameservers = ["{dns_server.nameserver}"]\n')
             with MilterProcess(["--config", str(path), "--workers", "2"]) as process:
                 assert uid_of(process.proc.pid) == nobody.pw_uid
-                assert process.wait_for(r"key 'ed' cannot be used: .*Permission denied", 1) is not None
+                assert process.wait_for(r"key 'ed' cannot be used: .*Permission denied", 10) is not None
                 with connect(process.address) as client:
                     assert signatures(client) == 1
                     assert (
@@ -205,7 +205,7 @@ def test_privileges_are_dropped_after_binding_and_keys_read_as_that_user(
                     client.connect(address="192.0.2.99")
                     (authres,) = client.send_message(signed).inserted("Authentication-Results")
                 assert b"dkim=pass" in authres.value  # DNS and the PSL work after the drop
-                metrics_line = process.wait_for(r"metrics on http://(\S+)/metrics", 1)
+                metrics_line = process.wait_for(r"metrics on http://(\S+)/metrics", 10)
                 assert metrics_line is not None
                 url = metrics_line.split("metrics on ", 1)[1]
                 assert "mailseal_messages_total" in urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310 - loopback
