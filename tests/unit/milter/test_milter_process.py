@@ -101,14 +101,14 @@ def test_sigterm_finishes_the_message_in_flight_then_exits_zero(tmp_path: Path, 
         assert client.at_eof()
         client.close()
         assert process.proc.wait(10) == 0
-    assert process.wait_for("stopped", 1) is not None
+    assert process.wait_for("stopped", 10) is not None
     assert_clean(process)
 
 
 def test_worker_processes_share_the_socket_and_the_signals(tmp_path: Path, keys: Keys) -> None:
     path = config(tmp_path, keys, 'metrics = "127.0.0.1:0"')
     with MilterProcess(["--config", str(path), "--workers", "2"]) as process:
-        assert process.wait_for("with 2 worker", 1) is not None
+        assert process.wait_for("with 2 worker", 10) is not None
         clients = [connect(process.address) for _ in range(6)]
         assert [signatures(c) for c in clients] == [2] * 6
         metrics_line = process.wait_for(r"metrics on http://(\S+)/metrics", 1)
@@ -125,14 +125,14 @@ def test_worker_processes_share_the_socket_and_the_signals(tmp_path: Path, keys:
         for client in clients:
             client.close()
         assert process.stop() == 0
-    assert process.wait_for("all workers stopped", 1) is not None
+    assert process.wait_for("all workers stopped", 10) is not None
     assert_clean(process)
 
 
 def test_a_missing_key_at_start_is_logged_and_tempfails(tmp_path: Path, keys: Keys) -> None:
     path = config(tmp_path, {"rsa": (None, "example.com", "rsa2026")})
     with MilterProcess(["--config", str(path), "--workers", "1"]) as process:
-        assert process.wait_for(r"milter\.toml:\d+: key 'rsa' cannot be used: cannot read key file", 1)
+        assert process.wait_for(r"milter\.toml:\d+: key 'rsa' cannot be used: cannot read key file", 10)
         with connect(process.address) as client:
             result = client.send_message(MESSAGE)
         assert result.verdict == "tempfail"
