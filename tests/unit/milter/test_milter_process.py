@@ -111,7 +111,7 @@ def test_worker_processes_share_the_socket_and_the_signals(tmp_path: Path, keys:
         assert process.wait_for("with 2 worker", 10) is not None
         clients = [connect(process.address) for _ in range(6)]
         assert [signatures(c) for c in clients] == [2] * 6
-        metrics_line = process.wait_for(r"metrics on http://(\S+)/metrics", 1)
+        metrics_line = process.wait_for(r"metrics on http://(\S+)/metrics", 10)
         assert metrics_line is not None
         url = metrics_line.split("metrics on ", 1)[1]
         text = urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310 - our own loopback endpoint
