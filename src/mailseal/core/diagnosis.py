@@ -11,7 +11,8 @@ is False where even that is not certain.
 Cost is bounded: at most ``MAX_BODY_PASSES`` canonicalize-and-hash passes
 over a body the verifier kept (at most ``VerifyOptions.diagnosis_body_limit``
 bytes for streaming drivers), at most ``MAX_PREFIXES`` hash snapshots, at most
-``MAX_HEADER_CANDIDATES`` extra signature checks per signature, and at most
+``MAX_HEADER_CANDIDATES`` extra signature checks per signature (plus at most
+``MAX_FOLD_CANDIDATES`` header hashes compared with an RSA ``b=`` opened once), and at most
 ``MESSAGE_BODY_PASSES`` / ``MESSAGE_SIGNATURE_CHECKS`` for all the failed
 signatures of a message together (``DiagnosisBudget``). ``Diagnosis`` carries the
 counts so tests can check the bound without a clock.
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
-from mailseal.core.algorithms import PublicKey, rsa_key_made, verify_digest
+from mailseal.core.algorithms import PublicKey, rsa_key_made, rsa_signed_digest, verify_digest
 from mailseal.core.canonicalization import Canon, canonicalize_body, canonicalize_header, relaxed_header
 from mailseal.core.message import HeaderField, parse_header_block
 from mailseal.core.quotedprintable import decode_dkim_qp
@@ -40,6 +41,7 @@ MAX_PREFIXES: Final = 1000  # lines of added text looked for (a footer is a few)
 MAX_INSERT_POINTS: Final = 256
 MAX_TAIL: Final = 4096
 MAX_HEADER_CANDIDATES: Final = 24
+MAX_FOLD_CANDIDATES: Final = 256  # header hashes (no RSA) tried to find a fold a relay removed
 MESSAGE_BODY_PASSES: Final = 16  # for all the signatures of one message together
 MESSAGE_SIGNATURE_CHECKS: Final = 48
 MAX_MIME_PARTS: Final = 64
@@ -539,6 +541,18 @@ def _headers(f: FailureFacts, sig: DKIMSignature, key: PublicKey, work: _Work) -
         "; with simple header canonicalization any refolding or whitespace change breaks it" if simple else ""
     )
     absent = _absent_signed(f, sig)
+    named = [n.lower() for n in sig.signed_headers]
+    once = [n for n in absent if named.count(n) == 1]
+    if made and once:
+        # Not proven (no z=): a signer may name an absent field once to keep it out.
+        return Diagnosis(
+            Cause.HEADER_REMOVED,
+            f"the signed {', '.join(once)} field is named once in h= but absent now: most likely"
+            " removed after signing (a signer can also name an absent field to keep it out, so"
+            " this is a best reading, not a proof)" + hint,
+            f"absent: {', '.join(once)}",
+            confident=False,
+        )
     if absent:
         hint += f"; {', '.join(absent)} named in h= but absent (removed, or listed to prevent additions)"
     if made:
@@ -582,6 +596,7 @@ def _reconstructions(f: FailureFacts, sig: DKIMSignature, key: PublicKey, work: 
     yield from _subject_untagged(f, sig, key, work)
     if sig.header_canon is Canon.SIMPLE:
         yield from _unfolded(f, sig, key, work)
+        yield from _fold_removed(f, sig, key)
     yield from _duplicates_removed(f, sig, key, work)
     yield from _copied_restored(f, sig, key, work)
 
@@ -639,6 +654,40 @@ def _unfolded(f: FailureFacts, sig: DKIMSignature, key: PublicKey, work: _Work) 
                 f" {_show(_value(f.headers[first].raw), exact=True)}",
             )
             return
+
+
+def _fold_removed(f: FailureFacts, sig: DKIMSignature, key: PublicKey) -> Iterator[_Finding]:
+    """A relay unfolded a field the signer had folded: put one fold back at each blank in turn.
+
+    RSA only: ``b=`` is opened once and each candidate costs a header hash, not an RSA check.
+    """
+    signed = rsa_signed_digest(key, sig.signature, sig.algorithm.new_hash().digest_size)
+    if signed is None:
+        return
+    tries = 0
+    for position in _chosen(f.headers, sig, f.position):
+        field_ = f.headers[position]
+        raw = field_.raw
+        if b"\r\n" in raw[:-2]:
+            continue
+        colon = raw.find(b":")
+        for i in range(colon + 2, len(raw) - 2):
+            if raw[i] not in b" \t":
+                continue
+            for old in (raw[:i] + b"\r\n" + raw[i:], raw[:i] + b"\r\n\t" + raw[i + 1 :]):
+                tries += 1
+                if tries > MAX_FOLD_CANDIDATES:
+                    return
+                trial = _replaced(f.headers, position, HeaderField(field_.name, old))
+                if _header_hash(f, sig, trial).digest() == signed:
+                    yield (
+                        Cause.HEADER_WHITESPACE,
+                        "a signed header field was unfolded after signing; with simple header"
+                        " canonicalization that breaks the signature (relaxed would have passed)",
+                        f"unfolded: {field_.key}; {_show(_value(old), exact=True)} ->"
+                        f" {_show(_value(raw), exact=True)}",
+                    )
+                    return
 
 
 def _duplicates_removed(
@@ -759,6 +808,11 @@ def _verifies(
     """Would the signature verify over these header fields? (RFC 6376 3.7, as the verifier does.)"""
     if not work.signature_check():
         return False
+    return verify_digest(sig.algorithm, key, sig.signature, _header_hash(f, sig, headers))
+
+
+def _header_hash(f: FailureFacts, sig: DKIMSignature, headers: Sequence[HeaderField]) -> hashlib._Hash:
+    """The header hash the verifier computes over these header fields (RFC 6376 3.7)."""
     signature_field = f.headers[f.position]
     position = next((i for i, h in enumerate(headers) if h is signature_field), f.position)
     digest = sig.algorithm.new_hash()
@@ -769,7 +823,7 @@ def _verifies(
     colon = raw.find(b":")
     stripped = raw[: colon + 1] + without_b_value(raw[colon + 1 :].removesuffix(b"\r\n"))
     digest.update(relaxed_header(stripped)[:-2] if canon is Canon.RELAXED else stripped)
-    return verify_digest(sig.algorithm, key, sig.signature, digest)
+    return digest
 
 
 # -- key and policy failures -----------------------------------------------------------------
