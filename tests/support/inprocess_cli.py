@@ -38,6 +38,8 @@ def mailseal(*argv: str, stdin: bytes = b"") -> Done:
     sys.stdin, sys.stdout, sys.stderr = wrappers
     try:
         status = main(list(argv))
+    except SystemExit as exc:  # argparse: --help, and usage errors before main's own handling
+        status = exc.code if isinstance(exc.code, int) else 1
     finally:
         for stream in wrappers[1:]:
             stream.flush()
