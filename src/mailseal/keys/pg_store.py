@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -673,8 +674,9 @@ def _one(cursor: psycopg.Cursor[Any]) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
+    """libpq's first line, without the Python ``[Errno N]`` that psycopg leaves in resolver errors."""
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    return re.sub(r"\[Errno -?\d+\] ", "", text.splitlines()[0])
 
 
 def _entry(row: Sequence[Any]) -> KeyEntry:
