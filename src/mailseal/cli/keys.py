@@ -637,7 +637,10 @@ def _migrate(args: argparse.Namespace) -> int:
     if kek_file is None:
         path = args.config if args.config is not None else default_config_path()
         kek_file = load_config(path).kek_file
-    source = open_store(parse_location(args.source), kek_file=kek_file)
+    source_location = parse_location(args.source)
+    if isinstance(source_location, Path) and not source_location.exists():
+        raise UsageError(f"--from: no key store at {source_location}")
+    source = open_store(source_location, kek_file=kek_file)
     try:
         target = open_store(parse_location(args.target), kek_file=kek_file)
         try:
