@@ -26,16 +26,18 @@ class Done:
         return self.stdout.decode("utf-8", "replace")
 
 
-def mailseal(*argv: str, stdin: bytes = b"") -> Done:
-    """Run one command; ``stdin`` is what it reads when it falls back to standard input."""
+def mailseal(*argv: str, stdin: bytes | None = b"") -> Done:
+    """Run one command; ``stdin`` is what it reads from standard input (None: closed, as with ``<&-``)."""
     out, err = io.BytesIO(), io.BytesIO()
     wrappers = (
-        io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"),
+        io.TextIOWrapper(io.BytesIO(stdin or b""), encoding="utf-8"),
         io.TextIOWrapper(out, encoding="utf-8", write_through=True),
         io.TextIOWrapper(err, encoding="utf-8", write_through=True),
     )
     saved = sys.stdin, sys.stdout, sys.stderr
     sys.stdin, sys.stdout, sys.stderr = wrappers
+    if stdin is None:
+        sys.stdin = None  # what Python gives a process started with <&-
     try:
         status = main(list(argv))
     except SystemExit as exc:  # argparse: --help, and usage errors before main's own handling
