@@ -8,8 +8,11 @@ it, and ``mailseal verify --dns-zone ZONE --json`` asked what happened.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import quopri
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -248,3 +251,73 @@ def test_human_output_has_one_line_under_the_reason(domain: Domain, tmp_path: Pa
     assert lines[reasons[0] + 1].strip().startswith("why:")
     assert "body-appended" in lines[reasons[0] + 1]
     assert sum("why:" in line for line in lines) == 1
+
+
+# -- z= (copied header fields): mailseal sign does not write z=, so a small signer of our own here --
+
+
+def _relaxed_header(name: str, value: str) -> bytes:
+    value = re.sub(r"[ \t]+", " ", value.replace("\r\n", "")).strip()
+    return f"{name.lower().strip()}:{value}".encode()
+
+
+def _relaxed_body(body: bytes) -> bytes:
+    lines = [re.sub(rb"[ \t]+", b" ", line).rstrip(b" ") for line in body.split(b"\r\n")]
+    while lines and lines[-1] == b"":
+        lines.pop()
+    return b"".join(line + b"\r\n" for line in lines)
+
+
+def _dkim_qp(text: str) -> str:
+    """RFC 6376 2.11 DKIM-Quoted-Printable, with '|' encoded as z= requires (3.5)."""
+    safe = set(range(0x21, 0x7F)) - {0x3B, 0x3D, 0x7C}
+    return "".join(chr(b) if b in safe else f"={b:02X}" for b in text.encode())
+
+
+def sign_with_z(key_file: Path, message: bytes, names: tuple[str, ...]) -> bytes:
+    """relaxed/relaxed rsa-sha256 over ``names`` with z= copies (RFC 6376 3.5, 3.7), independently of mailseal."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    head, body = body_of(message)
+    fields: dict[str, tuple[str, str]] = {}
+    for raw in re.split(r"\r\n(?![ \t])", head.decode().rstrip("\r\n")):
+        name, _, value = raw.partition(":")
+        fields[name.lower()] = (name, value)
+    body_hash = base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest()).decode()
+    copies = "|".join(_dkim_qp(f"{fields[n][0]}:{fields[n][1]}") for n in names)
+    tags = (
+        f" v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=s1; t={int(time.time())};"
+        f" h={':'.join(names)}; z={copies}; bh={body_hash}; b="
+    )
+    data = b"".join(_relaxed_header(*fields[n]) + b"\r\n" for n in names) + _relaxed_header(
+        "DKIM-Signature", tags
+    )
+    key = serialization.load_pem_private_key(key_file.read_bytes(), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    b = base64.b64encode(key.sign(data, padding.PKCS1v15(), hashes.SHA256())).decode()
+    return f"DKIM-Signature:{tags}{b}\r\n".encode() + message
+
+
+Z_NAMES = ("from", "to", "subject", "date")
+
+
+def test_z_copy_passes_untouched_and_names_the_changed_field(domain: Domain, tmp_path: Path) -> None:
+    signed = sign_with_z(domain.folder / "s1.example.com.key", PLAIN, Z_NAMES)
+    status, signature = verify(domain.zone(), signed, tmp_path)
+    assert (status, signature["diagnosis"]) == (0, None)
+    found = diagnosis(
+        domain.zone(), signed.replace(b"To: Bob <bob@example.net>", b"To: Eve <eve@example.org>"), tmp_path
+    )
+    assert found["code"] == "header-changed"
+    assert "bob@example.net" in found["evidence"]
+    assert "eve@example.org" in found["evidence"]
+
+
+def test_z_copy_shows_a_removed_field(domain: Domain, tmp_path: Path) -> None:
+    signed = sign_with_z(domain.folder / "s1.example.com.key", PLAIN, Z_NAMES)
+    found = diagnosis(
+        domain.zone(), signed.replace(b"Date: Thu, 1 Jan 2026 10:00:00 +0000\r\n", b""), tmp_path
+    )
+    assert found["code"] == "header-removed"
+    assert "date" in found["evidence"].lower()
