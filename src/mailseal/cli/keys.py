@@ -640,9 +640,17 @@ def _migrate(args: argparse.Namespace) -> int:
     source_location = parse_location(args.source)
     if isinstance(source_location, Path) and not source_location.exists():
         raise UsageError(f"--from: no key store at {source_location}")
+    target_location = parse_location(args.target)
+    if source_location == target_location or (
+        isinstance(source_location, Path)
+        and isinstance(target_location, Path)
+        and target_location.exists()
+        and source_location.samefile(target_location)
+    ):
+        raise UsageError(f"--from and --to name the same store ({describe(source_location)})")
     source = open_store(source_location, kek_file=kek_file)
     try:
-        target = open_store(parse_location(args.target), kek_file=kek_file)
+        target = open_store(target_location, kek_file=kek_file)
         try:
             report = migrate(source, target)
         except KeyStoreBusyError as exc:
@@ -656,7 +664,7 @@ def _migrate(args: argparse.Namespace) -> int:
         print(f"{outcome}: {name}")
     print(
         f"{len(report.outcomes)} key(s): {report.count('added')} added, {report.count('updated')} updated, "
-        f"{report.count('same')} already the same in {describe(parse_location(args.target))}"
+        f"{report.count('same')} already the same in {describe(target_location)}"
     )
     return 0
 

@@ -270,6 +270,8 @@ def _cell(text: str, width: int) -> str:
 def _prune(args: argparse.Namespace) -> int:
     if args.older_than < 0:
         raise UsageError("--older-than takes a number of days >= 0")
+    if not (args.store or default_report_store()).exists():
+        raise UsageError(f"no report store at {args.store or default_report_store()} (nothing to prune)")
     store = open_store(args)
     try:
         gone = store.prune(day_of(now_of(args) - args.older_than * DAY))
