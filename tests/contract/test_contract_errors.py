@@ -155,3 +155,29 @@ def test_unresolvable_postgresql_host_has_no_python_error_text(tmp_path: Path) -
     done = mailseal("keys", "list", "--store", "postgresql://mailseal@host.invalid/keys")
     assert done.status in (1, 75)
     assert "cannot connect to the key store" in plain(done)
+
+
+def test_migrate_onto_itself_is_a_usage_error(tmp_path: Path) -> None:
+    store = tmp_path / "k.db"
+    assert mailseal("keys", "generate", "example.com", "--selector", "a", "--store", str(store)).status == 0
+    done = mailseal("keys", "migrate", "--from", str(store), "--to", str(tmp_path / "." / "k.db"))
+    assert done.status == 2, "not 75: waiting would not help"
+    assert "the same store" in plain(done)
+
+
+def test_quarantine_that_cannot_be_made_keeps_the_report_queued(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = mailseal(
+        "reports", "ingest", "--store", str(tmp_path / "r.db"), "--quarantine", str(blocker / "q"),
+        stdin=b"not a report\n",
+    )  # fmt: skip
+    assert done.status == 75
+    assert "Not a directory" in plain(done)
+
+
+def test_prune_of_a_missing_store_creates_nothing(tmp_path: Path) -> None:
+    done = mailseal("reports", "prune", "--store", str(tmp_path / "no" / "r.db"), "--older-than", "10")
+    assert done.status == 2
+    assert "no report store" in plain(done)
+    assert not (tmp_path / "no").exists()
