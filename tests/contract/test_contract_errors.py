@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,34 @@ def test_prune_of_a_missing_store_creates_nothing(tmp_path: Path) -> None:
     assert done.status == 2
     assert "no report store" in plain(done)
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "not-utf8"])
+def test_fetch_password_file_problems_in_plain_words(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "pw"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "not-utf8":
+        path.write_bytes(b"\xff\xfe")
+        path.chmod(0o600)
+    done = mailseal(
+        "reports", "fetch", "--store", str(tmp_path / "r.db"), "--host", "127.0.0.1", "--port", "1",
+        "--user", "u", "--password-file", str(path),
+    )  # fmt: skip
+    # A file you named that cannot be used: 2 under front-door's one exit-status rule (1 before it).
+    assert done.status == (2 if FRONT_DOOR else 1)
+    assert {"missing": "No such file", "directory": "is a directory", "not-utf8": "not UTF-8"}[kind] in plain(
+        done
+    )
+
+
+def test_closed_stdin_through_the_installed_command(tmp_path: Path) -> None:
+    """The real ``<&-`` (in-process checks set sys.stdin to None, as Python does for it)."""
+    import os
+    import subprocess
+
+    command = f'"{sys.executable}" -m mailseal reports ingest --store "{tmp_path / "r.db"}" <&-'
+    done = subprocess.run(["sh", "-c", command], capture_output=True, check=False, env=os.environ)
+    assert done.returncode == 2
+    assert b"Traceback" not in done.stderr
+    assert b"standard input is closed" in done.stderr
