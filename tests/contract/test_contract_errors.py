@@ -213,3 +213,19 @@ def test_closed_stdin_through_the_installed_command(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert b"Traceback" not in done.stderr
     assert b"standard input is closed" in done.stderr
+
+
+@pytest.mark.parametrize("store", ["mysql://u:secret@db.example/keys", "postgresql://[broken/keys"])
+def test_a_bad_store_url_in_a_configuration_file_is_a_problem_with_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    config = tmp_path / "conf.toml"
+    config.write_text(f'# keys and milter\n[keys]\nstore = "{store}"\n')
+    monkeypatch.setenv("MAILSEAL_KEYS_CONFIG", str(config))
+    for argv in (("keys", "list"), ("milter", "--check-config", str(config))):
+        done = mailseal(*argv)
+        assert done.status in (1, 2), argv
+        text = done.out + done.stderr
+        assert not RAW.search(text), text
+        assert f"{config.name}:3:" in text
+        assert "secret" not in text
