@@ -118,7 +118,15 @@ def diagnosis(zone: Path, message: bytes, tmp: Path, *extra: str) -> dict[str, s
     assert isinstance(found, dict)
     assert list(found) == ["code", "summary", "evidence"]
     assert found["code"] in CODES | EXTRA_CODES
-    assert all(isinstance(found[k], str) and found[k] for k in ("summary",))
+    assert isinstance(found["summary"], str) and found["summary"]
+    assert isinstance(found["evidence"], str)
+    human = mailseal("verify", "--dns-zone", str(zone), *extra, str(tmp / "msg.eml"))
+    lines = human.out.splitlines()
+    reasons = [i for i, line in enumerate(lines) if line.rstrip().endswith(f"[{signature['reason']}]")]
+    assert len(reasons) == 1, human.out
+    assert lines[reasons[0] + 1].strip().startswith("why:"), "one line under the reason"
+    assert f"[{found['code']}" in lines[reasons[0] + 1]
+    assert sum("why:" in line for line in lines) == 1
     return found
 
 
