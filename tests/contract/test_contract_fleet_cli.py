@@ -36,6 +36,9 @@ def _no_keys_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MAILSEAL_KEYS_CONFIG", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    # root's default key store is /var/lib/mailseal/keys.db whatever XDG says: keep it out of reach
+    for where in ("mailseal.keys.config", "mailseal.cli.reports"):
+        monkeypatch.setattr(f"{where}.default_store_path", lambda: tmp_path / "data" / "keys.db")
 
 
 def keys(*argv: str) -> Done:

@@ -32,6 +32,9 @@ def _no_key_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MAILSEAL_KEYS_CONFIG", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    # root's default key store is /var/lib/mailseal/keys.db whatever XDG says: keep it out of reach
+    for where in ("mailseal.keys.config", "mailseal.cli.reports"):
+        monkeypatch.setattr(f"{where}.default_store_path", lambda: tmp_path / "data" / "keys.db")
     if Path("/etc/mailseal/keys.toml").exists():
         pytest.skip("this host has /etc/mailseal/keys.toml; the no-key-store contract cannot be checked here")
 
@@ -269,3 +272,27 @@ def test_every_reports_command_takes_store_and_now(command: str) -> None:
     assert done.status == 0
     assert "--store" in done.out
     assert "--now" in done.out
+
+
+def test_a_mail_with_good_reports_and_a_garbage_attachment(tmp_path: Path) -> None:
+    """One line per report: the good ones stored, the bad part quarantined (the whole mail kept), exit 1."""
+    from email.message import EmailMessage
+
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "noreply@google.com", "dmarc@example.com", "Report"
+    mail.set_content("reports attached")
+    mail.add_attachment(
+        report_xml(Spec(report_id="m1")), maintype="application", subtype="xml", filename="a.xml"
+    )
+    mail.add_attachment(
+        gz(report_xml(Spec(report_id="m2"))), maintype="application", subtype="gzip", filename="b.xml.gz"
+    )
+    mail.add_attachment(b"garbage", maintype="application", subtype="zip", filename="c.zip")
+    store = tmp_path / "r.db"
+    done = reports(store, "ingest", stdin=mail.as_bytes())
+    assert done.status == 1
+    lines = done.out.splitlines()
+    assert [line.split()[0] for line in lines] == ["ingested", "ingested", "quarantined"]
+    assert "c.zip" in lines[2]
+    assert len(list((tmp_path / "reports-quarantine").glob("*.bin"))) == 1
+    assert keyed(summary(store))["reports"] == 2
