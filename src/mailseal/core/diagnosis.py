@@ -6,7 +6,9 @@ the signature verify again, the signer's own ``z=`` copy shows the
 difference, or the key demonstrably did not make ``b=``. Anything less is
 said as a possibility in the sentence, under a general code
 (``body-modified``, ``header-changed``, ``unknown``) whose ``confident`` flag
-is False where even that is not certain.
+is False where even that is not certain. One exception, for the issue 11
+contract: a field named once in ``h=`` and now absent, when the key is proven
+to have made ``b=``, is ``header-removed`` with ``confident`` False.
 
 Cost is bounded: at most ``MAX_BODY_PASSES`` canonicalize-and-hash passes
 over a body the verifier kept (at most ``VerifyOptions.diagnosis_body_limit``
