@@ -138,10 +138,18 @@ def register(commands: Any) -> None:
         "migrate", help="copy every key and its history between stores (SQLite <-> PostgreSQL); idempotent"
     )
     p.add_argument(
-        "--from", dest="source", required=True, metavar="STORE", help="a store file or postgresql://"
+        "--from",
+        dest="source",
+        required=True,
+        metavar="STORE",
+        help="a store file, postgresql://... or service=NAME (must exist)",
     )
     p.add_argument(
-        "--to", dest="target", required=True, metavar="STORE", help="a store file or postgresql://"
+        "--to",
+        dest="target",
+        required=True,
+        metavar="STORE",
+        help="a store file, postgresql://... or service=NAME (created if new)",
     )
     p.add_argument(
         "--kek-file", type=Path, help="this host's key-encryption key file (for a PostgreSQL store)"
