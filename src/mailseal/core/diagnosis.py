@@ -14,7 +14,8 @@ Cost is bounded: at most ``MAX_BODY_PASSES`` canonicalize-and-hash passes
 over a body the verifier kept (at most ``VerifyOptions.diagnosis_body_limit``
 bytes for streaming drivers), at most ``MAX_PREFIXES`` hash snapshots, at most
 ``MAX_HEADER_CANDIDATES`` extra signature checks per signature (plus at most
-``MAX_FOLD_CANDIDATES`` header hashes compared with an RSA ``b=`` opened once), and at most
+``MAX_FOLD_CANDIDATES`` header hashes, together over at most ``FOLD_HASH_FACTOR``
+times the signed header bytes, compared with an RSA ``b=`` opened once), and at most
 ``MESSAGE_BODY_PASSES`` / ``MESSAGE_SIGNATURE_CHECKS`` for all the failed
 signatures of a message together (``DiagnosisBudget``). ``Diagnosis`` carries the
 counts so tests can check the bound without a clock.
@@ -44,6 +45,8 @@ MAX_INSERT_POINTS: Final = 256
 MAX_TAIL: Final = 4096
 MAX_HEADER_CANDIDATES: Final = 24
 MAX_FOLD_CANDIDATES: Final = 256  # header hashes (no RSA) tried to find a fold a relay removed
+FOLD_HASH_FACTOR: Final = 16  # ... hashing at most this many times the signed header bytes
+_FOLD_COLUMN: Final = 78  # RFC 5322 2.1.1: lines SHOULD stay within 78 characters
 MESSAGE_BODY_PASSES: Final = 16  # for all the signatures of one message together
 MESSAGE_SIGNATURE_CHECKS: Final = 48
 MAX_MIME_PARTS: Final = 64
@@ -659,34 +662,50 @@ def _unfolded(f: FailureFacts, sig: DKIMSignature, key: PublicKey, work: _Work) 
 
 
 def _fold_removed(f: FailureFacts, sig: DKIMSignature, key: PublicKey) -> Iterator[_Finding]:
-    """A relay unfolded a field the signer had folded: put one fold back at each blank in turn.
+    """A relay unfolded a field the signer had folded: put one fold back at a blank, one try at a time.
 
-    RSA only: ``b=`` is opened once and each candidate costs a header hash, not an RSA check.
+    Simple header canonicalization only (a field's canonical form is its bytes). RSA only:
+    ``b=`` is opened once and each candidate costs hashing the fields from it on, not an RSA
+    check; all candidates together hash at most ``FOLD_HASH_FACTOR`` times the signed header
+    bytes. Long fields first, and in each the blanks nearest column 78, where folders fold.
     """
     signed = rsa_signed_digest(key, sig.signature, sig.algorithm.new_hash().digest_size)
     if signed is None:
         return
+    chosen = _chosen(f.headers, sig, f.position)
+    parts = [f.headers[p].raw for p in chosen]
+    raw_sig = f.headers[f.position].raw
+    colon = raw_sig.find(b":")
+    tail = raw_sig[: colon + 1] + without_b_value(raw_sig[colon + 1 :].removesuffix(b"\r\n"))
+    budget = FOLD_HASH_FACTOR * (sum(map(len, parts)) + len(tail))
     tries = 0
-    for position in _chosen(f.headers, sig, f.position):
-        field_ = f.headers[position]
-        raw = field_.raw
+    order = sorted(range(len(chosen)), key=lambda k: (len(parts[k]) <= _FOLD_COLUMN, k))
+    for k in order:
+        raw = parts[k]
         if b"\r\n" in raw[:-2]:
             continue
-        colon = raw.find(b":")
-        for i in range(colon + 2, len(raw) - 2):
-            if raw[i] not in b" \t":
-                continue
+        prefix = sig.algorithm.new_hash()
+        for part in parts[:k]:
+            prefix.update(part)
+        suffix = b"".join(parts[k + 1 :]) + tail
+        start = raw.find(b":") + 2
+        blanks = [i for i in range(start, len(raw) - 2) if raw[i] in b" \t"]
+        blanks.sort(key=lambda i: (i > _FOLD_COLUMN, abs(_FOLD_COLUMN - i)))
+        for i in blanks:
             for old in (raw[:i] + b"\r\n" + raw[i:], raw[:i] + b"\r\n\t" + raw[i + 1 :]):
                 tries += 1
-                if tries > MAX_FOLD_CANDIDATES:
+                budget -= len(old) + len(suffix)
+                if tries > MAX_FOLD_CANDIDATES or budget < 0:
                     return
-                trial = _replaced(f.headers, position, HeaderField(field_.name, old))
-                if _header_hash(f, sig, trial).digest() == signed:
+                digest = prefix.copy()
+                digest.update(old)
+                digest.update(suffix)
+                if digest.digest() == signed:
                     yield (
                         Cause.HEADER_WHITESPACE,
                         "a signed header field was unfolded after signing; with simple header"
                         " canonicalization that breaks the signature (relaxed would have passed)",
-                        f"unfolded: {field_.key}; {_show(_value(old), exact=True)} ->"
+                        f"unfolded: {f.headers[chosen[k]].key}; {_show(_value(old), exact=True)} ->"
                         f" {_show(_value(raw), exact=True)}",
                     )
                     return
