@@ -265,10 +265,12 @@ def _body(f: FailureFacts, sig: DKIMSignature, work: _Work) -> Diagnosis:
             "the body was changed after signing; it was too large to keep for a closer look" + note,
             f"body hash mismatch; the {f.body_size}-byte body is over the diagnosis limit",
         )
+    # Re-encoding first: its proof (the decoded body hashes to bh=) is the most specific, and a
+    # quoted-printable "=20" line can otherwise pass for text appended after the signed body.
     found = (
-        _appended(f, sig, body, work)
+        _reencoded(f, sig, body, work)
+        or _appended(f, sig, body, work)
         or _whitespace(sig, body, work)
-        or _reencoded(f, sig, body, work)
         or _modified(sig, body, work)
     )
     if note:
