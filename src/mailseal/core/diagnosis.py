@@ -692,7 +692,7 @@ def _fold_removed(f: FailureFacts, sig: DKIMSignature, key: PublicKey) -> Iterat
         suffix = b"".join(parts[k + 1 :]) + tail
         start = raw.find(b":") + 2
         blanks = [i for i in range(start, len(raw) - 2) if raw[i] in b" \t"]
-        blanks.sort(key=lambda i: (i > _FOLD_COLUMN, abs(_FOLD_COLUMN - i)))
+        blanks.sort(key=lambda i: abs(_FOLD_COLUMN - i))
         for i in blanks:
             for old in (raw[:i] + b"\r\n" + raw[i:], raw[:i] + b"\r\n\t" + raw[i + 1 :]):
                 tries += 1
