@@ -190,7 +190,9 @@ class PgKeyStore:
                 application_name=f"mailseal {socket.gethostname()[:40]} pid {os.getpid()}",
             )
         except psycopg.Error as exc:
-            raise KeyStoreError(f"cannot connect to the key store {self.where}: {_first_line(exc)}") from None
+            # libpq's words, without the Python "[Errno N] " psycopg leaves in resolver errors
+            words = re.sub(r"\[Errno -?\d+\] ", "", _first_line(exc))
+            raise KeyStoreError(f"cannot connect to the key store {self.where}: {words}") from None
         try:
             db.execute(f"SET statement_timeout = {ms}")
             db.execute(f"SET lock_timeout = {ms}")
@@ -674,9 +676,8 @@ def _one(cursor: psycopg.Cursor[Any]) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
-    """libpq's first line, without the Python ``[Errno N]`` that psycopg leaves in resolver errors."""
     text = str(exc).strip() or type(exc).__name__
-    return re.sub(r"\[Errno -?\d+\] ", "", text.splitlines()[0])
+    return text.splitlines()[0]
 
 
 def _entry(row: Sequence[Any]) -> KeyEntry:
