@@ -138,10 +138,18 @@ def register(commands: Any) -> None:
         "migrate", help="copy every key and its history between stores (SQLite <-> PostgreSQL); idempotent"
     )
     p.add_argument(
-        "--from", dest="source", required=True, metavar="STORE", help="a store file or postgresql://"
+        "--from",
+        dest="source",
+        required=True,
+        metavar="STORE",
+        help="a store file, postgresql://... or service=NAME (must exist)",
     )
     p.add_argument(
-        "--to", dest="target", required=True, metavar="STORE", help="a store file or postgresql://"
+        "--to",
+        dest="target",
+        required=True,
+        metavar="STORE",
+        help="a store file, postgresql://... or service=NAME (created if new)",
     )
     p.add_argument(
         "--kek-file", type=Path, help="this host's key-encryption key file (for a PostgreSQL store)"
@@ -637,9 +645,20 @@ def _migrate(args: argparse.Namespace) -> int:
     if kek_file is None:
         path = args.config if args.config is not None else default_config_path()
         kek_file = load_config(path).kek_file
-    source = open_store(parse_location(args.source), kek_file=kek_file)
+    source_location = parse_location(args.source)
+    if isinstance(source_location, Path) and not source_location.exists():
+        raise UsageError(f"--from: no key store at {source_location}")
+    target_location = parse_location(args.target)
+    if source_location == target_location or (
+        isinstance(source_location, Path)
+        and isinstance(target_location, Path)
+        and target_location.exists()
+        and source_location.samefile(target_location)
+    ):
+        raise UsageError(f"--from and --to name the same store ({describe(source_location)})")
+    source = open_store(source_location, kek_file=kek_file)
     try:
-        target = open_store(parse_location(args.target), kek_file=kek_file)
+        target = open_store(target_location, kek_file=kek_file)
         try:
             report = migrate(source, target)
         except KeyStoreBusyError as exc:
@@ -653,7 +672,7 @@ def _migrate(args: argparse.Namespace) -> int:
         print(f"{outcome}: {name}")
     print(
         f"{len(report.outcomes)} key(s): {report.count('added')} added, {report.count('updated')} updated, "
-        f"{report.count('same')} already the same in {describe(parse_location(args.target))}"
+        f"{report.count('same')} already the same in {describe(target_location)}"
     )
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from mailseal.errors import MailsealError, UsageError
+from mailseal.keys.backends import open_store as open_key_store
+from mailseal.keys.backends import parse_location
 from mailseal.keys.config import default_config_path, default_store_path, load_config
-from mailseal.keys.sqlite_store import SqliteKeyStore
+from mailseal.keys.store import KeyStore
 from mailseal.reports.ingest import Ingestor, Status, printable
 from mailseal.reports.model import TemporaryFailure
 from mailseal.reports.sqlite_store import ReportStoreError, SqliteReportStore
@@ -27,13 +30,15 @@ from mailseal.reports.summary import QUIET_DAYS, Summary, summarize, to_json
 from mailseal.reports.unpack import Item, Limits, item_from_stdin, items_from_paths
 
 EXIT_FAIL: Final = 1
+_DESCRIPTION: Final = __doc__.replace("``", "") if __doc__ else None  # help is plain text, not reST
 EXIT_TEMPFAIL: Final = 75
+_URL: Final = re.compile(r"\A(?:[a-z][a-z0-9+.-]*:/|service\s*=)", re.IGNORECASE)  # Path() keeps one slash
 
 
 def register(commands: Any) -> None:
     """Add ``reports`` and its subcommands."""
     reports = commands.add_parser(
-        "reports", help="DMARC aggregate reports: ingest, summary, fetch, serve", description=__doc__
+        "reports", help="DMARC aggregate reports: ingest, summary, fetch, serve", description=_DESCRIPTION
     )
     sub = reports.add_subparsers(dest="reports_command", required=True, parser_class=type(reports))
     common = argparse.ArgumentParser(add_help=False)
@@ -95,8 +100,9 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--keys-store",
-        type=Path,
-        help="key store to join with (default: the keys configuration's, if it exists)",
+        metavar="STORE",
+        help="key store to join with: a file, postgresql://... or service=NAME"
+        " (default: the keys configuration's, if it exists)",
     )
     parser.add_argument("--no-keys", action="store_true", help="do not join with a key store")
 
@@ -124,26 +130,34 @@ def now_of(args: argparse.Namespace) -> int:
 
 def open_store(args: argparse.Namespace, *, readonly: bool = False) -> SqliteReportStore:
     """The store ``--store`` names (or the default)."""
+    if args.store is not None and _URL.match(str(args.store)):
+        raise UsageError(
+            f"--store {args.store}: the report store is an SQLite file; a database URL or service"
+            " is for the key store (--keys-store, or store = in the keys configuration)"
+        )
     return SqliteReportStore(args.store or default_report_store(), readonly=readonly)
 
 
-def open_keys(args: argparse.Namespace) -> SqliteKeyStore | None:
-    """The key store to join with, or None when none is configured."""
+def open_keys(args: argparse.Namespace) -> KeyStore | None:
+    """The key store to join with (a file or a PostgreSQL database), or None when none is configured."""
     if getattr(args, "no_keys", False):
         return None
-    path = args.keys_store
-    if path is None:
-        configured: object = load_config(default_config_path()).store
-        if not isinstance(configured, Path) or not configured.exists():
-            return None  # no key store file (a fleet's database store: give --keys-store a file, or none)
-        path = configured
-    elif not path.exists():
-        raise UsageError(f"no key store at {path}")
-    return SqliteKeyStore(path, readonly=True)
+    # Only key names and states are read: no private key is unsealed, so no KEK is needed.
+    if args.keys_store is None:
+        location = load_config(default_config_path()).store
+        if isinstance(location, Path) and not location.exists():
+            return None  # no keys configured on this host
+    else:
+        location = parse_location(args.keys_store)
+        if isinstance(location, Path) and not location.exists():
+            raise UsageError(f"no key store at {location}")
+    return open_key_store(location, readonly=True)
 
 
 def _items(args: argparse.Namespace, limits: Limits) -> Iterator[Item]:
     if not args.paths:
+        if sys.stdin is None:  # started with stdin closed (<&-)
+            raise UsageError("standard input is closed: name FILE|DIR, or pipe a report in")
         yield item_from_stdin(limits)
         return
     missing = [str(p) for p in args.paths if not p.exists()]
@@ -256,6 +270,8 @@ def _cell(text: str, width: int) -> str:
 def _prune(args: argparse.Namespace) -> int:
     if args.older_than < 0:
         raise UsageError("--older-than takes a number of days >= 0")
+    if not (args.store or default_report_store()).exists():
+        raise UsageError(f"no report store at {args.store or default_report_store()} (nothing to prune)")
     store = open_store(args)
     try:
         gone = store.prune(day_of(now_of(args) - args.older_than * DAY))

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from mailseal.errors import UsageError
+from mailseal.errors import ConfigError, UsageError
 from mailseal.keys.config import refuse_readable
 from mailseal.reports.ingest import Ingestor, printable
 from mailseal.reports.model import TemporaryFailure
@@ -51,8 +51,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _password(args: argparse.Namespace) -> str:
     if args.password_file is not None:
-        refuse_readable(args.password_file, "IMAP password file")
-        return str(args.password_file.read_text(encoding="utf-8")).strip()
+        path: Path = args.password_file
+        if path.is_dir():
+            raise ConfigError("is a directory, not a password file", path=str(path))
+        refuse_readable(path, "holds the IMAP password")
+        try:
+            return path.read_bytes().decode("utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
+        except UnicodeDecodeError:
+            raise ConfigError("the password is not UTF-8 text", path=str(path)) from None
     secret = os.environ.get("MAILSEAL_IMAP_PASSWORD")
     if not secret:
         raise UsageError("give --password-file or set MAILSEAL_IMAP_PASSWORD")

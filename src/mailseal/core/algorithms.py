@@ -107,6 +107,21 @@ def rsa_key_made(key: PublicKey, signature: bytes) -> bool | None:
     return True
 
 
+def rsa_signed_digest(key: PublicKey, signature: bytes, digest_size: int) -> bytes | None:
+    """The hash an RSA signature was made over, opened with the public key (None if it does not open).
+
+    Lets diagnosis compare many candidate header hashes against ``b=`` with one
+    RSA operation instead of one per candidate (RFC 8017 section 8.2.2).
+    """
+    if not isinstance(key, rsa.RSAPublicKey) or len(signature) != (key.key_size + 7) // 8:
+        return None
+    try:
+        info = key.recover_data_from_signature(signature, padding.PKCS1v15(), None)
+    except (InvalidSignature, ValueError):
+        return None
+    return info[-digest_size:] if len(info) > digest_size else None
+
+
 def key_type_of(key: PublicKey | PrivateKeyObject) -> KeyType:
     """The k= key type for a key object."""
     if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):

@@ -6,12 +6,16 @@ the signature verify again, the signer's own ``z=`` copy shows the
 difference, or the key demonstrably did not make ``b=``. Anything less is
 said as a possibility in the sentence, under a general code
 (``body-modified``, ``header-changed``, ``unknown``) whose ``confident`` flag
-is False where even that is not certain.
+is False where even that is not certain. One exception, for the issue 11
+contract: a field named once in ``h=`` and now absent, when the key is proven
+to have made ``b=``, is ``header-removed`` with ``confident`` False.
 
 Cost is bounded: at most ``MAX_BODY_PASSES`` canonicalize-and-hash passes
 over a body the verifier kept (at most ``VerifyOptions.diagnosis_body_limit``
 bytes for streaming drivers), at most ``MAX_PREFIXES`` hash snapshots, at most
-``MAX_HEADER_CANDIDATES`` extra signature checks per signature, and at most
+``MAX_HEADER_CANDIDATES`` extra signature checks per signature (plus at most
+``MAX_FOLD_CANDIDATES`` header hashes, together over at most ``FOLD_HASH_FACTOR``
+times the signed header bytes, compared with an RSA ``b=`` opened once), and at most
 ``MESSAGE_BODY_PASSES`` / ``MESSAGE_SIGNATURE_CHECKS`` for all the failed
 signatures of a message together (``DiagnosisBudget``). ``Diagnosis`` carries the
 counts so tests can check the bound without a clock.
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
-from mailseal.core.algorithms import PublicKey, rsa_key_made, verify_digest
+from mailseal.core.algorithms import PublicKey, rsa_key_made, rsa_signed_digest, verify_digest
 from mailseal.core.canonicalization import Canon, canonicalize_body, canonicalize_header, relaxed_header
 from mailseal.core.message import HeaderField, parse_header_block
 from mailseal.core.quotedprintable import decode_dkim_qp
@@ -41,6 +45,9 @@ MAX_PREFIXES: Final = 1000  # lines of added text looked for (a footer is a few)
 MAX_INSERT_POINTS: Final = 256
 MAX_TAIL: Final = 4096
 MAX_HEADER_CANDIDATES: Final = 24
+MAX_FOLD_CANDIDATES: Final = 256  # header hashes (no RSA) tried to find a fold a relay removed
+FOLD_HASH_FACTOR: Final = 16  # ... hashing at most this many times the signed header bytes
+_FOLD_COLUMN: Final = 78  # RFC 5322 2.1.1: lines SHOULD stay within 78 characters
 MESSAGE_BODY_PASSES: Final = 16  # for all the signatures of one message together
 MESSAGE_SIGNATURE_CHECKS: Final = 48
 MAX_MIME_PARTS: Final = 64
@@ -261,9 +268,9 @@ def _body(f: FailureFacts, sig: DKIMSignature, work: _Work) -> Diagnosis:
             "the body was changed after signing; it was too large to keep for a closer look" + note,
             f"body hash mismatch; the {f.body_size}-byte body is over the diagnosis limit",
         )
+    # Re-encoding first: its proof (the decoded body hashes to bh=) is the most specific, and a
+    # quoted-printable "=20" line can otherwise pass for text appended after the signed body.
     found = (
-        # A decoding that gives back the signed hash is the strongest proof: first, so that a
-        # re-encoded line (e.g. "=20" after a signed prefix) is not read as appended text.
         _reencoded(f, sig, body, work)
         or _appended(f, sig, body, work)
         or _whitespace(sig, body, work)
@@ -544,6 +551,18 @@ def _headers(f: FailureFacts, sig: DKIMSignature, key: PublicKey, work: _Work) -
         "; with simple header canonicalization any refolding or whitespace change breaks it" if simple else ""
     )
     absent = _absent_signed(f, sig)
+    named = [n.lower() for n in sig.signed_headers]
+    once = [n for n in absent if named.count(n) == 1]
+    if made and once:
+        # Not proven (no z=): a signer may name an absent field once to keep it out.
+        return Diagnosis(
+            Cause.HEADER_REMOVED,
+            f"the signed {', '.join(once)} field is named once in h= but absent now: most likely"
+            " removed after signing (a signer can also name an absent field to keep it out, so"
+            " this is a best reading, not a proof)" + hint,
+            f"absent: {', '.join(once)}",
+            confident=False,
+        )
     if absent:
         hint += f"; {', '.join(absent)} named in h= but absent (removed, or listed to prevent additions)"
     if made:
@@ -587,6 +606,7 @@ def _reconstructions(f: FailureFacts, sig: DKIMSignature, key: PublicKey, work: 
     yield from _subject_untagged(f, sig, key, work)
     if sig.header_canon is Canon.SIMPLE:
         yield from _unfolded(f, sig, key, work)
+        yield from _fold_removed(f, sig, key)
     yield from _duplicates_removed(f, sig, key, work)
     yield from _copied_restored(f, sig, key, work)
 
@@ -644,6 +664,56 @@ def _unfolded(f: FailureFacts, sig: DKIMSignature, key: PublicKey, work: _Work) 
                 f" {_show(_value(f.headers[first].raw), exact=True)}",
             )
             return
+
+
+def _fold_removed(f: FailureFacts, sig: DKIMSignature, key: PublicKey) -> Iterator[_Finding]:
+    """A relay unfolded a field the signer had folded: put one fold back at a blank, one try at a time.
+
+    Simple header canonicalization only (a field's canonical form is its bytes). RSA only:
+    ``b=`` is opened once and each candidate costs hashing the fields from it on, not an RSA
+    check; all candidates together hash at most ``FOLD_HASH_FACTOR`` times the signed header
+    bytes. Long fields first, and in each the blanks nearest column 78, where folders fold.
+    """
+    signed = rsa_signed_digest(key, sig.signature, sig.algorithm.new_hash().digest_size)
+    if signed is None:
+        return
+    chosen = _chosen(f.headers, sig, f.position)
+    parts = [f.headers[p].raw for p in chosen]
+    raw_sig = f.headers[f.position].raw
+    colon = raw_sig.find(b":")
+    tail = raw_sig[: colon + 1] + without_b_value(raw_sig[colon + 1 :].removesuffix(b"\r\n"))
+    budget = FOLD_HASH_FACTOR * (sum(map(len, parts)) + len(tail))
+    tries = 0
+    order = sorted(range(len(chosen)), key=lambda k: (len(parts[k]) <= _FOLD_COLUMN, k))
+    for k in order:
+        raw = parts[k]
+        if b"\r\n" in raw[:-2]:
+            continue
+        prefix = sig.algorithm.new_hash()
+        for part in parts[:k]:
+            prefix.update(part)
+        suffix = b"".join(parts[k + 1 :]) + tail
+        start = raw.find(b":") + 2
+        blanks = [i for i in range(start, len(raw) - 2) if raw[i] in b" \t"]
+        blanks.sort(key=lambda i: abs(_FOLD_COLUMN - i))
+        for i in blanks:
+            for old in (raw[:i] + b"\r\n" + raw[i:], raw[:i] + b"\r\n\t" + raw[i + 1 :]):
+                tries += 1
+                budget -= len(old) + len(suffix)
+                if tries > MAX_FOLD_CANDIDATES or budget < 0:
+                    return
+                digest = prefix.copy()
+                digest.update(old)
+                digest.update(suffix)
+                if digest.digest() == signed:
+                    yield (
+                        Cause.HEADER_WHITESPACE,
+                        "a signed header field was unfolded after signing; with simple header"
+                        " canonicalization that breaks the signature (relaxed would have passed)",
+                        f"unfolded: {f.headers[chosen[k]].key}; {_show(_value(old), exact=True)} ->"
+                        f" {_show(_value(raw), exact=True)}",
+                    )
+                    return
 
 
 def _duplicates_removed(
@@ -764,6 +834,11 @@ def _verifies(
     """Would the signature verify over these header fields? (RFC 6376 3.7, as the verifier does.)"""
     if not work.signature_check():
         return False
+    return verify_digest(sig.algorithm, key, sig.signature, _header_hash(f, sig, headers))
+
+
+def _header_hash(f: FailureFacts, sig: DKIMSignature, headers: Sequence[HeaderField]) -> hashlib._Hash:
+    """The header hash the verifier computes over these header fields (RFC 6376 3.7)."""
     signature_field = f.headers[f.position]
     position = next((i for i, h in enumerate(headers) if h is signature_field), f.position)
     digest = sig.algorithm.new_hash()
@@ -774,7 +849,7 @@ def _verifies(
     colon = raw.find(b":")
     stripped = raw[: colon + 1] + without_b_value(raw[colon + 1 :].removesuffix(b"\r\n"))
     digest.update(relaxed_header(stripped)[:-2] if canon is Canon.RELAXED else stripped)
-    return verify_digest(sig.algorithm, key, sig.signature, digest)
+    return digest
 
 
 # -- key and policy failures -----------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from mailseal.errors import KeyStoreError
+from mailseal.errors import KeyStoreError, UsageError
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import KeyStore
 
@@ -24,6 +24,7 @@ StoreLocation = Path | str
 """A SQLite file (``Path``) or a PostgreSQL connection string (``str``)."""
 
 _DATABASE: Final = re.compile(r"\A(?:postgres(?:ql)?://|service\s*=)", re.IGNORECASE)
+_OTHER_URL: Final = re.compile(r"\A[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
 def is_database(text: str | Path) -> bool:
@@ -34,7 +35,23 @@ def is_database(text: str | Path) -> bool:
 def parse_location(text: str, base: Path | None = None) -> StoreLocation:
     """A ``store`` setting as a location: a database string kept as is, a path made absolute against ``base``."""
     if is_database(text):
-        return text.strip()
+        text = text.strip()
+        if text.lower().startswith("postgres"):
+            try:
+                urlsplit(text).port  # noqa: B018 - parses host and port: a bad URL is said now, not as a traceback later
+            except ValueError as exc:
+                why = (
+                    "the port must be a number from 0 to 65535"
+                    if "port" in str(exc).lower()
+                    else "its host part cannot be read"
+                )
+                raise UsageError(f"store {describe(text)} is not a valid PostgreSQL URL: {why}") from None
+        return text
+    if _OTHER_URL.match(text):
+        raise UsageError(
+            f"store {text.split(':', 1)[0]}://…: a key store is a file path, a postgresql:// URL"
+            " or service=NAME"
+        )
     path = Path(text).expanduser()
     if base is not None and not path.is_absolute():
         path = base / path
@@ -48,7 +65,10 @@ def describe(location: StoreLocation) -> str:
     text = location.strip()
     if text.lower().startswith("service"):
         return re.sub(r"password\s*=\s*\S+", "password=***", text)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text.split("://", 1)[0] + "://(not a valid URL)"
     netloc = parts.netloc
     if "@" in netloc:
         user, host = netloc.rsplit("@", 1)

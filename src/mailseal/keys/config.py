@@ -220,7 +220,10 @@ def _config(r: TableReader, table: dict[str, Any], path: Path) -> KeysConfig:
     store = r.value(table, at, "store", str, "")
     store_path: Path | str = default_store_path()
     if store:  # relative paths like tsig_secret_file's, and as the milter reads them
-        store_path = parse_location(store, path.parent)
+        try:
+            store_path = parse_location(store, path.parent)
+        except UsageError as exc:  # a malformed URL or another database: a problem with its line
+            r.problem((*at, "store"), str(exc))
     kek = r.value(table, at, "kek_file", str, "")
     return KeysConfig(
         store=store_path,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -183,7 +184,9 @@ class PgKeyStore:
                 application_name=f"mailseal {socket.gethostname()[:40]} pid {os.getpid()}",
             )
         except psycopg.Error as exc:
-            raise KeyStoreError(f"cannot connect to the key store {self.where}: {_first_line(exc)}") from None
+            # libpq's words, without the Python "[Errno N] " psycopg leaves in resolver errors
+            words = re.sub(r"\[Errno -?\d+\] ", "", _first_line(exc))
+            raise KeyStoreError(f"cannot connect to the key store {self.where}: {words}") from None
         try:
             db.execute(f"SET statement_timeout = {ms}")
             db.execute(f"SET lock_timeout = {ms}")

@@ -227,10 +227,17 @@ class SqliteKeyStore:
         if version != SCHEMA_VERSION:
             what = "is empty or not a mailseal key store" if version == 0 else f"has schema version {version}"
             raise KeyStoreError(f"key store {self.path} {what}; this mailseal knows {SCHEMA_VERSION}")
+        self._check_tables()
+
+    def _check_tables(self) -> None:
+        """Another program's SQLite file (a report store, say) can carry the same user_version."""
+        if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'keys'"):
+            raise KeyStoreError(f"{self.path} is an SQLite file but not a mailseal key store")
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version == SCHEMA_VERSION:
+            self._check_tables()
             return
         if version != 0:
             raise KeyStoreError(

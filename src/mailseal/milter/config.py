@@ -28,6 +28,7 @@ from mailseal.core.canonicalization import Canon
 from mailseal.core.identity import is_domain_name, is_selector
 from mailseal.core.keypolicy import DEFAULT_MAX_RSA_BITS, MIN_RSA_BITS, RSA_BITS_LIMIT
 from mailseal.core.options import DEFAULT_MAX_SIGNATURES, SignOptions, VerifyOptions
+from mailseal.errors import UsageError
 from mailseal.keys.backends import parse_location
 from mailseal.keys.config import TABLE_SETTINGS as KEYS_SETTINGS
 from mailseal.keys.source import SENDER_DOMAIN, KeyFileEntry, StoreKeyEntry
@@ -460,7 +461,11 @@ def _lifecycle(r: _Reader, table: object, base: Path) -> Path | str | None:
     store = r.value(table, ("keys",), "store", str, "")
     if not store:
         return None
-    return parse_location(store, base)
+    try:
+        return parse_location(store, base)
+    except UsageError as exc:  # a malformed URL or another database: a problem with its line, like the rest
+        r.problem(("keys", "store"), str(exc))
+        return None
 
 
 def _key_table(

@@ -12,6 +12,7 @@ downloaded but moved to ``quarantine`` with the reason logged.
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ def fetch_once(
             timeout=settings.timeout,
         )
     except (OSError, IMAPClientError) as exc:
-        raise FetchError(f"cannot connect to {settings.host}:{settings.port}: {exc}") from None
+        raise FetchError(f"cannot connect to {settings.host}:{settings.port}: {_words(exc)}") from None
     try:
         try:
             client.login(settings.user, settings.password)
@@ -109,7 +110,7 @@ def fetch_once(
             client.select_folder(settings.mailbox)
             uids: list[int] = sorted(client.search("ALL"))
         except (OSError, IMAPClientError) as exc:
-            raise FetchError(f"{settings.host}: {exc}") from None
+            raise FetchError(f"{settings.host}: {_words(exc)}") from None
         if limit is not None:
             uids = uids[:limit]
         for start in range(0, len(uids), BATCH):
@@ -136,7 +137,7 @@ def _batch(
         small = [uid for uid in uids if int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0)) <= cap]
         bodies: dict[int, Any] = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
     except (OSError, IMAPClientError) as exc:
-        raise FetchError(f"{settings.host}: {exc}") from None
+        raise FetchError(f"{settings.host}: {_words(exc)}") from None
     done: list[int] = []
     bad: list[int] = []
     for uid in uids:
@@ -163,8 +164,15 @@ def _batch(
         _move(client, done, settings.done)
         _move(client, bad, settings.quarantine)
     except (OSError, IMAPClientError) as exc:
-        raise FetchError(f"{settings.host}: cannot move processed mail: {exc}") from None
+        raise FetchError(f"{settings.host}: cannot move processed mail: {_words(exc)}") from None
 
 
 def _item(label: str, data: bytes) -> Item:
     return Item(label, lambda: data)
+
+
+def _words(exc: BaseException) -> str:
+    """The error in plain words: an OSError's text without Python's ``[Errno N]`` prefix."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return re.sub(r"\[Errno -?\d+\] ", "", str(exc)) or type(exc).__name__

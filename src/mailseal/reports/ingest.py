@@ -187,7 +187,7 @@ class Ingestor:
                 notes.write(f"{self.clock()} {printable(item.label)}: {printable(reason, 1000)}\n")
         except OSError as exc:
             raise TemporaryFailure(
-                f"cannot keep {item.label} in quarantine {self.quarantine_dir}: {exc}"
+                f"cannot keep {item.label} in quarantine {self.quarantine_dir}: {exc.strerror or exc}"
             ) from None
         self.store.note_quarantined(Quarantined(self.clock(), label or item.label, reason, str(kept)))
         shown = label or item.label

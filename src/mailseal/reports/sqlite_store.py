@@ -81,6 +81,10 @@ class SqliteReportStore:
         """Open (and unless ``readonly``, create or migrate) the store at ``path``."""
         self.path = Path(path)
         self.readonly = readonly
+        if self.path.is_dir():
+            raise ReportStoreError(
+                f"report store {self.path} is a directory; name a file (e.g. {self.path}/reports.db)"
+            )
         try:
             if not readonly:
                 self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)

@@ -82,7 +82,11 @@ class Document:
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One input as received (a file, a message, stdin): the unit that is quarantined whole."""
+    """One input as received (a file, a message, stdin): the unit that is quarantined whole.
+
+    A mail with good reports and a bad part stores the good ones and quarantines the mail
+    for the bad part (re-ingesting it from quarantine finds the good ones duplicates).
+    """
 
     label: str
     read: Callable[[], bytes]  # the original bytes, for the quarantine copy
@@ -187,7 +191,7 @@ _REPORT_NAMES: Final = (".xml", ".gz", ".zip", ".xml.gz", ".gzip")
 def _message_documents(data: bytes, label: str, limits: Limits) -> list[Document]:
     message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
     found: list[Document] = []
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []  # (where, reason)
     for number, part in enumerate(_leaves(message, limits), start=1):
         name = part.get_filename() or ""
         ctype = part.get_content_type()
@@ -201,14 +205,24 @@ def _message_documents(data: bytes, label: str, limits: Limits) -> list[Document
             try:
                 found.extend(documents(payload, where, limits, nested=True))
             except Unreadable as exc:
-                problems.append(exc.reason)
+                problems.append((where, exc.reason))
         elif named and ctype not in ("text/plain", "text/html"):
-            problems.append(f"{where}: labelled as a report ({ctype}) but neither XML, gzip nor zip")
-    if problems:
-        raise Unreadable("; ".join(problems)[:600])
+            problems.append((where, f"{where}: labelled as a report ({ctype}) but neither XML, gzip nor zip"))
+    if problems and not found:
+        raise Unreadable("; ".join(reason for _, reason in problems)[:600])
     if not found:
         raise Unreadable(f"{label}: e-mail without a report attachment (zip, gzip or XML)")
-    return found
+    # The good reports are stored; each bad part is its own line, quarantining the whole message.
+    return found + [Document(where, _unreadable(reason[:600])) for where, reason in problems]
+
+
+def _unreadable(reason: str) -> Callable[[], Iterator[bytes]]:
+    """A document that cannot be opened: reading it says why, so it gets its own quarantine line."""
+
+    def open_() -> Iterator[bytes]:
+        raise Unreadable(reason)
+
+    return open_
 
 
 def _leaves(message: Message, limits: Limits) -> Iterator[Message]:
