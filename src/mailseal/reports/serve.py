@@ -13,10 +13,13 @@ reverse proxy that authenticates (docs/reports.md).
 
 from __future__ import annotations
 
+import contextlib
 import html
 import http.server
+import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -347,6 +350,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 MAX_CONNECTIONS: Final = 32
+REQUEST_DEADLINE = 20.0
+"""Seconds one connection may live, reading its request and writing the page, in all.
+
+The handler's ``timeout`` (15 s) applies to each read, so a client sending one
+byte every 14 s would otherwise hold a slot forever, and 32 of them the server."""
+
+
+def _cut(request: socket.socket) -> None:
+    """Unblock whatever the handler waits for on this connection (its read or write fails)."""
+    with contextlib.suppress(OSError):  # already closed
+        request.shutdown(socket.SHUT_RDWR)
 
 
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -359,6 +373,10 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[http.server.BaseHTTPRequestHandler]) -> None:
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._lock = threading.Lock()
+        self._live: dict[Any, float] = {}
+        self._closed = threading.Event()
+        threading.Thread(target=self._watch, name="reports-deadlines", daemon=True).start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Refuse (close) a connection over the cap instead of starting yet another thread."""
@@ -368,11 +386,29 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         super().process_request(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """Serve one connection, then free its slot."""
+        """Serve one connection under its absolute deadline, then free its slot."""
+        with self._lock:
+            self._live[request] = time.monotonic() + REQUEST_DEADLINE
         try:
             super().process_request_thread(request, client_address)
         finally:
+            with self._lock:
+                self._live.pop(request, None)
             self._slots.release()
+
+    def server_close(self) -> None:
+        """Stop the deadline thread too."""
+        self._closed.set()
+        super().server_close()
+
+    def _watch(self) -> None:
+        """One thread for all deadlines: cut every connection past its own, four times a second."""
+        while not self._closed.wait(0.25):
+            now = time.monotonic()
+            with self._lock:
+                late = [request for request, deadline in self._live.items() if deadline <= now]
+            for request in late:
+                _cut(request)
 
 
 def make_server(

@@ -136,3 +136,50 @@ def test_connections_over_the_cap_are_closed_not_threaded(store: SqliteReportSto
             sock.close()
         server.shutdown()
         server.server_close()
+
+
+def test_a_slowloris_client_is_cut_at_the_request_deadline(
+    store: SqliteReportStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One byte every 0.2 s never trips the 15 s read timeout; the absolute deadline must cut it.
+
+    Before the deadline, 32 such clients (one byte each 14 s) held every slot
+    of the page server for as long as they liked.
+    """
+    import socket
+    import time
+
+    from mailseal.reports import serve
+
+    monkeypatch.setattr(serve, "REQUEST_DEADLINE", 1.5)
+    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    start = time.monotonic()
+    closed_after = None
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+            request = b"GET / HTTP/1.1\r\n" + b"X-A: " + b"a" * 200
+            for byte in request:
+                try:
+                    slow.sendall(bytes((byte,)))
+                except OSError:
+                    closed_after = time.monotonic() - start
+                    break
+                slow.settimeout(0.2)
+                try:
+                    if slow.recv(1) == b"":
+                        closed_after = time.monotonic() - start
+                        break
+                except TimeoutError:
+                    pass
+        assert closed_after is not None, "the trickling client was never cut"
+        assert closed_after < 4
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # the server still answers
+        connection.request("GET", "/style.css", headers={"Host": f"127.0.0.1:{port}"})
+        assert connection.getresponse().status == 200
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
