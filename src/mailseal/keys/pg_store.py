@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -189,7 +190,10 @@ class PgKeyStore:
                 application_name=f"mailseal {socket.gethostname()[:40]} pid {os.getpid()}",
             )
         except psycopg.Error as exc:
-            raise KeyStoreError(f"cannot connect to the key store {self.where}: {_first_line(exc)}") from None
+            why = _first_line(exc)
+            if isinstance(exc, psycopg.ProgrammingError):  # a malformed connection string: libpq quotes it
+                why = "the connection string is malformed (" + _QUOTED.sub('"..."', why) + ")"
+            raise KeyStoreError(f"cannot connect to the key store {self.where}: {why}") from None
         try:
             db.execute(f"SET statement_timeout = {ms}")
             db.execute(f"SET lock_timeout = {ms}")
@@ -670,6 +674,10 @@ def _one(cursor: psycopg.Cursor[Any]) -> Any:
     if row is None:  # pragma: no cover - every caller's query returns a row
         raise KeyStoreError("the key store returned no row")
     return row
+
+
+_QUOTED = re.compile(r'"[^"]*"?')
+"""libpq quotes the piece of the connection string it could not read, a password included."""
 
 
 def _first_line(exc: BaseException) -> str:
