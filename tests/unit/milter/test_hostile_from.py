@@ -27,6 +27,10 @@ HOSTILE_FROMS = {
     "encoded-word-only": b"=?utf-8?q?alice=40bank.example?=",
     "nul": b"alice@bank.example\x00@evil.example",
     "control-character": b"alice@evil.example\x1b",
+    # RFC 5321 4.1.3: a domain literal holds an IP address; a host name in brackets is
+    # no address a reply could reach, and a mail client shows it as "alice@[bank.example]".
+    "name-in-domain-literal": b"alice@[bank.example]",
+    "tagged-name-in-domain-literal": b"alice@[x:bank.example]",
 }
 
 
