@@ -9,6 +9,7 @@ one KEK opens every key in the shared database).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -40,6 +41,11 @@ def read_kek_file(path: Path) -> KekRing:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
+        if exc.errno == errno.ELOOP and path.is_symlink():  # O_NOFOLLOW's way of saying "a symlink"
+            raise InsecureKeyFileError(
+                f"the key-encryption key file {path} is a symlink; refused, since whoever can change "
+                f"the link chooses the key: name the file itself ({path.resolve()})"
+            ) from None
         raise KeyStoreError(
             f"cannot read the key-encryption key file {path}: {exc.strerror} "
             "(create one with: mailseal keys kek generate --kek-file FILE)"

@@ -460,3 +460,15 @@ def test_a_libpq_service_name_names_the_store(
         assert describe(location) in repr(store)
     finally:
         store.close()
+
+
+def test_a_symlinked_kek_file_is_refused_as_a_symlink(tmp_path: Path) -> None:
+    """Issue 8 item 10's key-file rule, for the KEK: not "Too many levels of symbolic links"
+    followed by advice to generate a new KEK (which would seal new keys under another one)."""
+    real = tmp_path / "kek"
+    add_kek(real)
+    link = tmp_path / "kek-link"
+    link.symlink_to(real)
+    with pytest.raises(InsecureKeyFileError, match="is a symlink") as caught:
+        read_kek_file(link)
+    assert "generate" not in str(caught.value) and "levels" not in str(caught.value)
