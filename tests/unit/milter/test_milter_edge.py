@@ -190,6 +190,7 @@ def test_beyond_the_cap_with_every_connection_active_a_new_one_is_refused_at_onc
         frame(b"A"),  # an abort outside any message
         frame(b"D", b"C" + b"j\0mx.test\0"),  # macros for nothing
         frame(b"M", b"<e@evil.example>\0") + frame(b"A"),  # a transaction begun and dropped
+        header_frame(b"X-Slow", b"x"),  # inside a message (opened below) that never ends
     ],
 )
 def test_chatter_that_never_finishes_a_message_does_not_hold_a_slot(
@@ -199,6 +200,9 @@ def test_chatter_that_never_finishes_a_message_does_not_hold_a_slot(
     (until ``connection_lifetime``, an hour) and locked every new MTA connection out."""
     with start(tmp_path, keys, "[limits]\nmax_connections = 3\n") as running:
         attackers = [session(running.address) for _ in range(3)]
+        if chatter[4:5] == b"L":  # header chatter: inside a message
+            for attacker in attackers:
+                attacker.mail("eve@evil.example")
         stop = threading.Event()
 
         def chatter_on() -> None:
