@@ -18,6 +18,7 @@ import html
 import http.server
 import socket
 import socketserver
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -376,6 +377,7 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self._lock = threading.Lock()
         self._live: dict[Any, float] = {}
         self._closed = threading.Event()
+        self._last_error = -10.0
         threading.Thread(target=self._watch, name="reports-deadlines", daemon=True).start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -395,6 +397,17 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             with self._lock:
                 self._live.pop(request, None)
             self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """No traceback per failed connection (socketserver's default): a client resetting at
+        will would make a log storm. One line per 10 s, and none for a client that went away."""
+        failure = sys.exc_info()[1]
+        if isinstance(failure, OSError):
+            return
+        now = time.monotonic()
+        if now - self._last_error >= 10.0:
+            self._last_error = now
+            sys.stderr.write(f"mailseal reports serve: a request failed: {type(failure).__name__}\n")
 
     def server_close(self) -> None:
         """Stop the deadline thread too."""

@@ -183,3 +183,38 @@ def test_a_slowloris_client_is_cut_at_the_request_deadline(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_clients_that_reset_cost_no_traceback_each(
+    store: SqliteReportStore, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """socketserver prints a full traceback to standard error for every connection that fails;
+    a client resetting its connections at will must not make a log storm of them."""
+    import socket
+    import struct
+    import time
+
+    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+        for _ in range(30):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as rude:
+                rude.sendall(b"GET /d/example.com?days=365 HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+                rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as broken:
+                broken.sendall(
+                    b"GET / HTTP/1.0\r\nHost: 127.0.0.1:%d\r\nX: " % port + b"x" * 70_000 + b"\r\n\r\n"
+                )
+        time.sleep(0.5)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/style.css", headers={"Host": f"127.0.0.1:{port}"})
+        assert connection.getresponse().status == 200
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err[:2000]
+    assert err.count("\n") <= 2
