@@ -310,6 +310,40 @@ def render(ctx: PageContext, target: str) -> tuple[int, str, str]:
     return 404, "text/html; charset=utf-8", _page("not found", "<p>Not found.</p>")
 
 
+REQUEST_HEAD_BYTES: Final = 16 * 1024
+"""Bytes of request line and header fields read; a GET from a browser or a scraper needs ~1 KiB."""
+
+
+class _CappedReader:
+    """The connection's input for the request head, cut off after ``limit`` bytes.
+
+    The standard library would read 100 header lines of 64 KiB each (6.5 MB
+    per connection); past the cap lines read as end of input, and the handler
+    answers 431.
+    """
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self._raw = raw
+        self._left = limit
+        self.exhausted = False
+
+    def readline(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            self.exhausted = True
+            return b""
+        line: bytes = self._raw.readline(self._left if size < 0 else min(size, self._left))
+        self._left -= len(line)
+        return line
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._raw.read(self._left if size < 0 else min(size, self._left))
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "mailseal-reports"
     sys_version = ""
@@ -317,7 +351,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     context: PageContext
     hosts: set[str]
 
+    def setup(self) -> None:
+        """Read the request head through :class:`_CappedReader`."""
+        super().setup()
+        self.rfile = _CappedReader(self.rfile, REQUEST_HEAD_BYTES)  # type: ignore[assignment]
+
     def _answer(self, *, body: bool) -> None:
+        if isinstance(self.rfile, _CappedReader) and self.rfile.exhausted:
+            self.send_error(431, "request head too large")
+            return
         host = (self.headers.get("Host") or "").lower()
         if host not in self.hosts:
             self.send_error(421, "unexpected Host header")

@@ -218,3 +218,26 @@ def test_clients_that_reset_cost_no_traceback_each(
     err = capfd.readouterr().err
     assert "Traceback" not in err, err[:2000]
     assert err.count("\n") <= 2
+
+
+def test_a_request_head_is_bounded(store: SqliteReportStore) -> None:
+    """The standard library reads up to 100 header lines of 64 KiB (6.5 MB per connection,
+    200 MB over the 32 slots); the page server stops at REQUEST_HEAD_BYTES and says so."""
+    import socket
+
+    from mailseal.reports.serve import REQUEST_HEAD_BYTES
+
+    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as big:
+            big.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n" % port)
+            line = b"X-Pad: " + b"x" * 60_000 + b"\r\n"
+            for _ in range(REQUEST_HEAD_BYTES // len(line) + 2):  # never the blank line that ends the head
+                big.sendall(line)
+            assert big.recv(100).startswith(b"HTTP/1.0 431"), "still reading the head"
+    finally:
+        server.shutdown()
+        server.server_close()
