@@ -198,7 +198,7 @@ def _too_deep(head: bytes) -> bool:
     return False
 
 
-_ENCODED_WORD = re.compile(rb"=\?[^?\s]{1,64}\?([bBqQ])\?([^?\s]*)\?=")
+_ENCODED_WORD = re.compile(rb"=\?[^?]{0,64}\?([bBqQ])\?([^?]*)\?=")  # spaces too, as decode_header()
 _Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 
 
@@ -214,6 +214,7 @@ def _decoded_words(area: bytes) -> bytes:
         text = word.group(2)
         if word.group(1) in b"qQ":
             return _Q_ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), text.replace(b"_", b" "))
+        text = b"".join(text.split())
         try:
             return base64.b64decode(text + b"=" * (-len(text) % 4))
         except (binascii.Error, ValueError):
