@@ -186,3 +186,39 @@ def test_fetch_refuses_an_untrusted_certificate_and_a_wrong_password(
     )
     assert readable.returncode != 0
     assert "chmod" in readable.stderr
+
+
+def test_fetch_holds_about_one_input_cap_of_mail_at_a_time(imap: DovecotServer, tmp_path: Path) -> None:
+    """A batch was fetched whole: 20 messages just under the input cap (64 MiB) are 1.3 GB
+    in memory at once. Anyone can mail the report address, so the bound must be the cap."""
+    import tracemalloc
+
+    from mailseal.reports.fetch import ImapSettings, fetch_once
+    from mailseal.reports.ingest import Ingestor
+    from mailseal.reports.unpack import Limits
+
+    cap = 600_000
+    client = _client(imap)
+    for n in range(20):  # a whole batch, each one under the cap: all are downloaded (and quarantined: junk)
+        client.append(
+            "INBOX", report_email(os.urandom(400_000), content_type="application/zip", filename=f"j{n}.zip")
+        )
+    client.logout()
+    store = SqliteReportStore(tmp_path / "r.db")
+    ingestor = Ingestor(
+        store, tmp_path / "quarantine", limits=Limits(input_bytes=cap), clock=lambda: 1_767_225_600
+    )
+    settings = ImapSettings(
+        "127.0.0.1", imap.user, imap.password, port=imap.port, cafile=imap.cafile, timeout=20
+    )
+    tracemalloc.start()
+    try:
+        result = fetch_once(settings, ingestor)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        store.close()
+    assert result.messages == 20 and result.quarantined == 20
+    # Reading one message costs several times its size (IMAP literal, MIME parts, the quarantine
+    # copy): about 8 caps measured; a whole batch at once was 50 caps.
+    assert peak < 12 * cap, f"peak {peak} bytes for a {cap}-byte cap"

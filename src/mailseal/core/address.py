@@ -30,6 +30,7 @@ Grammar (RFC 5322 3.4, with the obsolete forms of 4.4 that real mail uses)::
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import re
 from collections.abc import Iterable
@@ -299,6 +300,19 @@ def _without_route(inner: list[_Token]) -> list[_Token]:
     return inner
 
 
+def _is_address_literal(content: str) -> bool:
+    """``1.2.3.4`` or ``IPv6:...``, the address literals mail uses (RFC 5321 4.1.3)."""
+    text = content.strip(" \t")
+    try:
+        if text[:5].lower() == "ipv6:":
+            ipaddress.IPv6Address(text[5:])
+        else:
+            ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _addr_spec(tokens: list[_Token]) -> Mailbox:
     kinds = [t[0] for t in tokens]
     if kinds.count("@") != 1:
@@ -320,6 +334,9 @@ def _addr_spec(tokens: list[_Token]) -> Mailbox:
 
 def _domain(tokens: list[_Token]) -> str:
     if len(tokens) == 1 and tokens[0][0] == "literal":
+        if not _is_address_literal(tokens[0][1][1:-1]):
+            # "alice@[bank.example]": a client shows bank.example, no rule would cover "[bank.example]"
+            raise AddressProblem("a domain literal that is not an IP address (RFC 5321 4.1.3)")
         return tokens[0][1]
     kinds = [t[0] for t in tokens]
     if not all(k == ("atom" if i % 2 == 0 else ".") for i, k in enumerate(kinds)):

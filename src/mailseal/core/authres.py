@@ -9,6 +9,8 @@ signatures of this message apart (RFC 6008).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 
 from mailseal.core.message import HeaderField
@@ -196,7 +198,39 @@ def _too_deep(head: bytes) -> bool:
     return False
 
 
+_ENCODED_WORD = re.compile(rb"=\?[^?]{0,64}\?([bBqQ])\?([^?]*)\?=")  # spaces too, as decode_header()
+_Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def _decoded_words(area: bytes) -> bytes:
+    """``area`` with its RFC 2047 encoded-words decoded, as a mail client shows the field.
+
+    Python's email package and mail clients decode encoded-words in any
+    unstructured field, so ``=?utf-8?b?bXguZXhhbXBsZS5jb20=?=;`` reads as our
+    id to them. Linear: one regular-expression pass; undecodable words stay as written.
+    """
+
+    def decode(word: re.Match[bytes]) -> bytes:
+        text = word.group(2)
+        if word.group(1) in b"qQ":
+            return _Q_ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), text.replace(b"_", b" "))
+        text = b"".join(text.split())
+        try:
+            return base64.b64decode(text + b"=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            return word.group(0)
+
+    return _ENCODED_WORD.sub(decode, area)
+
+
 def _mentions(area: bytes, ours: str) -> bool:
+    """``ours`` as a whole host name in ``area``, as written or with encoded-words decoded."""
+    if b"=?" in area and _mentions_text(_decoded_words(area), ours):
+        return True
+    return _mentions_text(area, ours)
+
+
+def _mentions_text(area: bytes, ours: str) -> bool:
     """``ours`` as a whole host name in ``area`` (case-folded, escapes and odd whitespace ignored)."""
     text = area.decode("utf-8", "replace").replace("\\", "").casefold()
     start = 0

@@ -61,7 +61,22 @@ def domain_of_auid(auid: str) -> str:
 
 
 def is_within(domain: str, parent: str) -> bool:
-    """True when ``domain`` equals ``parent`` or is a subdomain of it (case-insensitive)."""
-    domain = domain.lower().removesuffix(".")
-    parent = parent.lower().removesuffix(".")
+    """True when ``domain`` equals ``parent`` or is a subdomain of it (case-insensitive).
+
+    Internationalized names compare in A-labels (``bänk.example`` is
+    ``xn--bnk-qla.example``, as DNS and mail clients see it), so a rule or a
+    d= written in one form covers the other.
+    """
+    domain = _comparable(domain)
+    parent = _comparable(parent)
     return domain == parent or domain.endswith("." + parent)
+
+
+def _comparable(name: str) -> str:
+    name = name.lower().removesuffix(".")
+    if name.isascii():
+        return name
+    try:
+        return name.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return name  # not IDNA-encodable: compared as written

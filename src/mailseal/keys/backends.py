@@ -58,22 +58,34 @@ def parse_location(text: str, base: Path | None = None) -> StoreLocation:
     return path
 
 
+_SECRET_KEYS: Final = frozenset({"password", "sslpassword"})
+_KEYWORD: Final = re.compile(r"([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)")
+
+
 def describe(location: StoreLocation) -> str:
-    """The location for messages: a path, or the connection without its password."""
+    """The location for messages: a path, or the connection without its password.
+
+    Both secrets libpq takes inline go (``password`` and ``sslpassword``, in
+    any letter case, quoted or not), and so does any word that is not a
+    ``key=value`` pair; a URL that cannot be parsed is not shown.
+    """
     if isinstance(location, Path):
         return str(location)
     text = location.strip()
-    if text.lower().startswith("service"):
-        return re.sub(r"password\s*=\s*\S+", "password=***", text)
+    if text.lower().startswith("service"):  # keyword=value pairs; stray words (a password's tail) are dropped
+        return " ".join(
+            f"{key}={'***' if key.lower() in _SECRET_KEYS else value}"
+            for key, value in _KEYWORD.findall(text)
+        )
     try:
         parts = urlsplit(text)
     except ValueError:
-        return text.split("://", 1)[0] + "://(not a valid URL)"
+        return f"{text.split(':', 1)[0]}://(a URL that cannot be parsed)"
     netloc = parts.netloc
     if "@" in netloc:
         user, host = netloc.rsplit("@", 1)
         netloc = f"{user.split(':', 1)[0]}@{host}"
-    query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)])
+    query = urlencode([(k, "***" if k.lower() in _SECRET_KEYS else v) for k, v in parse_qsl(parts.query)])
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 

@@ -8,6 +8,7 @@ one KEK opens every key in the shared database).
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from mailseal.core.keywrap import KEK_BYTES, NONCE_BYTES, KekRing, KeyEncryptionKey, parse_kek_text, seal
-from mailseal.errors import KeyStoreError
+from mailseal.errors import InsecureKeyFileError, KeyStoreError
 from mailseal.keys.files import refuse_shared, write_secret_file
 
 __all__ = ["add_kek", "drop_keks", "new_kek", "read_kek_file", "seal_new", "write_kek_file"]
@@ -39,6 +40,11 @@ def read_kek_file(path: Path) -> KekRing:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
+        if exc.errno == errno.ELOOP and path.is_symlink():  # O_NOFOLLOW's way of saying "a symlink"
+            raise InsecureKeyFileError(
+                f"the key-encryption key file {path} is a symlink; refused, since whoever can change "
+                f"the link chooses the key: name the file itself ({path.resolve()})"
+            ) from None
         raise KeyStoreError(
             f"cannot read the key-encryption key file {path}: {exc.strerror} "
             "(create one with: mailseal keys kek generate --kek-file FILE)"

@@ -185,8 +185,10 @@ class PgKeyStore:
             )
         except psycopg.Error as exc:
             # libpq's words, without the Python "[Errno N] " psycopg leaves in resolver errors
-            words = re.sub(r"\[Errno -?\d+\] ", "", _first_line(exc))
-            raise KeyStoreError(f"cannot connect to the key store {self.where}: {words}") from None
+            why = re.sub(r"\[Errno -?\d+\] ", "", _first_line(exc))
+            if isinstance(exc, psycopg.ProgrammingError):  # a malformed connection string: libpq quotes it
+                why = "the connection string is malformed (" + _QUOTED.sub('"..."', why) + ")"
+            raise KeyStoreError(f"cannot connect to the key store {self.where}: {why}") from None
         try:
             db.execute(f"SET statement_timeout = {ms}")
             db.execute(f"SET lock_timeout = {ms}")
@@ -663,6 +665,10 @@ def _one(cursor: psycopg.Cursor[Any]) -> Any:
     if row is None:  # pragma: no cover - every caller's query returns a row
         raise KeyStoreError("the key store returned no row")
     return row
+
+
+_QUOTED = re.compile(r'"[^"]*"?')
+"""libpq quotes the piece of the connection string it could not read, a password included."""
 
 
 def _first_line(exc: BaseException) -> str:

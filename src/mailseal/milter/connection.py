@@ -57,6 +57,10 @@ class Connection(asyncio.Protocol):
         self.accepted_at = now
         self.last_active = now
         """When the last complete command arrived (bytes trickling in do not count)."""
+        self.last_progress = now
+        """When negotiation finished or a message got its end-of-message reply: what eviction
+        goes by, since commands that finish nothing (aborts, macros, a MAIL FROM dropped) cost
+        the client nothing and must not make a connection look busy."""
         self.message_started: float | None = None
         self.write_paused_at: float | None = None
         self._lost = False
@@ -182,6 +186,7 @@ class Connection(asyncio.Protocol):
         decoder = self._decoder
         session = self._session
         handled = 0
+        negotiated_before = self.negotiated
         try:
             while (event := decoder.next_event()) is not None:
                 handled += 1
@@ -208,6 +213,8 @@ class Connection(asyncio.Protocol):
         if handled:
             now = self._loop.time()
             self.last_active = now
+            if not negotiated_before and self.negotiated:
+                self.last_progress = now
             if not session.in_message:
                 self.message_started = None
             elif self.message_started is None:
@@ -242,6 +249,7 @@ class Connection(asyncio.Protocol):
                 else:
                     self._lookups[name] = asyncio.ensure_future(resolver.lookup_txt(name))
         elif kind is codec.EndOfMessage and session.outcome is not None:
+            self.last_progress = self._loop.time()
             outcome, session.outcome = session.outcome, None
             self._write(out)  # the reply first: the MTA waits for it, the log line can wait
             out.clear()

@@ -264,9 +264,11 @@ class MilterServer:
         First choice: the connection that has not finished option negotiation
         for longest and has no unread input (an MTA sends its negotiation the
         moment it connects, so a flood of idle or trickling connections never
-        locks it out). Then: the negotiated connection whose last complete
-        command is oldest, if that was at least ``EVICT_MIN_IDLE`` ago and it is
-        not waiting for DNS.
+        locks it out). Then, of the negotiated connections not waiting for DNS,
+        one between messages before one inside a message: the one that finished
+        nothing (negotiation or a message) for longest, at least ``EVICT_MIN_IDLE``.
+        Commands that finish nothing -- aborts, macros, a MAIL FROM dropped --
+        do not count: a client repeating them cheaply must not hold its slot.
         """
         now = asyncio.get_running_loop().time()
         waiting_to_negotiate = sorted(
@@ -274,20 +276,21 @@ class MilterServer:
         )
         victim = next((c for c in waiting_to_negotiate if not c.input_waiting()), None)
         if victim is None:
-            for connection in self._connections:
-                if not connection.negotiated or connection.waiting:
-                    continue
-                if now - connection.last_active < EVICT_MIN_IDLE:
-                    continue
-                if victim is None or connection.last_active < victim.last_active:
-                    victim = connection
+            candidates = [
+                c
+                for c in self._connections
+                if c.negotiated and not c.waiting and now - c.last_progress >= EVICT_MIN_IDLE
+            ]
+            # Between messages before inside one; then the longest without finishing anything.
+            victim = min(candidates, key=lambda c: (c.busy, c.last_progress), default=None)
         if victim is None:
             return False
         throttle.warning(
             "evicted",
-            "at limits.max_connections (%d): closing a connection idle for %.1fs to admit a new one",
+            "at limits.max_connections (%d): closing a connection that finished nothing for %.1fs "
+            "to admit a new one",
             self._cap,
-            now - victim.last_active,
+            now - victim.last_progress,
         )
         self._metrics.error("evicted")
         victim.abort()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -27,7 +27,7 @@ from mailseal.reports.unpack import Item
 
 __all__ = ["FetchError", "FetchResult", "ImapSettings", "fetch_once"]
 
-BATCH: Final = 20  # messages downloaded per FETCH (bounded memory: BATCH x the input cap at worst)
+BATCH: Final = 20  # messages moved per round; downloaded in groups of about one input cap (bounded memory)
 
 
 class FetchError(Exception):
@@ -134,37 +134,76 @@ def _batch(
     cap = ingestor.limits.input_bytes
     try:
         sizes: dict[int, Any] = client.fetch(uids, ["RFC822.SIZE"])
-        small = [uid for uid in uids if int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0)) <= cap]
-        bodies: dict[int, Any] = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
     except (OSError, IMAPClientError) as exc:
         raise FetchError(f"{settings.host}: {_words(exc)}") from None
     done: list[int] = []
     bad: list[int] = []
-    for uid in uids:
-        label = f"imap://{settings.host}/{settings.mailbox};UID={uid}"
-        data = bodies.get(uid, {}).get(b"BODY[]")
-        if not isinstance(data, bytes):
-            size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
-            outcome = Outcome(
-                Status.QUARANTINED,
-                label,
-                f"{size} bytes, larger than the input limit; left in {settings.quarantine}",
-            )
-            result.outcomes.append(outcome)
-            on_outcome(outcome)
-            bad.append(uid)
-            continue
-        result.messages += 1
-        outcomes = list(ingestor.ingest(_item(label, data)))  # TemporaryFailure: stop, the message stays
-        for outcome in outcomes:
-            result.outcomes.append(outcome)
-            on_outcome(outcome)
-        (bad if any(o.status is Status.QUARANTINED for o in outcomes) else done).append(uid)
+    for group, download in _by_size(uids, sizes, cap):
+        try:
+            bodies: dict[int, Any] = client.fetch(group, ["BODY.PEEK[]"]) if download else {}
+        except (OSError, IMAPClientError) as exc:
+            raise FetchError(f"{settings.host}: {exc}") from None
+        for uid in group:
+            data = bodies.pop(uid, {}).get(b"BODY[]")
+            _one(uid, data, sizes, settings, ingestor, result, on_outcome, done, bad)
     try:
         _move(client, done, settings.done)
         _move(client, bad, settings.quarantine)
     except (OSError, IMAPClientError) as exc:
         raise FetchError(f"{settings.host}: cannot move processed mail: {_words(exc)}") from None
+
+
+def _size(sizes: dict[int, Any], uid: int) -> int:
+    return int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+
+
+def _by_size(uids: list[int], sizes: dict[int, Any], cap: int) -> Iterator[tuple[list[int], bool]]:
+    """``(uids, download)``: groups of at most one input cap of mail per FETCH, so memory holds
+    about one cap, not a batch of them; a message over the cap alone, not downloaded (quarantine)."""
+    group: list[int] = []
+    total = 0
+    for uid in uids:
+        size = _size(sizes, uid)
+        if size > cap:
+            yield [uid], False
+            continue
+        if group and total + size > cap:
+            yield group, True
+            group, total = [], 0
+        group.append(uid)
+        total += size
+    if group:
+        yield group, True
+
+
+def _one(
+    uid: int,
+    data: object,
+    sizes: dict[int, Any],
+    settings: ImapSettings,
+    ingestor: Ingestor,
+    result: FetchResult,
+    on_outcome: Callable[[Outcome], None],
+    done: list[int],
+    bad: list[int],
+) -> None:
+    label = f"imap://{settings.host}/{settings.mailbox};UID={uid}"
+    if not isinstance(data, bytes):
+        outcome = Outcome(
+            Status.QUARANTINED,
+            label,
+            f"{_size(sizes, uid)} bytes, larger than the input limit; left in {settings.quarantine}",
+        )
+        result.outcomes.append(outcome)
+        on_outcome(outcome)
+        bad.append(uid)
+        return
+    result.messages += 1
+    outcomes = list(ingestor.ingest(_item(label, data)))  # TemporaryFailure: stop, the message stays
+    for outcome in outcomes:
+        result.outcomes.append(outcome)
+        on_outcome(outcome)
+    (bad if any(o.status is Status.QUARANTINED for o in outcomes) else done).append(uid)
 
 
 def _item(label: str, data: bytes) -> Item:

@@ -13,10 +13,14 @@ reverse proxy that authenticates (docs/reports.md).
 
 from __future__ import annotations
 
+import contextlib
 import html
 import http.server
+import socket
 import socketserver
+import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -306,6 +310,40 @@ def render(ctx: PageContext, target: str) -> tuple[int, str, str]:
     return 404, "text/html; charset=utf-8", _page("not found", "<p>Not found.</p>")
 
 
+REQUEST_HEAD_BYTES: Final = 16 * 1024
+"""Bytes of request line and header fields read; a GET from a browser or a scraper needs ~1 KiB."""
+
+
+class _CappedReader:
+    """The connection's input for the request head, cut off after ``limit`` bytes.
+
+    The standard library would read 100 header lines of 64 KiB each (6.5 MB
+    per connection); past the cap lines read as end of input, and the handler
+    answers 431.
+    """
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self._raw = raw
+        self._left = limit
+        self.exhausted = False
+
+    def readline(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            self.exhausted = True
+            return b""
+        line: bytes = self._raw.readline(self._left if size < 0 else min(size, self._left))
+        self._left -= len(line)
+        return line
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._raw.read(self._left if size < 0 else min(size, self._left))
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "mailseal-reports"
     sys_version = ""
@@ -313,7 +351,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     context: PageContext
     hosts: set[str]
 
+    def setup(self) -> None:
+        """Read the request head through :class:`_CappedReader`."""
+        super().setup()
+        self.rfile = _CappedReader(self.rfile, REQUEST_HEAD_BYTES)  # type: ignore[assignment]
+
     def _answer(self, *, body: bool) -> None:
+        if isinstance(self.rfile, _CappedReader) and self.rfile.exhausted:
+            self.send_error(431, "request head too large")
+            return
         host = (self.headers.get("Host") or "").lower()
         if host not in self.hosts:
             self.send_error(421, "unexpected Host header")
@@ -347,6 +393,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 MAX_CONNECTIONS: Final = 32
+REQUEST_DEADLINE = 20.0
+"""Seconds one connection may live, reading its request and writing the page, in all.
+
+The handler's ``timeout`` (15 s) applies to each read, so a client sending one
+byte every 14 s would otherwise hold a slot forever, and 32 of them the server."""
+
+
+def _cut(request: socket.socket) -> None:
+    """Unblock whatever the handler waits for on this connection (its read or write fails)."""
+    with contextlib.suppress(OSError):  # already closed
+        request.shutdown(socket.SHUT_RDWR)
 
 
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -359,6 +416,11 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[http.server.BaseHTTPRequestHandler]) -> None:
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._lock = threading.Lock()
+        self._live: dict[Any, float] = {}
+        self._closed = threading.Event()
+        self._last_error = -10.0
+        threading.Thread(target=self._watch, name="reports-deadlines", daemon=True).start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Refuse (close) a connection over the cap instead of starting yet another thread."""
@@ -368,11 +430,40 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         super().process_request(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """Serve one connection, then free its slot."""
+        """Serve one connection under its absolute deadline, then free its slot."""
+        with self._lock:
+            self._live[request] = time.monotonic() + REQUEST_DEADLINE
         try:
             super().process_request_thread(request, client_address)
         finally:
+            with self._lock:
+                self._live.pop(request, None)
             self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """No traceback per failed connection (socketserver's default): a client resetting at
+        will would make a log storm. One line per 10 s, and none for a client that went away."""
+        failure = sys.exc_info()[1]
+        if isinstance(failure, OSError):
+            return
+        now = time.monotonic()
+        if now - self._last_error >= 10.0:
+            self._last_error = now
+            sys.stderr.write(f"mailseal reports serve: a request failed: {type(failure).__name__}\n")
+
+    def server_close(self) -> None:
+        """Stop the deadline thread too."""
+        self._closed.set()
+        super().server_close()
+
+    def _watch(self) -> None:
+        """One thread for all deadlines: cut every connection past its own, four times a second."""
+        while not self._closed.wait(0.25):
+            now = time.monotonic()
+            with self._lock:
+                late = [request for request, deadline in self._live.items() if deadline <= now]
+            for request in late:
+                _cut(request)
 
 
 def make_server(

@@ -8,6 +8,9 @@ VT, NUL or NBSP. Cross-checked with an independent RFC 8601 parser (the
 
 from __future__ import annotations
 
+import email
+import email.header
+import email.policy
 import os
 import time
 from typing import Any
@@ -40,7 +43,33 @@ FORGED_FORMS = [
     b" (mx.example.com) other.example; dkim=pass",  # a reader that ignores comments sees ours
     b" ((x) mx.example.com) other.example; dkim=pass",  # ...or one that does not nest them
     b" (;) mx.example.com; dkim=pass",
+    # RFC 2047 encoded-words: Python's email package (policy.default) and mail
+    # clients decode them in any unstructured field, and then read our id.
+    b" =?utf-8?b?bXguZXhhbXBsZS5jb20=?=; dkim=pass header.d=bank.example",
+    b" =?utf-8?q?mx=2Eexample=2Ecom=3B_dkim=3Dpass?=",
+    b" =?UTF-8?Q?MX=2Eexample=2Ecom?= (c); dkim=pass",
+    b" =?iso-8859-1?B?bXguZXhhbXBsZS5jb20uOw==?= dkim=pass",
 ]
+LEGACY_DECODED_FORMS = [  # email.header.decode_header(), the older API many scripts use, decodes these too
+    b" =?utf-8?q?mx.example.com ?=; dkim=pass",
+    b" =?utf-8?b?bXgu ZXhhbXBsZS5jb20=?=; dkim=pass",
+]
+
+
+@pytest.mark.parametrize("value", LEGACY_DECODED_FORMS)
+def test_what_the_legacy_email_api_reads_as_ours_is_claimed(value: bytes) -> None:
+    parts = email.header.decode_header(value.decode())
+    read = b"".join(p if isinstance(p, bytes) else p.encode() for p, _ in parts).decode()
+    assert read.split(";")[0].split()[0].casefold() == OURS  # the attack is real
+    assert claims_authserv_id(value, OURS)
+
+
+@pytest.mark.parametrize("value", [v for v in FORGED_FORMS if b"=?" in v])
+def test_what_pythons_email_package_reads_as_ours_is_claimed(value: bytes) -> None:
+    raw = b"Authentication-Results:" + value + b"\r\n\r\n"
+    read = str(email.message_from_bytes(raw, policy=email.policy.default)["Authentication-Results"])
+    assert read.split(";")[0].split()[0].casefold().rstrip(".") == OURS  # the attack is real
+    assert claims_authserv_id(value, OURS)
 
 
 @pytest.mark.parametrize("value", FORGED_FORMS)

@@ -204,6 +204,20 @@ def test_an_unreachable_database_is_an_error_not_a_traceback(tmp_path: Path) -> 
     assert "s3cret" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://nobody:S3C%zzRET@/mailseal?host={tmp}",  # libpq: invalid percent-encoded token: "S3C%zzRET"
+        "postgresql://nobody@/mailseal?host={tmp}&password=S3C%zzRET",
+        "service=mailseal host={tmp} password=S3C RET",  # libpq: missing "=" after "RET"
+    ],
+)
+def test_libpq_errors_that_quote_the_password_are_not_repeated(tmp_path: Path, dsn: str) -> None:
+    with pytest.raises(KeyStoreError, match="cannot connect to the key store") as caught:
+        open_store(parse_location(dsn.format(tmp=tmp_path)), timeout=1)
+    assert "S3C" not in str(caught.value) and "RET" not in str(caught.value), str(caught.value)
+
+
 def test_store_locations_and_their_display() -> None:
     assert is_database("postgresql://u@db.example/keys") and is_database("service=mailseal")
     assert is_database("postgres://u@h/d") and not is_database("/var/lib/mailseal/keys.db")
@@ -213,6 +227,24 @@ def test_store_locations_and_their_display() -> None:
     )
     assert "pw" not in describe("postgresql://u@h/d?password=pw")
     assert describe("service=mailseal") == "service=mailseal"
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://u@h/db?sslpassword=SECRET1",  # the passphrase of the client certificate's key
+        "postgresql://u@h/db?PASSWORD=SECRET1",
+        "postgresql://u@h/db?pass%77ord=SECRET1",
+        "service=mailseal host=h password=SECRET1 dbname=keys",
+        "service=mailseal password = 'SECRET1 with spaces'",
+        "service=mailseal PASSWORD=SECRET1",
+        "service=mailseal sslpassword=SECRET1",
+        "postgresql://u:SECRET1@[::1/keys",  # not a valid URL: show nothing of it, never raise
+    ],
+)
+def test_no_form_of_a_password_is_displayed(dsn: str) -> None:
+    shown = describe(dsn)
+    assert "SECRET1" not in shown and "spaces" not in shown, shown
 
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -421,3 +453,15 @@ def test_a_libpq_service_name_names_the_store(
         assert describe(location) in repr(store)
     finally:
         store.close()
+
+
+def test_a_symlinked_kek_file_is_refused_as_a_symlink(tmp_path: Path) -> None:
+    """Issue 8 item 10's key-file rule, for the KEK: not "Too many levels of symbolic links"
+    followed by advice to generate a new KEK (which would seal new keys under another one)."""
+    real = tmp_path / "kek"
+    add_kek(real)
+    link = tmp_path / "kek-link"
+    link.symlink_to(real)
+    with pytest.raises(InsecureKeyFileError, match="is a symlink") as caught:
+        read_kek_file(link)
+    assert "generate" not in str(caught.value) and "levels" not in str(caught.value)

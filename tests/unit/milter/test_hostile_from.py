@@ -27,6 +27,10 @@ HOSTILE_FROMS = {
     "encoded-word-only": b"=?utf-8?q?alice=40bank.example?=",
     "nul": b"alice@bank.example\x00@evil.example",
     "control-character": b"alice@evil.example\x1b",
+    # RFC 5321 4.1.3: a domain literal holds an IP address; a host name in brackets is
+    # no address a reply could reach, and a mail client shows it as "alice@[bank.example]".
+    "name-in-domain-literal": b"alice@[bank.example]",
+    "tagged-name-in-domain-literal": b"alice@[x:bank.example]",
 }
 
 
@@ -159,3 +163,26 @@ def test_an_internal_error_while_verifying_does_not_switch_the_require_rules_off
     assert result.text.startswith(
         "550 5.7.20 mailseal: the DKIM signature required for bank.example cannot be checked"
     )
+
+
+@pytest.mark.parametrize(
+    ("rule", "author"),
+    [
+        ("xn--bnk-qla.example", "alice@b\u00e4nk.example"),  # the rule as DNS writes it, the From in UTF-8
+        ("b\u00e4nk.example", "alice@xn--bnk-qla.example"),  # and the other way round
+        ("b\u00e4nk.example", "alice@ba\u0308nk.example"),  # a decomposed a-umlaut: the same name
+        ("xn--bnk-qla.example", "alice@mail.B\u00c4NK.example"),
+    ],
+)
+def test_a_require_rule_covers_its_domain_in_every_spelling(
+    tmp_path: Path, rsa_key: PrivateKey, rule: str, author: str
+) -> None:
+    """An internationalized author domain is one name in U-labels or A-labels (RFC 5890).
+
+    A rule written one way was skipped for unsigned mail whose From used the
+    other: a mail client shows both as the same domain.
+    """
+    extra = f'[[verify.require]]\ndomain = "{rule}"\naction = "reject"\n'
+    result = _run(tmp_path, _keys(rsa_key), _with_from(author.encode()), extra=extra)
+    assert result.reply == b"y", result
+    assert "550 5.7.20" in result.text

@@ -6,9 +6,11 @@ Each test is an attack first: it fails on a milter without the limit it names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -84,6 +86,8 @@ def wait_for(predicate: object, timeout: float = 10.0) -> bool:
         b"\x00mx.test; dkim=pass",
         b"\xc2\xa0mx.test; dkim=pass",
         b" (" * 100 + b"x",  # cannot be read within our limits: treated as forged
+        b" =?utf-8?b?bXgudGVzdA==?=; dkim=pass",  # an encoded-word a mail client decodes to our id
+        b" =?utf-8?q?mx=2Etest=3B_dkim=3Dpass?=",
     ],
 )
 def test_every_form_of_a_forged_authentication_results_is_removed(
@@ -178,6 +182,47 @@ def test_beyond_the_cap_with_every_connection_active_a_new_one_is_refused_at_onc
         refused.close()
         for client in busy:
             client.close()
+
+
+@pytest.mark.parametrize(
+    "chatter",
+    [
+        frame(b"A"),  # an abort outside any message
+        frame(b"D", b"C" + b"j\0mx.test\0"),  # macros for nothing
+        frame(b"M", b"<e@evil.example>\0") + frame(b"A"),  # a transaction begun and dropped
+        header_frame(b"X-Slow", b"x"),  # inside a message (opened below) that never ends
+    ],
+)
+def test_chatter_that_never_finishes_a_message_does_not_hold_a_slot(
+    tmp_path: Path, keys: Keys, chatter: bytes
+) -> None:
+    """Connections at the cap that send a cheap command every 0.3 s looked active forever
+    (until ``connection_lifetime``, an hour) and locked every new MTA connection out."""
+    with start(tmp_path, keys, "[limits]\nmax_connections = 3\n") as running:
+        attackers = [session(running.address) for _ in range(3)]
+        if chatter[4:5] == b"L":  # header chatter: inside a message
+            for attacker in attackers:
+                attacker.mail("eve@evil.example")
+        stop = threading.Event()
+
+        def chatter_on() -> None:
+            while not stop.is_set():
+                for attacker in attackers:
+                    with contextlib.suppress(OSError):  # an evicted attacker
+                        attacker.send_raw(chatter)
+                stop.wait(0.3)
+
+        thread = threading.Thread(target=chatter_on, daemon=True)
+        thread.start()
+        try:
+            time.sleep(1.5)  # past EVICT_MIN_IDLE since their negotiation
+            with session(running.address) as client:  # legitimate mail still gets in
+                assert client.send_message(MESSAGE).verdict == "continue"
+        finally:
+            stop.set()
+            thread.join()
+            for attacker in attackers:
+                attacker.close()
 
 
 def test_the_cap_fits_the_descriptor_limit() -> None:

@@ -136,3 +136,108 @@ def test_connections_over_the_cap_are_closed_not_threaded(store: SqliteReportSto
             sock.close()
         server.shutdown()
         server.server_close()
+
+
+def test_a_slowloris_client_is_cut_at_the_request_deadline(
+    store: SqliteReportStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One byte every 0.2 s never trips the 15 s read timeout; the absolute deadline must cut it.
+
+    Before the deadline, 32 such clients (one byte each 14 s) held every slot
+    of the page server for as long as they liked.
+    """
+    import socket
+    import time
+
+    from mailseal.reports import serve
+
+    monkeypatch.setattr(serve, "REQUEST_DEADLINE", 1.5)
+    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    start = time.monotonic()
+    closed_after = None
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+            request = b"GET / HTTP/1.1\r\n" + b"X-A: " + b"a" * 200
+            for byte in request:
+                try:
+                    slow.sendall(bytes((byte,)))
+                except OSError:
+                    closed_after = time.monotonic() - start
+                    break
+                slow.settimeout(0.2)
+                try:
+                    if slow.recv(1) == b"":
+                        closed_after = time.monotonic() - start
+                        break
+                except TimeoutError:
+                    pass
+        assert closed_after is not None, "the trickling client was never cut"
+        assert closed_after < 4
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # the server still answers
+        connection.request("GET", "/style.css", headers={"Host": f"127.0.0.1:{port}"})
+        assert connection.getresponse().status == 200
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_clients_that_reset_cost_no_traceback_each(
+    store: SqliteReportStore, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """socketserver prints a full traceback to standard error for every connection that fails;
+    a client resetting its connections at will must not make a log storm of them."""
+    import socket
+    import struct
+    import time
+
+    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+        for _ in range(30):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as rude:
+                rude.sendall(b"GET /d/example.com?days=365 HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+                rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as broken:
+                broken.sendall(
+                    b"GET / HTTP/1.0\r\nHost: 127.0.0.1:%d\r\nX: " % port + b"x" * 70_000 + b"\r\n\r\n"
+                )
+        time.sleep(0.5)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/style.css", headers={"Host": f"127.0.0.1:{port}"})
+        assert connection.getresponse().status == 200
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err[:2000]
+    assert err.count("\n") <= 2
+
+
+def test_a_request_head_is_bounded(store: SqliteReportStore) -> None:
+    """The standard library reads up to 100 header lines of 64 KiB (6.5 MB per connection,
+    200 MB over the 32 slots); the page server stops at REQUEST_HEAD_BYTES and says so."""
+    import socket
+
+    from mailseal.reports.serve import REQUEST_HEAD_BYTES
+
+    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as big:
+            big.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n" % port)
+            line = b"X-Pad: " + b"x" * 60_000 + b"\r\n"
+            for _ in range(REQUEST_HEAD_BYTES // len(line) + 2):  # never the blank line that ends the head
+                big.sendall(line)
+            assert big.recv(100).startswith(b"HTTP/1.0 431"), "still reading the head"
+    finally:
+        server.shutdown()
+        server.server_close()
