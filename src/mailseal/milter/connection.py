@@ -66,6 +66,11 @@ class Connection(asyncio.Protocol):
         self._lost = False
 
     @property
+    def raw_socket(self) -> socket.socket | None:
+        """The accepted socket this connection was made from."""
+        return self._raw
+
+    @property
     def busy(self) -> bool:
         """A message is in flight (between MAIL FROM and our end-of-message reply)."""
         return self._session.in_message

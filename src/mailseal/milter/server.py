@@ -109,7 +109,7 @@ class MilterServer:
         self._key_version: Hashable = loaded.version
         self._connections: set[Connection] = set()
         self._listeners: list[socket.socket] = []
-        self._adopting = 0
+        self._adopting: set[socket.socket] = set()  # accepted, not yet a Connection (connection_made)
         self._draining: dict[Connection, float] = {}  # aborted -> when; the loop closes it next turn
         self._cap = loaded.config.edge.max_connections
         self._parent = os.getppid() if watch_parent else None
@@ -245,7 +245,7 @@ class MilterServer:
             conn.close()
             return
         conn.setblocking(False)  # noqa: FBT003 - the stdlib signature
-        self._adopting += 1
+        self._adopting.add(conn)
         self._spawn(self._adopt(conn))
 
     async def _adopt(self, conn: socket.socket) -> None:
@@ -256,7 +256,7 @@ class MilterServer:
         except OSError:
             conn.close()
         finally:
-            self._adopting -= 1
+            self._adopting.discard(conn)  # counted once: by now it is in _connections, or closed
 
     def _evict(self) -> bool:
         """Make room for a new connection; False when no connection may go.
@@ -302,7 +302,7 @@ class MilterServer:
             stale = asyncio.get_running_loop().time() - 1.0  # released within a turn of the loop
             for connection in [c for c, at in self._draining.items() if at < stale]:
                 del self._draining[connection]
-        return len(self._connections) + self._adopting + len(self._draining)
+        return len(self._connections) + len(self._adopting) + len(self._draining)
 
     @property
     def connection_count(self) -> int:
@@ -456,8 +456,10 @@ class MilterServer:
             self._drained.set()
 
     def added(self, connection: Connection) -> None:
-        """A connection opened."""
+        """A connection opened (it stops counting as being set up: never counted twice)."""
         self._connections.add(connection)
+        if connection.raw_socket is not None:
+            self._adopting.discard(connection.raw_socket)
 
     def removed(self, connection: Connection) -> None:
         """A connection closed."""
