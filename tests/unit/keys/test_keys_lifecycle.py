@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from mailseal.keys.publish import DnsUpdatePublisher, ManualPublisher, Publisher
 from mailseal.keys.rotation import Event, Generation, Step
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import KeyState, KeyStoreBusyError
+from support.clock import FIXED_NOW
 from support.keyflow import (
     DOMAIN,
     HOUR,
@@ -27,33 +27,9 @@ from support.keyflow import (
 )
 from support.memdns import FakeClock, MemoryZone
 
-T0 = 1_767_225_600
-
 
 class Crash(BaseException):
     """Stands in for a kill: not an Exception, so nothing on the way catches it."""
-
-
-@pytest.fixture
-def zone() -> MemoryZone:
-    return MemoryZone(secondaries=2)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "keys.db"
-
-
-@pytest.fixture
-def store(store_path: Path) -> Iterator[SqliteKeyStore]:
-    opened = SqliteKeyStore(store_path)
-    yield opened
-    opened.close()
 
 
 def make(store: SqliteKeyStore, zone: MemoryZone, clock: FakeClock, hook: object = None) -> Lifecycle:
@@ -364,14 +340,14 @@ def test_hook_points_cover_every_step(tmp_path: Path) -> None:
     store = SqliteKeyStore(tmp_path / "keys.db")
     # 1 key: send (3) + confirm (2) + activate (2); successor: generate (2) + send (3) + confirm (2)
     # + activate (2); old: revoke (3) + confirm (2) + remove (3) + confirm (2)
-    assert _hook_points(store, MemoryZone(secondaries=1), FakeClock(T0)) == 26
+    assert _hook_points(store, MemoryZone(secondaries=1), FakeClock(FIXED_NOW)) == 26
     store.close()
 
 
 @pytest.mark.parametrize("crash_at", range(1, 27))
 def test_a_crash_at_any_point_is_completed_by_the_next_tick(tmp_path: Path, crash_at: int) -> None:
     zone = MemoryZone(secondaries=1)
-    clock = FakeClock(T0)
+    clock = FakeClock(FIXED_NOW)
     path = tmp_path / "keys.db"
     calls = 0
     crashed = False

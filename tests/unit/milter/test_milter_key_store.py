@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,6 @@ from support.milter_client import MilterClient, Result, apply_actions
 from support.milter_harness import ServerThread, toml_string
 from support.milter_store import wait_until, write_store_config, zone_resolver
 
-T0 = 1_767_225_600
 assert POLICY.rotate_every is not None
 ROTATE_EVERY = POLICY.rotate_every  # 2026-01-01T00:00:00Z
 MESSAGE = (
@@ -47,24 +45,8 @@ REVOKED = (DKIMResult.PERMERROR, Reason.KEY_REVOKED)
 
 @pytest.fixture
 def zone() -> MemoryZone:
+    """One secondary is enough here (tests/unit/conftest.py's zone has two)."""
     return MemoryZone(secondaries=1)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "keys.db"
-
-
-@pytest.fixture
-def store(store_path: Path) -> Iterator[SqliteKeyStore]:
-    opened = SqliteKeyStore(store_path)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
