@@ -1,4 +1,8 @@
-"""Shared fixtures: keys made once per session, a fixed clock, in-memory DNS."""
+"""Shared fixtures: keys made once per session; the rule for required tools.
+
+The fixed clock is ``support.clock.FIXED_NOW``; fixtures for the key store, a
+fake clock and an in-memory zone are in ``support/fixtures.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,21 @@ import pytest
 
 from mailseal import PrivateKey, generate_private_key
 from mailseal.core.algorithms import KeyType
+from support.required import MISSING_MARK
 
-FIXED_NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
+pytest_plugins = ["support.fixtures"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{MISSING_MARK}(reason): a required tool is missing (support.required)"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail, never skip, a test whose tool is missing while MAILSEAL_REQUIRE_PEERS is set."""
+    for mark in item.iter_markers(MISSING_MARK):
+        pytest.fail(str(mark.args[0]), pytrace=False)
 
 
 @pytest.fixture(scope="session")

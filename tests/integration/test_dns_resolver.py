@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import random
 import socket
 import time
@@ -24,14 +23,11 @@ from mailseal.dns.cache import CachingResolver
 from mailseal.dns.resolver import DnsResolver
 from mailseal.dns.zonefile import ZoneFileResolver
 from support.dnsserver import KnotServer, ServerStartError, TsigKey, knot_available, soa_header, txt_strings
+from support.required import needs
 
 pytestmark = [
     pytest.mark.integration,
-    # CI sets MAILSEAL_REQUIRE_PEERS: a missing knotd must fail there, not skip.
-    pytest.mark.skipif(
-        not knot_available() and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="knotd not installed (apt-get install knot knot-dnsutils)",
-    ),
+    needs(knot_available(), "knotd", "apt-get install knot knot-dnsutils"),
 ]
 
 ZONE = "example.test"

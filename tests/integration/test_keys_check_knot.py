@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,19 +17,16 @@ from mailseal.core.keyrecord import split_txt
 from mailseal.keys.lifecycle import records_for
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import Change, KeyState, NewKey
+from support.clock import FIXED_NOW
 from support.dnsserver import knot_available, txt_strings
 from support.keyflow import DOMAIN
 from support.knotkeys import KeysSetup, keys_setup
+from support.required import needs
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not knot_available() and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="knotd not installed (apt-get install knot knot-dnsutils)",
-    ),
+    needs(knot_available(), "knotd", "apt-get install knot knot-dnsutils"),
 ]
-
-NOW = 1_767_225_600
 
 
 def _rsa512() -> str:
@@ -55,14 +51,14 @@ def checked(tmp_path_factory: pytest.TempPathFactory, rsa_key: PrivateKey) -> It
 
     def keep(selector: str, key: PrivateKey) -> str:
         record, revoked = records_for(key.key_type, key.public_key_b64())
-        store.add(NewKey(DOMAIN, selector, key.key_type, key.bits, key.to_pem(), record, revoked, NOW))
+        store.add(NewKey(DOMAIN, selector, key.key_type, key.bits, key.to_pem(), record, revoked, FIXED_NOW))
         return record
 
     for selector in ("good", "missing", "several", "longttl", "mismatch", "revoked"):
         keep(selector, ed)
     missing = store.entry(DOMAIN, "missing")
     assert missing is not None
-    store.apply([Change.to(missing, state=KeyState.PUBLISHED, published_at=NOW)])  # it should be in DNS
+    store.apply([Change.to(missing, state=KeyState.PUBLISHED, published_at=FIXED_NOW)])  # it should be in DNS
     rsa_record = keep("split", rsa_key)
     keep("cut", rsa_key)
     keep("quotes", rsa_key)
@@ -116,7 +112,7 @@ def checked(tmp_path_factory: pytest.TempPathFactory, rsa_key: PrivateKey) -> It
 def test_check_names_the_problem(
     checked: KeysSetup, selector: str, code: str, level: str, exit_status: int
 ) -> None:
-    status, out, _ = checked.cli("check", DOMAIN, selector, "--json", now=NOW)
+    status, out, _ = checked.cli("check", DOMAIN, selector, "--json", now=FIXED_NOW)
     (result,) = json.loads(out)
     found = {f["code"]: f for f in result["findings"]}
     assert code in found, (selector, sorted(found))
@@ -128,24 +124,24 @@ def test_check_names_the_problem(
 
 
 def test_check_text_output_gives_each_fix(checked: KeysSetup) -> None:
-    status, out, _ = checked.cli("check", DOMAIN, "split", now=NOW)
+    status, out, _ = checked.cli("check", DOMAIN, "split", now=FIXED_NOW)
     assert status == 1
     assert f"split._domainkey.{DOMAIN} (generated): FAIL" in out
     assert "FAIL  split-into-records" in out and "fix: publish ONE TXT record" in out
 
 
 def test_check_without_selector_covers_the_keys_that_belong_in_dns(checked: KeysSetup) -> None:
-    status, out, _ = checked.cli("check", DOMAIN, "--json", now=NOW)
+    status, out, _ = checked.cli("check", DOMAIN, "--json", now=FIXED_NOW)
     assert status == 1
     assert [r["name"] for r in json.loads(out)] == [
         f"missing._domainkey.{DOMAIN}"
     ]  # the others are 'generated'
-    status, _, err = checked.cli("check", "example.org", now=NOW)
+    status, _, err = checked.cli("check", "example.org", now=FIXED_NOW)
     assert status == 2 and "give a SELECTOR" in err
 
 
 def test_resolver_view_is_compared(checked: KeysSetup) -> None:
-    _, out, _ = checked.cli("check", DOMAIN, "good", "--json", now=NOW)
+    _, out, _ = checked.cli("check", DOMAIN, "good", "--json", now=FIXED_NOW)
     (result,) = json.loads(out)
     found = {f["code"]: f["level"] for f in result["findings"]}
     assert found["resolver-agrees"] == "pass" and found["ttl"] == "pass"
@@ -166,7 +162,7 @@ def test_unreachable_servers_fail_the_check(checked: KeysSetup, tmp_path: Path) 
             f"127.0.0.1:{port}",
             "--timeout",
             "0.3",
-            now=NOW,
+            now=FIXED_NOW,
         )
     (result,) = json.loads(out)
     found = {f["code"]: f["level"] for f in result["findings"]}

@@ -28,21 +28,19 @@ from mailseal.keys.config import load_config
 from mailseal.keys.rotation import Step
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import KeyState
+from support.clock import FIXED_NOW
 from support.dnsserver import knot_available
 from support.keyflow import DOMAIN, assert_signing_is_safe, rotation_scenario
 from support.knotkeys import KeysSetup, keys_setup
 from support.memdns import FakeClock
+from support.required import needs
 from support.stores import StoreBackend
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not knot_available() and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="knotd not installed (apt-get install knot knot-dnsutils)",
-    ),
+    needs(knot_available(), "knotd", "apt-get install knot knot-dnsutils"),
 ]
 
-T0 = 1_767_225_600
 SRC = Path(mailseal.__file__).parents[1]
 TESTS = Path(__file__).parents[1]
 POINTS_PER_TICK = [5, 2, 7, 2, 5, 5, 0]  # see test_reference_run_counts_the_step_points
@@ -82,11 +80,11 @@ def test_reference_run_counts_the_step_points(tmp_path: Path) -> None:
     from mailseal.keys.lifecycle import lifecycle_from_config
 
     with keys_setup(tmp_path) as setup:
-        setup.cli("generate", DOMAIN, "--selector", "first", now=T0)
+        setup.cli("generate", DOMAIN, "--selector", "first", now=FIXED_NOW)
         config = load_config(setup.config)
         store = SqliteKeyStore(config.store)
         counts: list[int] = []
-        now = T0
+        now = FIXED_NOW
         for moment in rotation_scenario():
             now += moment.advance
             points: list[str] = []
@@ -108,8 +106,8 @@ def test_sigkill_at_any_step_point_is_completed_by_the_next_tick(
 ) -> None:
     with keys_setup(tmp_path) as setup:
         on_backend(setup, store_backend)
-        setup.cli("generate", DOMAIN, "--selector", "first", now=T0)
-        now = T0
+        setup.cli("generate", DOMAIN, "--selector", "first", now=FIXED_NOW)
+        now = FIXED_NOW
         before = 0
         signing = False
         for moment, points in zip(rotation_scenario(), POINTS_PER_TICK, strict=True):

@@ -6,7 +6,6 @@ Time is driven with ``--now`` (the injectable clock), never with sleeps.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -17,19 +16,17 @@ import pytest
 from mailseal.dns.authoritative import DnssecStatus, authoritative_servers, find_zone, query_txt
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import KeyState
+from support.clock import FIXED_NOW
 from support.dnsserver import KnotServer, knot_available, soa_header
 from support.keyflow import DOMAIN, rotation_scenario
 from support.knotkeys import KeysSetup, keys_setup, write_config
+from support.required import needs
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not knot_available() and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="knotd not installed (apt-get install knot knot-dnsutils)",
-    ),
+    needs(knot_available(), "knotd", "apt-get install knot knot-dnsutils"),
 ]
 
-T0 = 1_767_225_600  # 2026-01-01
 FOREIGN = 'taken._domainkey IN TXT "google-site-verification=abc"\n'
 
 
@@ -48,15 +45,19 @@ def states(setup: KeysSetup) -> dict[str, KeyState]:
 
 
 def test_publish_rsa_2048_by_tsig_update_then_check_passes(setup: KeysSetup) -> None:
-    status, out, err = setup.cli("generate", DOMAIN, "--algorithm", "rsa", "--selector", "rsa2026", now=T0)
+    status, out, err = setup.cli(
+        "generate", DOMAIN, "--algorithm", "rsa", "--selector", "rsa2026", now=FIXED_NOW
+    )
     assert status == 0, err
-    status, out, err = setup.cli("publish", DOMAIN, "rsa2026", "--wait", "5", "--interval", "0.05", now=T0)
+    status, out, err = setup.cli(
+        "publish", DOMAIN, "rsa2026", "--wait", "5", "--interval", "0.05", now=FIXED_NOW
+    )
     assert status == 0, err
     assert "added the record at the primary" in out and "visible: every authoritative server" in out
     store = SqliteKeyStore(setup.store)
     entry = store.entry(DOMAIN, "rsa2026")
     store.close()
-    assert entry is not None and entry.state is KeyState.PUBLISHED and entry.visible_at == T0
+    assert entry is not None and entry.state is KeyState.PUBLISHED and entry.visible_at == FIXED_NOW
     name = f"rsa2026._domainkey.{DOMAIN}"
     answer = query_txt(setup.knot.nameserver, name)
     assert [len(s) for s in answer.records[0]] == [
@@ -64,18 +65,18 @@ def test_publish_rsa_2048_by_tsig_update_then_check_passes(setup: KeysSetup) -> 
         len(entry.record_text) - 255,
     ]  # one record, two strings
     assert answer.texts == {entry.record_text} and answer.ttl == 300
-    status, out, err = setup.cli("check", DOMAIN, "rsa2026", "--json", now=T0)
+    status, out, err = setup.cli("check", DOMAIN, "rsa2026", "--json", now=FIXED_NOW)
     (result,) = json.loads(out)
     found = {f["code"]: f["level"] for f in result["findings"]}
     assert status == 0, out
     assert found["key-matches"] == "pass" and found["dnssec-unsigned"] == "info"
-    status, _, _ = setup.cli("publish", DOMAIN, "rsa2026", now=T0)  # again: nothing changes
+    status, _, _ = setup.cli("publish", DOMAIN, "rsa2026", now=FIXED_NOW)  # again: nothing changes
     assert status == 0 and setup.served(name) == {entry.record_text}
 
 
 def test_full_rotation_revocation_and_removal_on_knot(setup: KeysSetup) -> None:
-    assert setup.cli("generate", DOMAIN, "--selector", "first", now=T0)[0] == 0
-    now = T0
+    assert setup.cli("generate", DOMAIN, "--selector", "first", now=FIXED_NOW)[0] == 0
+    now = FIXED_NOW
     seen = []
     for moment in rotation_scenario():
         now += moment.advance
@@ -106,26 +107,26 @@ def test_full_rotation_revocation_and_removal_on_knot(setup: KeysSetup) -> None:
 
 
 def test_check_after_revocation_reports_it_as_planned(setup: KeysSetup) -> None:
-    setup.cli("generate", DOMAIN, "--selector", "gone", now=T0)
-    setup.cli("tick", now=T0)
-    setup.cli("tick", now=T0 + 3600)
-    status, out, err = setup.cli("retire", DOMAIN, "gone", "--revoke", "--force", now=T0 + 7200)
+    setup.cli("generate", DOMAIN, "--selector", "gone", now=FIXED_NOW)
+    setup.cli("tick", now=FIXED_NOW)
+    setup.cli("tick", now=FIXED_NOW + 3600)
+    status, out, err = setup.cli("retire", DOMAIN, "gone", "--revoke", "--force", now=FIXED_NOW + 7200)
     assert status == 0, err
     assert setup.served(f"gone._domainkey.{DOMAIN}") == {"v=DKIM1; k=ed25519; p="}
-    status, out, _ = setup.cli("check", DOMAIN, "gone", "--json", now=T0 + 7200)
+    status, out, _ = setup.cli("check", DOMAIN, "gone", "--json", now=FIXED_NOW + 7200)
     (result,) = json.loads(out)
     assert {f["code"]: f["level"] for f in result["findings"]}["revoked"] == "pass"
 
 
 def test_never_overwrites_a_record_mailseal_did_not_create(setup: KeysSetup) -> None:
-    setup.cli("generate", DOMAIN, "--selector", "taken", now=T0)
-    status, out, err = setup.cli("publish", DOMAIN, "taken", now=T0)
+    setup.cli("generate", DOMAIN, "--selector", "taken", now=FIXED_NOW)
+    status, out, err = setup.cli("publish", DOMAIN, "taken", now=FIXED_NOW)
     assert status == 1
     assert "mailseal did not create" in err and "google-site-verification" in err
     assert setup.served(f"taken._domainkey.{DOMAIN}") == {"google-site-verification=abc"}
-    status, out, _ = setup.cli("list", now=T0)
+    status, out, _ = setup.cli("list", now=FIXED_NOW)
     assert "[last error:" in out
-    setup.cli("tick", now=T0 + 86400)
+    setup.cli("tick", now=FIXED_NOW + 86400)
     assert states(setup) == {"taken": KeyState.PUBLISHED}  # never active, never signing
 
 
@@ -133,14 +134,14 @@ def test_wrong_tsig_secret_is_refused_with_a_clear_error(setup: KeysSetup, tmp_p
     from support.dnsserver import TsigKey
 
     write_config(setup.config, setup.knot, setup.tsig, store=setup.store, secret=TsigKey.generate().secret)
-    setup.cli("generate", DOMAIN, "--selector", "sel", now=T0)
-    status, _, err = setup.cli("publish", DOMAIN, "sel", now=T0)
+    setup.cli("generate", DOMAIN, "--selector", "sel", now=FIXED_NOW)
+    status, _, err = setup.cli("publish", DOMAIN, "sel", now=FIXED_NOW)
     assert status == 1 and f"rejected TSIG key {setup.tsig.name}: BADSIG" in err
     assert setup.served(f"sel._domainkey.{DOMAIN}") == set()
 
 
 def test_manual_mode_prints_and_waits_until_the_record_appears(setup: KeysSetup) -> None:
-    setup.cli("generate", DOMAIN, "--selector", "byhand", now=T0)
+    setup.cli("generate", DOMAIN, "--selector", "byhand", now=FIXED_NOW)
     store = SqliteKeyStore(setup.store)
     entry = store.entry(DOMAIN, "byhand")
     store.close()
@@ -150,7 +151,7 @@ def test_manual_mode_prints_and_waits_until_the_record_appears(setup: KeysSetup)
     started = time.monotonic()
     try:
         status, out, err = setup.cli(
-            "publish", DOMAIN, "byhand", "--manual", "--wait", "10", "--interval", "0.05", now=T0
+            "publish", DOMAIN, "byhand", "--manual", "--wait", "10", "--interval", "0.05", now=FIXED_NOW
         )
     finally:
         operator.join()
@@ -160,9 +161,9 @@ def test_manual_mode_prints_and_waits_until_the_record_appears(setup: KeysSetup)
 
 
 def test_manual_wait_times_out_with_exit_75(setup: KeysSetup) -> None:
-    setup.cli("generate", DOMAIN, "--selector", "never", now=T0)
+    setup.cli("generate", DOMAIN, "--selector", "never", now=FIXED_NOW)
     status, _, err = setup.cli(
-        "publish", DOMAIN, "never", "--manual", "--wait", "0.2", "--interval", "0.05", now=T0
+        "publish", DOMAIN, "never", "--manual", "--wait", "0.2", "--interval", "0.05", now=FIXED_NOW
     )
     assert status == 75 and "not yet visible at: 127.0.0.1:" in err
 
@@ -177,17 +178,17 @@ def test_activation_waits_for_a_lagging_secondary(setup: KeysSetup, tmp_path: Pa
             store=setup.store,
             authoritative=[setup.knot.nameserver, secondary.nameserver],
         )
-        setup.cli("generate", DOMAIN, "--selector", "slow", now=T0)
-        status, out, _ = setup.cli("tick", now=T0)
+        setup.cli("generate", DOMAIN, "--selector", "slow", now=FIXED_NOW)
+        status, out, _ = setup.cli("tick", now=FIXED_NOW)
         assert status == 0 and "waiting for the other authoritative servers" in out
-        setup.cli("tick", now=T0 + 86400)
+        setup.cli("tick", now=FIXED_NOW + 86400)
         assert states(setup) == {"slow": KeyState.PUBLISHED}
         store = SqliteKeyStore(setup.store)
         entry = store.entry(DOMAIN, "slow")
         assert entry is not None and entry.visible_at is None and store.signing_keys(DOMAIN) == []
         setup.add_raw(entry.name, entry.record_text, server=secondary)  # the zone transfer arrives
-        setup.cli("tick", now=T0 + 86400)
-        setup.cli("tick", now=T0 + 86400 + 3600)
+        setup.cli("tick", now=FIXED_NOW + 86400)
+        setup.cli("tick", now=FIXED_NOW + 86400 + 3600)
         assert [k.selector for k in store.signing_keys(DOMAIN)] == ["slow"]
         store.close()
 
@@ -209,7 +210,7 @@ def test_dnssec_signed_answers_are_recognised(tmp_path: Path) -> None:
             signed.knot.nameserver, f"signed._domainkey.{DOMAIN}", dnssec=True, now=time.time() + 400 * 86400
         )
         assert later.dnssec is DnssecStatus.EXPIRED  # Knot's signatures last weeks, not 400 days
-        _, out, _ = signed.cli("check", DOMAIN, "signed", "--json", now=T0)
+        _, out, _ = signed.cli("check", DOMAIN, "signed", "--json", now=FIXED_NOW)
         (result,) = json.loads(out)
         found = {f["code"]: f["level"] for f in result["findings"]}
         assert found["dnssec-signed"] == "pass"
@@ -230,8 +231,8 @@ def test_a_key_limited_to_txt_under_domainkey_is_enough(tmp_path: Path) -> None:
     import dns.update
 
     with keys_setup(tmp_path, update_limits=LEAST_PRIVILEGE) as limited:
-        limited.cli("generate", DOMAIN, "--selector", "sel", now=T0)
-        status, out, err = limited.cli("tick", now=T0)
+        limited.cli("generate", DOMAIN, "--selector", "sel", now=FIXED_NOW)
+        status, out, err = limited.cli("tick", now=FIXED_NOW)
         assert status == 0, err
         assert "added the record" in out
         elsewhere = dns.update.UpdateMessage(
@@ -244,10 +245,10 @@ def test_a_key_limited_to_txt_under_domainkey_is_enough(tmp_path: Path) -> None:
 
 
 def test_rotate_now_publishes_a_successor_that_the_tick_activates(setup: KeysSetup) -> None:
-    setup.cli("generate", DOMAIN, "--selector", "old", now=T0)
-    setup.cli("tick", now=T0)
-    setup.cli("tick", now=T0 + 3600)
-    later = T0 + 30 * 86400  # long before rotate_every: an operator's decision
+    setup.cli("generate", DOMAIN, "--selector", "old", now=FIXED_NOW)
+    setup.cli("tick", now=FIXED_NOW)
+    setup.cli("tick", now=FIXED_NOW + 3600)
+    later = FIXED_NOW + 30 * 86400  # long before rotate_every: an operator's decision
     status, out, err = setup.cli("rotate", DOMAIN, now=later)
     assert status == 0, err
     assert f"generated ms2026q1._domainkey.{DOMAIN}" in out and "signing switches to ms2026q1" in out

@@ -9,7 +9,6 @@ verifies during the grace period, and fails with ``key-revoked`` once revoked.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,19 +17,17 @@ import pytest
 from mailseal import DKIMResult, Reason, sign, verify_sync
 from mailseal.dns.resolver import DnsResolver
 from mailseal.keys.sqlite_store import SqliteKeyStore
+from support.clock import FIXED_NOW
 from support.dnsserver import knot_available
 from support.keyflow import DOMAIN, rotation_scenario
 from support.knotkeys import KeysSetup, keys_setup
+from support.required import needs
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not knot_available() and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="knotd not installed (apt-get install knot knot-dnsutils)",
-    ),
+    needs(knot_available(), "knotd", "apt-get install knot knot-dnsutils"),
 ]
 
-T0 = 1_767_225_600
 MESSAGE = (
     b"From: Alice <alice@example.test>\r\nTo: bob@example.net\r\nSubject: rotation\r\n"
     b"Date: Thu, 1 Jan 2026 10:00:00 +0000\r\nMessage-ID: <r@example.test>\r\n\r\nHello.\r\n"
@@ -50,11 +47,11 @@ def verdict(setup: KeysSetup, signed: bytes, now: int) -> tuple[DKIMResult, Reas
 
 
 def test_milter_view_through_a_whole_rotation(setup: KeysSetup) -> None:
-    assert setup.cli("generate", DOMAIN, "--algorithm", "rsa", "--selector", "first", now=T0)[0] == 0
+    assert setup.cli("generate", DOMAIN, "--algorithm", "rsa", "--selector", "first", now=FIXED_NOW)[0] == 0
     milter = SqliteKeyStore(setup.store, readonly=True)  # opened once, never reopened
     signed_at: dict[str, tuple[bytes, int]] = {}
     log: list[tuple[str, list[str], dict[str, tuple[DKIMResult, Reason | None, str | None]]]] = []
-    now = T0
+    now = FIXED_NOW
     try:
         for moment in rotation_scenario():
             now += moment.advance
@@ -88,9 +85,9 @@ def test_signing_keys_cost_per_call_is_small(setup: KeysSetup) -> None:
     """Called per message by the milter: one indexed query, parsed keys cached."""
     import time
 
-    setup.cli("generate", DOMAIN, "--selector", "fast", now=T0)
-    setup.cli("tick", now=T0)
-    setup.cli("tick", now=T0 + 3600)
+    setup.cli("generate", DOMAIN, "--selector", "fast", now=FIXED_NOW)
+    setup.cli("tick", now=FIXED_NOW)
+    setup.cli("tick", now=FIXED_NOW + 3600)
     milter = SqliteKeyStore(setup.store, readonly=True)
     try:
         assert [k.selector for k in milter.signing_keys(DOMAIN)] == ["fast"]

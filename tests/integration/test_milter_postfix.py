@@ -12,8 +12,8 @@ milter, and extra smtpd listeners use milters that only some tests need (DNS
 down, a milter that is killed, one that is reloaded), each on a port fixed
 before Postfix starts so that a restarted milter is found again.
 
-CI sets MAILSEAL_REQUIRE_PEERS: then a missing Postfix, OpenDKIM or dkimpy
-fails these tests instead of skipping them.
+A missing Postfix, OpenDKIM or dkimpy skips these tests, or fails them when
+MAILSEAL_REQUIRE_PEERS is set (tests/support/required.py).
 """
 
 from __future__ import annotations
@@ -50,19 +50,15 @@ from support.postfix import (
     postfix_available,
     roaming_user,
 )
+from support.required import needs
 from support.smtp_sink import SinkMessage
-
-REQUIRED = (
-    ("postfix", postfix_available),
-    ("opendkim", peers.have_opendkim),
-    ("dkimpy", peers.dkimpy_supports_ed25519),
-)
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not all(available() for _, available in REQUIRED) and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="postfix, opendkim or dkimpy (with PyNaCl) missing (scripts/test.sh installs them)",
+    needs(
+        postfix_available() and peers.have_opendkim() and peers.dkimpy_supports_ed25519(),
+        "postfix, opendkim or dkimpy with PyNaCl",
+        "scripts/test.sh installs them",
     ),
 ]
 
@@ -70,13 +66,6 @@ AUTHSERV_ID = "verify.mailseal.test"  # deliberately not Postfix's myhostname (m
 DOMAIN = "example.com"
 LISTENERS = ("dnsdown", "dnsstrict", "crash", "reload")
 DNS_TIMEOUT = 1.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _require_tools() -> None:
-    missing = [name for name, available in REQUIRED if not available()]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} missing but MAILSEAL_REQUIRE_PEERS is set")
 
 
 # --------------------------------------------------------------------------- keys, DNS, config

@@ -10,7 +10,6 @@ Mail it signed is verified through ``DnsResolver`` against knotd.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,22 +18,20 @@ import pytest
 
 from mailseal import DKIMResult, Reason, verify_sync
 from mailseal.dns.resolver import DnsResolver
+from support.clock import FIXED_NOW
 from support.dnsserver import knot_available
 from support.keyflow import DOMAIN
 from support.knotkeys import KeysSetup, keys_setup
 from support.milter_client import MilterClient, Result, apply_actions
 from support.milter_process import MilterProcess
 from support.milter_store import store_tables
+from support.required import needs
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not knot_available() and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="knotd not installed (apt-get install knot knot-dnsutils)",
-    ),
+    needs(knot_available(), "knotd", "apt-get install knot knot-dnsutils"),
 ]
 
-T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 HOUR = 3600
 DAY = 86400
 WORKERS = 2
@@ -103,7 +100,7 @@ def verdict(setup: KeysSetup, message: bytes) -> tuple[DKIMResult, Reason | None
 
 
 def test_a_milter_process_signs_with_each_key_the_ticks_activate(setup: KeysSetup) -> None:
-    status, out, err = setup.cli("generate", DOMAIN, "--selector", "first", now=T0)
+    status, out, err = setup.cli("generate", DOMAIN, "--selector", "first", now=FIXED_NOW)
     assert status == 0, (out, err)
     with MilterProcess(["--config", str(setup.config)]) as milter:
         assert milter.wait_for("has no key to sign with now") is not None  # generated, not active
@@ -111,15 +108,15 @@ def test_a_milter_process_signs_with_each_key_the_ticks_activate(setup: KeysSetu
         assert result.verdict == "tempfail"
 
         mark = milter.mark()
-        tick(setup, T0)  # published at knotd
-        tick(setup, T0 + HOUR)  # active
+        tick(setup, FIXED_NOW)  # published at knotd
+        tick(setup, FIXED_NOW + HOUR)  # active
         every_worker_signs_with(milter, "first", mark)
         first = [send(milter) for _ in range(2 * WORKERS)]
         assert all(selectors(result) == ["first"] for result, _ in first)
 
         mark = milter.mark()
-        tick(setup, T0 + HOUR + 90 * DAY)  # rotation due: ms2026q2 generated and published
-        tick(setup, T0 + 2 * HOUR + 90 * DAY)  # ms2026q2 active, first retiring
+        tick(setup, FIXED_NOW + HOUR + 90 * DAY)  # rotation due: ms2026q2 generated and published
+        tick(setup, FIXED_NOW + 2 * HOUR + 90 * DAY)  # ms2026q2 active, first retiring
         every_worker_signs_with(milter, "ms2026q2", mark)
         second = [send(milter) for _ in range(2 * WORKERS)]
         assert all(selectors(result) == ["ms2026q2"] for result, _ in second)
@@ -127,7 +124,7 @@ def test_a_milter_process_signs_with_each_key_the_ticks_activate(setup: KeysSetu
         old_mail, new_mail = first[0][1], second[0][1]
         assert verdict(setup, old_mail) == (DKIMResult.PASS, None)  # grace: still published
         assert verdict(setup, new_mail) == (DKIMResult.PASS, None)
-        tick(setup, T0 + 2 * HOUR + 97 * DAY)  # grace over: first revoked at knotd
+        tick(setup, FIXED_NOW + 2 * HOUR + 97 * DAY)  # grace over: first revoked at knotd
         assert verdict(setup, old_mail) == (DKIMResult.PERMERROR, Reason.KEY_REVOKED)
         assert verdict(setup, new_mail) == (DKIMResult.PASS, None)
         assert selectors(send(milter)[0]) == ["ms2026q2"]

@@ -8,13 +8,12 @@ for rsa-sha256 with simple header canonicalization. The failure tests show what
 the milter tests will rely on: with ``milter_default_action = tempfail`` a
 dead milter never lets a message through unprocessed, and none is lost.
 
-CI sets MAILSEAL_REQUIRE_PEERS: then a missing Postfix or OpenDKIM fails these
-tests instead of skipping them.
+A missing Postfix or OpenDKIM skips these tests, or fails them when
+MAILSEAL_REQUIRE_PEERS is set (tests/support/required.py).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -29,27 +28,18 @@ from support import peers
 from support.opendkim_milter import OpenDKIMMilter, SigningKey, opendkim_available
 from support.postfix import EXTERNAL, INTERNAL, Client, PostfixInstance, postfix_available, roaming_user
 from support.recording_milter import RecordingMilter
+from support.required import needs
 from support.smtp_sink import SinkMessage
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (postfix_available() and opendkim_available()) and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="postfix and opendkim not installed (scripts/test.sh installs them)",
+    needs(
+        postfix_available() and opendkim_available(), "postfix and opendkim", "scripts/test.sh installs them"
     ),
 ]
 
 DOMAIN = "example.com"
 CANONS = ["simple/simple", "simple/relaxed", "relaxed/simple", "relaxed/relaxed"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _require_tools() -> None:
-    missing = [
-        name for name, ok in (("postfix", postfix_available()), ("opendkim", opendkim_available())) if not ok
-    ]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} missing but MAILSEAL_REQUIRE_PEERS is set")
 
 
 def key_records(**selectors: PrivateKey) -> dict[str, str]:

@@ -6,7 +6,6 @@ is set (CI sets it), a missing peer is a failure, not a skip.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import pytest
@@ -18,6 +17,7 @@ from mailseal.core.message import to_crlf
 from mailseal.dns.memory import InMemoryResolver
 from support import peers
 from support.messages import VARIANTS
+from support.required import need
 
 pytestmark = pytest.mark.interop
 
@@ -27,10 +27,7 @@ Verifier = Callable[[bytes, peers.DnsRecords], list[str]]
 
 
 def _need(available: bool, name: str) -> None:
-    if not available:
-        if os.environ.get("MAILSEAL_REQUIRE_PEERS"):
-            pytest.fail(f"{name} is not installed but MAILSEAL_REQUIRE_PEERS is set")
-        pytest.skip(f"{name} is not installed")
+    need(available, name, "scripts/test.sh installs it")
 
 
 VERIFIERS: dict[str, tuple[Callable[[], bool], Verifier, bool]] = {

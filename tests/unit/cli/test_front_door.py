@@ -19,6 +19,7 @@ from mailseal.cli.main import build_parser, main
 from mailseal.core.algorithms import KeyType
 from mailseal.core.keyrecord import KeyRecord, zone_file_record
 from mailseal.keys.files import write_private_key
+from support.clock import FIXED_NOW
 from support.messages import SAMPLE
 
 SRC = Path(mailseal.__file__).resolve().parents[1]
@@ -215,7 +216,7 @@ def test_sign_from_a_file_and_from_a_pipe_write_the_same_bytes(
         "--selector",
         "ed",
         "--timestamp",
-        "1767225600",
+        str(FIXED_NOW),
     ]
     outputs: list[bytes] = []
     for stdin, extra in ((None, [str(message)]), (message, [])):
@@ -228,7 +229,7 @@ def test_sign_from_a_file_and_from_a_pipe_write_the_same_bytes(
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1] and outputs[0].endswith(message.read_bytes())
     assert (b"\r" in outputs[0]) == (line_end == b"\r\n")  # the field takes the file's line ends
-    assert main(["verify", "--dns-zone", str(zone), "--now", "1767225600", str(tmp_path / "out0.eml")]) == 0
+    assert main(["verify", "--dns-zone", str(zone), "--now", str(FIXED_NOW), str(tmp_path / "out0.eml")]) == 0
 
 
 # ------------------------------------------------------------------ lookups in parallel

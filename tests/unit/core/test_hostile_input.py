@@ -12,14 +12,14 @@ from mailseal.core.authres import authserv_id_of
 from mailseal.core.canonicalization import BodyCanonicalizer, Canon
 from mailseal.core.message import HeaderField, Message
 from mailseal.dns.memory import InMemoryResolver
+from support.clock import FIXED_NOW
 from support.messages import SAMPLE
 
-NOW = 1_767_225_600
 NAME = "sel._domainkey.example.com"
 
 
 def _signed(key: PrivateKey) -> bytes:
-    return mailseal.sign(SAMPLE, key=key, domain="example.com", selector="sel", now=NOW) + SAMPLE
+    return mailseal.sign(SAMPLE, key=key, domain="example.com", selector="sel", now=FIXED_NOW) + SAMPLE
 
 
 def _record(key: PrivateKey) -> str:
@@ -28,7 +28,7 @@ def _record(key: PrivateKey) -> str:
 
 def test_decoded_crlf_in_i_cannot_inject_a_header(rsa_key: PrivateKey) -> None:
     signed = _signed(rsa_key).replace(b"s=sel;", b"s=sel; i==0D=0AX-Spam-Flag:=20NO@example.com;", 1)
-    report = mailseal.verify_sync(signed, resolver=InMemoryResolver({NAME: _record(rsa_key)}), now=NOW)
+    report = mailseal.verify_sync(signed, resolver=InMemoryResolver({NAME: _record(rsa_key)}), now=FIXED_NOW)
     assert report.signatures[0].reason is Reason.SIG_SYNTAX
     authres = mailseal.render_authentication_results("mx.example.org", report)
     assert "\n" not in authres.replace("\r\n\t", "") and "X-Spam-Flag" not in authres
@@ -36,7 +36,7 @@ def test_decoded_crlf_in_i_cannot_inject_a_header(rsa_key: PrivateKey) -> None:
 
 def test_control_characters_of_a_broken_signature_are_not_echoed() -> None:
     message = b"X-First: 1\r\nDKIM-Signature: v=1; d=evil\nX-Spoof: 1; s=\x1b[31m; b=\r\n" + SAMPLE
-    report = mailseal.verify_sync(message, resolver=InMemoryResolver({}), now=NOW)
+    report = mailseal.verify_sync(message, resolver=InMemoryResolver({}), now=FIXED_NOW)
     (sig,) = report.signatures
     assert sig.result is DKIMResult.PERMERROR
     assert sig.domain is None and sig.selector is None
@@ -47,7 +47,7 @@ def test_control_characters_of_a_broken_signature_are_not_echoed() -> None:
 def test_unsupported_key_algorithm_is_a_result_not_an_exception(rsa_key: PrivateKey) -> None:
     sm2_spki = "MFkwEwYHKoZIzj0CAQYIKoEcz1UBgi0DQgAEm8u8PpOSiuUQ9S9HiyXp3aDypTHYDgtrOXgz0BgjfRiXAgSBr9fWm7PXyWBUvfyexW3tFT7zq4B0v0MlJVm3cQ=="
     report = mailseal.verify_sync(
-        _signed(rsa_key), resolver=InMemoryResolver({NAME: f"v=DKIM1; k=rsa; p={sm2_spki}"}), now=NOW
+        _signed(rsa_key), resolver=InMemoryResolver({NAME: f"v=DKIM1; k=rsa; p={sm2_spki}"}), now=FIXED_NOW
     )
     assert report.signatures[0].reason is Reason.KEY_INVALID
 
@@ -73,7 +73,7 @@ def test_authserv_id_behind_comments_and_quotes(value: bytes, expected: str) -> 
 def test_a_huge_from_field_is_not_quadratic() -> None:
     message = b"From:" + b" " * 100_000 + b"x@example.com\r\n\r\nbody\r\n"
     start = time.perf_counter()
-    report = mailseal.verify_sync(message, resolver=InMemoryResolver({}), now=NOW)
+    report = mailseal.verify_sync(message, resolver=InMemoryResolver({}), now=FIXED_NOW)
     assert time.perf_counter() - start < 1.0
     assert report.from_domain is None  # longer than any real From field: alignment unknown
 
@@ -81,7 +81,7 @@ def test_a_huge_from_field_is_not_quadratic() -> None:
 def test_key_name_that_cannot_exist_in_dns_is_permanent(rsa_key: PrivateKey) -> None:
     selector = ".".join(["a" * 60] * 4)  # each label fine, the whole name over 253 octets
     signed = _signed(rsa_key).replace(b"s=sel;", b"s=" + selector.encode() + b";", 1)
-    (sig,) = mailseal.verify_sync(signed, resolver=InMemoryResolver({}), now=NOW).signatures
+    (sig,) = mailseal.verify_sync(signed, resolver=InMemoryResolver({}), now=FIXED_NOW).signatures
     assert sig.result is DKIMResult.PERMERROR and sig.reason is Reason.SIG_BAD_SELECTOR
 
 
@@ -90,7 +90,7 @@ def test_junk_signatures_do_not_use_up_the_cap_or_grow_the_report(rsa_key: Priva
     report = mailseal.verify_sync(
         junk + _signed(rsa_key),
         resolver=InMemoryResolver({NAME: _record(rsa_key)}),
-        now=NOW,
+        now=FIXED_NOW,
         max_signatures=2,
     )
     assert len(report.signatures) == 2 * 4  # four reported fields per signature we may evaluate
@@ -103,7 +103,7 @@ def test_junk_above_a_real_signature_within_the_bound(rsa_key: PrivateKey) -> No
     report = mailseal.verify_sync(
         junk + _signed(rsa_key),
         resolver=InMemoryResolver({NAME: _record(rsa_key)}),
-        now=NOW,
+        now=FIXED_NOW,
         max_signatures=2,
     )
     assert report.passed  # five unparseable fields do not count against the cap of two
@@ -112,7 +112,7 @@ def test_junk_above_a_real_signature_within_the_bound(rsa_key: PrivateKey) -> No
 def test_found_answer_without_records_is_no_key(rsa_key: PrivateKey) -> None:
     answer = TxtAnswer(TxtStatus.FOUND, ())
     (sig,) = mailseal.verify_sync(
-        _signed(rsa_key), resolver=InMemoryResolver({NAME: answer}), now=NOW
+        _signed(rsa_key), resolver=InMemoryResolver({NAME: answer}), now=FIXED_NOW
     ).signatures
     assert sig.reason is Reason.KEY_NOT_FOUND
 
@@ -120,7 +120,7 @@ def test_found_answer_without_records_is_no_key(rsa_key: PrivateKey) -> None:
 def test_spf_neighbour_does_not_mask_the_key_problem(rsa_key: PrivateKey) -> None:
     records = ["v=spf1 -all", "v=DKIM1; k=rsa; p="]
     (sig,) = mailseal.verify_sync(
-        _signed(rsa_key), resolver=InMemoryResolver({NAME: records}), now=NOW
+        _signed(rsa_key), resolver=InMemoryResolver({NAME: records}), now=FIXED_NOW
     ).signatures
     assert sig.reason is Reason.KEY_REVOKED
 

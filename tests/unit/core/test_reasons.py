@@ -13,10 +13,10 @@ from mailseal.core.algorithms import KeyType
 from mailseal.core.keymaterial import generate_private_key
 from mailseal.core.results import REASON_RESULT
 from mailseal.dns.memory import InMemoryResolver
+from support.clock import FIXED_NOW
 from support.hostile_keys import modulus_of, odd_number, rsa_p
 from support.messages import SAMPLE
 
-NOW = 1_767_225_600
 NAME = "sel._domainkey.example.com"
 
 
@@ -25,7 +25,7 @@ def _record(key: PrivateKey, extra: str = "") -> str:
 
 
 def _signed(key: PrivateKey, **options: object) -> bytes:
-    field = mailseal.sign(SAMPLE, key=key, domain="example.com", selector="sel", now=NOW, **options)  # type: ignore[arg-type]
+    field = mailseal.sign(SAMPLE, key=key, domain="example.com", selector="sel", now=FIXED_NOW, **options)  # type: ignore[arg-type]
     return field + SAMPLE
 
 
@@ -41,7 +41,7 @@ Case = Callable[[PrivateKey, PrivateKey], tuple[bytes, dict[str, object], Verify
 
 def _sig_case(pattern: str, replacement: str, **sign: object) -> Case:
     def build(rsa: PrivateKey, _ed: PrivateKey) -> tuple[bytes, dict[str, object], VerifyOptions | None, int]:
-        return _edit_sig(_signed(rsa, **sign), pattern, replacement), {NAME: _record(rsa)}, None, NOW
+        return _edit_sig(_signed(rsa, **sign), pattern, replacement), {NAME: _record(rsa)}, None, FIXED_NOW
 
     return build
 
@@ -49,7 +49,7 @@ def _sig_case(pattern: str, replacement: str, **sign: object) -> Case:
 def _key_case(record: Callable[[PrivateKey, PrivateKey], object], *, signer: str = "rsa") -> Case:
     def build(rsa: PrivateKey, ed: PrivateKey) -> tuple[bytes, dict[str, object], VerifyOptions | None, int]:
         key = rsa if signer == "rsa" else ed
-        return _signed(key), {NAME: record(rsa, ed)}, None, NOW
+        return _signed(key), {NAME: record(rsa, ed)}, None, FIXED_NOW
 
     return build
 
@@ -57,7 +57,7 @@ def _key_case(record: Callable[[PrivateKey, PrivateKey], object], *, signer: str
 def _small_key_case(
     rsa: PrivateKey, _ed: PrivateKey
 ) -> tuple[bytes, dict[str, object], VerifyOptions | None, int]:
-    return _signed(rsa), {NAME: _record(rsa)}, VerifyOptions(min_rsa_bits=4096), NOW
+    return _signed(rsa), {NAME: _record(rsa)}, VerifyOptions(min_rsa_bits=4096), FIXED_NOW
 
 
 def _clock_case(now: int, **sign: object) -> Case:
@@ -95,7 +95,7 @@ def _sha1_case(
             digest.update(canonicalize_header(field, Canon.RELAXED))
     digest.update(relaxed_header(unsigned)[:-2])
     signature = base64.b64encode(sign_digest(RSA_SHA1, rsa.key, digest))
-    return unsigned + signature + b"\r\n" + SAMPLE, {NAME: _record(rsa)}, None, NOW
+    return unsigned + signature + b"\r\n" + SAMPLE, {NAME: _record(rsa)}, None, FIXED_NOW
 
 
 def _many_case(
@@ -103,8 +103,10 @@ def _many_case(
 ) -> tuple[bytes, dict[str, object], VerifyOptions | None, int]:
     message = SAMPLE
     for _ in range(3):
-        message = mailseal.sign(message, key=rsa, domain="example.com", selector="sel", now=NOW) + message
-    return message, {NAME: _record(rsa)}, VerifyOptions(max_signatures=2), NOW
+        message = (
+            mailseal.sign(message, key=rsa, domain="example.com", selector="sel", now=FIXED_NOW) + message
+        )
+    return message, {NAME: _record(rsa)}, VerifyOptions(max_signatures=2), FIXED_NOW
 
 
 CASES: dict[Reason, Case] = {
@@ -122,8 +124,8 @@ CASES: dict[Reason, Case] = {
     Reason.SIG_AUID_NOT_IN_DOMAIN: _sig_case(r"s=sel;", "s=sel; i=alice@example.net;"),
     Reason.SIG_BAD_BODY_LENGTH: _sig_case(r"s=sel;", "s=sel; l=-5;"),
     Reason.SIG_BAD_TIMESTAMP: _sig_case(r"t=\d+", "t=yesterday"),
-    Reason.SIG_EXPIRED: _clock_case(NOW + 7200, expire_after=3600),
-    Reason.SIG_TIMESTAMP_IN_FUTURE: _clock_case(NOW - 3600),
+    Reason.SIG_EXPIRED: _clock_case(FIXED_NOW + 7200, expire_after=3600),
+    Reason.SIG_TIMESTAMP_IN_FUTURE: _clock_case(FIXED_NOW - 3600),
     Reason.SIG_EXPIRY_BEFORE_TIMESTAMP: _sig_case(r"s=sel;", "s=sel; x=1000;"),
     Reason.BODY_LENGTH_EXCEEDS_BODY: _sig_case(r"s=sel;", "s=sel; l=99999;"),
     Reason.KEY_NOT_FOUND: _key_case(lambda _r, _e: TxtAnswer.failure(TxtStatus.NXDOMAIN)),
@@ -175,7 +177,7 @@ def test_reason_is_produced(reason: Reason, rsa_key: PrivateKey, ed_key: Private
 
 def test_pass_has_no_reason(rsa_key: PrivateKey) -> None:
     report = mailseal.verify_sync(
-        _signed(rsa_key), resolver=InMemoryResolver({NAME: _record(rsa_key)}), now=NOW
+        _signed(rsa_key), resolver=InMemoryResolver({NAME: _record(rsa_key)}), now=FIXED_NOW
     )
     (sig,) = report.signatures
     assert sig.result is DKIMResult.PASS and sig.reason is None

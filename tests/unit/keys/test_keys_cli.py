@@ -10,8 +10,7 @@ import pytest
 from mailseal.cli.main import main
 from mailseal.core.keymaterial import load_private_key
 from mailseal.core.keyrecord import KeyRecord
-
-NOW = 1_767_225_600  # 2026-01-01
+from support.clock import FIXED_NOW
 
 
 @pytest.fixture
@@ -19,7 +18,7 @@ def keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]):  # type: ignore[no
     config = tmp_path / "keys.toml"
     config.write_text(f'[keys]\nstore = "{tmp_path}/keys.db"\nttl = "1h"\n')
 
-    def run(*args: str, now: int = NOW) -> tuple[int, str, str]:
+    def run(*args: str, now: int = FIXED_NOW) -> tuple[int, str, str]:
         status = main(["keys", *args, "--config", str(config), "--now", str(now)])
         out, err = capsys.readouterr()
         return status, out, err
@@ -55,7 +54,7 @@ def test_generate_rsa_with_chosen_selector_and_testing_flag(keys) -> None:  # ty
 
 def test_list_show_and_record(keys) -> None:  # type: ignore[no-untyped-def]
     keys("generate", "example.com", "--algorithm", "ed25519")
-    status, out, _ = keys("list", now=NOW + 7200)
+    status, out, _ = keys("list", now=FIXED_NOW + 7200)
     assert status == 0
     header, row = out.splitlines()
     assert header.split() == ["STATE", "DOMAIN", "SELECTOR", "TYPE", "AGE", "NEXT", "ACTION"]
@@ -106,7 +105,7 @@ def test_retire_refuses_to_leave_a_domain_without_a_key(keys, tmp_path: Path) ->
     store = SqliteKeyStore(tmp_path / "keys.db")
     entry = store.entry("example.com", "only")
     assert entry is not None
-    store.apply([Change.to(entry, state=KeyState.ACTIVE, visible_at=NOW, activated_at=NOW)])
+    store.apply([Change.to(entry, state=KeyState.ACTIVE, visible_at=FIXED_NOW, activated_at=FIXED_NOW)])
     store.close()
     status, _, err = keys("retire", "example.com", "only")
     assert status == 2 and "only active ed25519 key" in err and "--force" in err

@@ -18,6 +18,7 @@ from mailseal.keys.publish import DnsUpdatePublisher, ManualPublisher, Publisher
 from mailseal.keys.rotation import Event, Generation, Step
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import KeyState, KeyStore, KeyStoreBusyError
+from support.clock import FIXED_NOW
 from support.keyflow import (
     DOMAIN,
     HOUR,
@@ -31,30 +32,14 @@ from support.keyflow import (
 from support.memdns import FakeClock, MemoryZone
 from support.stores import StoreBackend
 
-T0 = 1_767_225_600
-
 
 class Crash(BaseException):
     """Stands in for a kill: not an Exception, so nothing on the way catches it."""
 
 
 @pytest.fixture
-def zone() -> MemoryZone:
-    return MemoryZone(secondaries=2)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "keys.db"
-
-
-@pytest.fixture
 def store(store_backend: StoreBackend) -> Iterator[KeyStore]:
+    """The store on each backend (SQLite, PostgreSQL): overrides the shared SQLite-only one."""
     opened = store_backend.open()
     yield opened
     opened.close()
@@ -362,7 +347,7 @@ def test_hook_points_cover_every_step(store_backend: StoreBackend) -> None:
     store = store_backend.open()
     # 1 key: send (3) + confirm (2) + activate (2); successor: generate (2) + send (3) + confirm (2)
     # + activate (2); old: revoke (3) + confirm (2) + remove (3) + confirm (2)
-    assert _hook_points(store, MemoryZone(secondaries=1), FakeClock(T0)) == 26
+    assert _hook_points(store, MemoryZone(secondaries=1), FakeClock(FIXED_NOW)) == 26
     store.close()
 
 
@@ -371,7 +356,7 @@ def test_a_crash_at_any_point_is_completed_by_the_next_tick(
     store_backend: StoreBackend, crash_at: int
 ) -> None:
     zone = MemoryZone(secondaries=1)
-    clock = FakeClock(T0)
+    clock = FakeClock(FIXED_NOW)
     calls = 0
     crashed = False
     served = served_by(zone)

@@ -34,9 +34,9 @@ from mailseal.keys.rotation import (
 )
 from mailseal.keys.selectors import check_scheme, selector_for
 from mailseal.keys.store import STATE_ORDER, KeyEntry, KeyState
+from support.clock import FIXED_NOW
 
 DOCS = Path(__file__).parents[3] / "docs" / "keys.md"
-NOW = 1_767_225_600
 POLICY = RotationPolicy(rotate_every=90 * DAY, grace=7 * DAY, propagation_delay=3600, revoked_for=2 * DAY)
 POLICIES = Policies(POLICY)
 
@@ -51,7 +51,7 @@ def entry(state: KeyState = KeyState.GENERATED, key_id: int = 1, **fields: objec
         state=state,
         record_text=f"v=DKIM1; k=ed25519; p=KEY{key_id}",
         revoked_text="v=DKIM1; k=ed25519; p=",
-        created_at=NOW - 1000,
+        created_at=FIXED_NOW - 1000,
     )
     return dataclasses.replace(base, **fields)  # type: ignore[arg-type]
 
@@ -64,7 +64,7 @@ def test_every_pair_is_either_in_the_table_or_refused(state: KeyState, event: Ev
     key = entry(state)
     if (state, event) in TRANSITIONS:
         action, new_state = TRANSITIONS[(state, event)]
-        step = move(key, event, NOW)
+        step = move(key, event, FIXED_NOW)
         assert step.action is action
         after = step.key
         assert after is not None and after.state is new_state
@@ -72,7 +72,7 @@ def test_every_pair_is_either_in_the_table_or_refused(state: KeyState, event: Ev
             assert step.changes == ()
     else:
         with pytest.raises(InvalidTransitionError, match=f"{key.name} is {state}"):
-            move(key, event, NOW)
+            move(key, event, FIXED_NOW)
 
 
 def test_invalid_transition_is_a_usage_error() -> None:
@@ -114,20 +114,20 @@ def test_removed_is_final_and_dns_facing_states_can_resend() -> None:
 
 
 def test_leaving_a_dns_state_clears_its_confirmation_and_stamps_the_time() -> None:
-    published = entry(KeyState.PUBLISHED, confirmed_at=NOW - 5, visible_at=NOW - 5)
-    resent = move(published, Event.DNS_BEHIND, NOW).key
+    published = entry(KeyState.PUBLISHED, confirmed_at=FIXED_NOW - 5, visible_at=FIXED_NOW - 5)
+    resent = move(published, Event.DNS_BEHIND, FIXED_NOW).key
     assert resent is not None and (resent.confirmed_at, resent.visible_at) == (None, None)
-    revoked = move(entry(KeyState.RETIRING, retired_at=NOW - 9), Event.GRACE_OVER, NOW).key
-    assert revoked is not None and revoked.revoked_at == NOW and revoked.confirmed_at is None
-    confirmed = move(entry(KeyState.PUBLISHED), Event.DNS_SYNCED, NOW).key
-    assert confirmed is not None and confirmed.visible_at == NOW == confirmed.confirmed_at
+    revoked = move(entry(KeyState.RETIRING, retired_at=FIXED_NOW - 9), Event.GRACE_OVER, FIXED_NOW).key
+    assert revoked is not None and revoked.revoked_at == FIXED_NOW and revoked.confirmed_at is None
+    confirmed = move(entry(KeyState.PUBLISHED), Event.DNS_SYNCED, FIXED_NOW).key
+    assert confirmed is not None and confirmed.visible_at == FIXED_NOW == confirmed.confirmed_at
 
 
 @given(st.lists(st.sampled_from(list(Event)), max_size=40))
 def test_any_event_sequence_moves_forward_and_stamps_each_state(events: Sequence[Event]) -> None:
     key = entry()
     for number, event in enumerate(events):
-        now = NOW + number
+        now = FIXED_NOW + number
         if (key.state, event) not in TRANSITIONS:
             with pytest.raises(InvalidTransitionError):
                 move(key, event, now)
@@ -174,7 +174,7 @@ def test_dns_event_cases() -> None:
 # The planner, with Hypothesis.
 
 _STATES = list(KeyState)
-_TIME = st.integers(min_value=NOW - 400 * DAY, max_value=NOW)
+_TIME = st.integers(min_value=FIXED_NOW - 400 * DAY, max_value=FIXED_NOW)
 _MAYBE_TIME = st.none() | _TIME
 
 
@@ -227,7 +227,7 @@ def _apply(entries: list[KeyEntry], steps: Sequence[Step]) -> list[KeyEntry]:
 def test_planner_obeys_the_table_and_never_leaves_a_signing_gap(data: st.DataObject) -> None:
     entries = data.draw(snapshots())
     views = data.draw(views_for(entries))
-    now = NOW + data.draw(st.integers(min_value=0, max_value=200 * DAY))
+    now = FIXED_NOW + data.draw(st.integers(min_value=0, max_value=200 * DAY))
     steps = plan(entries, views, now, POLICIES)
     assert steps == plan(entries, views, now, POLICIES)  # pure
     moved = [s.subject.id for s in steps if s.subject is not None]
@@ -262,34 +262,34 @@ def test_planner_asks_for_dns_only_where_it_needs_it(data: st.DataObject) -> Non
     entries = data.draw(snapshots())
     views = data.draw(views_for(entries))
     needed = {e.name: views[e.name] for e in entries if needs_dns_view(e) and e.name in views}
-    assert plan(entries, views, NOW, POLICIES) == plan(entries, needed, NOW, POLICIES)
+    assert plan(entries, views, FIXED_NOW, POLICIES) == plan(entries, needed, FIXED_NOW, POLICIES)
 
 
 def test_rotation_is_due_after_rotate_every_and_only_once() -> None:
-    active = entry(KeyState.ACTIVE, activated_at=NOW - 90 * DAY, visible_at=NOW - 91 * DAY)
-    (step,) = plan([active], {}, NOW, POLICIES)
+    active = entry(KeyState.ACTIVE, activated_at=FIXED_NOW - 90 * DAY, visible_at=FIXED_NOW - 91 * DAY)
+    (step,) = plan([active], {}, FIXED_NOW, POLICIES)
     assert step.action is Action.GENERATE and step.event is Event.ROTATION_DUE
     assert step.generation is not None and step.generation.selector == "ms2026q1"
-    assert plan([active], {}, NOW - 1, POLICIES) == []
-    pending = entry(KeyState.GENERATED, key_id=2, created_at=NOW)
-    assert [s.action for s in plan([active, pending], {}, NOW, POLICIES)] == [Action.SEND]
+    assert plan([active], {}, FIXED_NOW - 1, POLICIES) == []
+    pending = entry(KeyState.GENERATED, key_id=2, created_at=FIXED_NOW)
+    assert [s.action for s in plan([active, pending], {}, FIXED_NOW, POLICIES)] == [Action.SEND]
     never = Policies(dataclasses.replace(POLICY, rotate_every=None))
-    assert plan([active], {}, NOW + 999 * DAY, never) == []
-    assert plan([active], {}, NOW, POLICIES, generate=False) == []
+    assert plan([active], {}, FIXED_NOW + 999 * DAY, never) == []
+    assert plan([active], {}, FIXED_NOW, POLICIES, generate=False) == []
 
 
 def test_rsa_and_ed25519_falling_due_in_one_tick_get_different_selectors() -> None:
     """Both lineages were activated together, so both rotate in the same plan; the scheme gives one name."""
-    ed = entry(KeyState.ACTIVE, key_id=1, activated_at=NOW - 90 * DAY, visible_at=NOW - 91 * DAY)
+    ed = entry(KeyState.ACTIVE, key_id=1, activated_at=FIXED_NOW - 90 * DAY, visible_at=FIXED_NOW - 91 * DAY)
     rsa = entry(
         KeyState.ACTIVE,
         key_id=2,
         key_type=KeyType.RSA,
         bits=2048,
-        activated_at=NOW - 90 * DAY,
-        visible_at=NOW,
+        activated_at=FIXED_NOW - 90 * DAY,
+        visible_at=FIXED_NOW,
     )
-    steps = plan([ed, rsa], {}, NOW, POLICIES)
+    steps = plan([ed, rsa], {}, FIXED_NOW, POLICIES)
     assert [(s.generation.key_type, s.generation.selector) for s in steps if s.generation] == [
         (KeyType.ED25519, "ms2026q1"),
         (KeyType.RSA, "ms2026q1b"),
@@ -297,10 +297,12 @@ def test_rsa_and_ed25519_falling_due_in_one_tick_get_different_selectors() -> No
 
 
 def test_activation_retires_the_predecessor_in_the_same_step() -> None:
-    old = entry(KeyState.ACTIVE, key_id=1, created_at=NOW - 100 * DAY, activated_at=NOW - 99 * DAY)
-    new = entry(KeyState.PUBLISHED, key_id=2, created_at=NOW - DAY, visible_at=NOW - DAY)
+    old = entry(
+        KeyState.ACTIVE, key_id=1, created_at=FIXED_NOW - 100 * DAY, activated_at=FIXED_NOW - 99 * DAY
+    )
+    new = entry(KeyState.PUBLISHED, key_id=2, created_at=FIXED_NOW - DAY, visible_at=FIXED_NOW - DAY)
     served = frozenset({new.record_text})
-    (step,) = plan([old, new], {new.name: DnsView(served, {"ns": served})}, NOW, POLICIES)
+    (step,) = plan([old, new], {new.name: DnsView(served, {"ns": served})}, FIXED_NOW, POLICIES)
     assert step.action is Action.ACTIVATE
     assert [(c.after.id, c.after.state) for c in step.changes] == [
         (2, KeyState.ACTIVE),
@@ -310,20 +312,20 @@ def test_activation_retires_the_predecessor_in_the_same_step() -> None:
 
 
 def test_outlook_sentences() -> None:
-    active = entry(KeyState.ACTIVE, activated_at=NOW - 80 * DAY)
-    assert outlook(active, [active], POLICY, NOW) == "rotate in 10d"
-    assert outlook(entry(KeyState.RETIRING, retired_at=NOW), [], POLICY, NOW) == "revoke in 7d"
+    active = entry(KeyState.ACTIVE, activated_at=FIXED_NOW - 80 * DAY)
+    assert outlook(active, [active], POLICY, FIXED_NOW) == "rotate in 10d"
+    assert outlook(entry(KeyState.RETIRING, retired_at=FIXED_NOW), [], POLICY, FIXED_NOW) == "revoke in 7d"
     assert (
-        outlook(entry(KeyState.PUBLISHED), [], POLICY, NOW)
+        outlook(entry(KeyState.PUBLISHED), [], POLICY, FIXED_NOW)
         == "wait until every authoritative server serves it"
     )
     assert (
-        outlook(entry(KeyState.PUBLISHED, visible_at=NOW - 7200), [], POLICY, NOW)
+        outlook(entry(KeyState.PUBLISHED, visible_at=FIXED_NOW - 7200), [], POLICY, FIXED_NOW)
         == "start signing on the next tick"
     )
-    assert outlook(entry(KeyState.REMOVED, confirmed_at=NOW), [], POLICY, NOW) == "done"
+    assert outlook(entry(KeyState.REMOVED, confirmed_at=FIXED_NOW), [], POLICY, FIXED_NOW) == "done"
     pending = entry(KeyState.PUBLISHED, key_id=2)
-    assert outlook(active, [active, pending], POLICY, NOW) == "retire when s2 is active"
+    assert outlook(active, [active, pending], POLICY, FIXED_NOW) == "retire when s2 is active"
 
 
 def test_duration_text() -> None:

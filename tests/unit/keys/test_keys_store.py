@@ -21,9 +21,8 @@ from mailseal.errors import InsecureKeyFileError, KeyStoreError
 from mailseal.keys.lifecycle import records_for
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import Change, KeyEntry, KeyState, KeyStore, KeyStoreBusyError, NewKey
+from support.clock import FIXED_NOW
 from support.stores import StoreBackend
-
-NOW = 1_767_225_600
 
 
 @pytest.fixture
@@ -48,7 +47,7 @@ def sqlite_store(path: Path) -> Iterator[SqliteKeyStore]:
 def new_key(selector: str = "sel", domain: str = "Example.TEST.", key: PrivateKey | None = None) -> NewKey:
     key = key or generate_private_key(KeyType.ED25519)
     record, revoked = records_for(key.key_type, key.public_key_b64())
-    return NewKey(domain, selector, key.key_type, key.bits, key.to_pem(), record, revoked, NOW)
+    return NewKey(domain, selector, key.key_type, key.bits, key.to_pem(), record, revoked, FIXED_NOW)
 
 
 def activate(store: KeyStore, entry: KeyEntry, *, visible: bool = True) -> KeyEntry:
@@ -57,9 +56,9 @@ def activate(store: KeyStore, entry: KeyEntry, *, visible: bool = True) -> KeyEn
             Change.to(
                 entry,
                 state=KeyState.ACTIVE,
-                published_at=NOW,
-                visible_at=NOW if visible else None,
-                activated_at=NOW + 1,
+                published_at=FIXED_NOW,
+                visible_at=FIXED_NOW if visible else None,
+                activated_at=FIXED_NOW + 1,
             )
         ]
     )
@@ -90,7 +89,7 @@ def test_add_folds_names_and_keeps_the_key(store: KeyStore) -> None:
 
 def test_selectors_are_never_reused(store: KeyStore) -> None:
     entry = store.add(new_key())
-    store.apply([Change.to(entry, state=KeyState.REMOVED, removed_at=NOW)])
+    store.apply([Change.to(entry, state=KeyState.REMOVED, removed_at=FIXED_NOW)])
     with pytest.raises(KeyStoreError, match="never reused"):
         store.add(new_key())
 
@@ -102,7 +101,7 @@ def test_apply_is_compare_and_set_and_all_or_nothing(store: KeyStore) -> None:
     with pytest.raises(KeyStoreError, match="another process changed it"):
         store.apply(
             [
-                Change.to(one, state=KeyState.PUBLISHED, published_at=NOW),
+                Change.to(one, state=KeyState.PUBLISHED, published_at=FIXED_NOW),
                 Change(stale, dataclasses.replace(stale, state=KeyState.ACTIVE)),
             ]
         )
@@ -114,7 +113,7 @@ def test_apply_is_compare_and_set_and_all_or_nothing(store: KeyStore) -> None:
 def test_removal_destroys_the_private_key(store: KeyStore) -> None:
     entry = activate(store, store.add(new_key()))
     store.private_key(entry.id)  # cached
-    store.apply([Change.to(entry, state=KeyState.REMOVED, removed_at=NOW + 5)])
+    store.apply([Change.to(entry, state=KeyState.REMOVED, removed_at=FIXED_NOW + 5)])
     with pytest.raises(KeyStoreError, match="destroyed on removal"):
         store.private_key(entry.id)
     assert store.signing_keys("example.test") == []
@@ -126,7 +125,7 @@ def test_removal_leaves_no_key_bytes_in_the_sqlite_file(sqlite_store: KeyStore, 
     secret = key.to_pem().splitlines()[1]  # the base64 line that holds the key
     entry = activate(store, store.add(new_key(key=key)))
     assert secret in path.read_bytes()
-    store.apply([Change.to(entry, state=KeyState.REMOVED, removed_at=NOW + 5)])
+    store.apply([Change.to(entry, state=KeyState.REMOVED, removed_at=FIXED_NOW + 5)])
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT private_pem FROM keys").fetchall() == [(None,)]
     assert secret not in path.read_bytes()  # secure_delete: not left behind in a free page either
@@ -152,7 +151,7 @@ def test_signing_keys_see_other_processes_changes_at_once(
         assert reader.signing_keys("example.test") == []
         entry = activate(store, store.add(new_key()))
         assert [k.selector for k in reader.signing_keys("example.test")] == ["sel"]
-        store.apply([Change.to(entry, state=KeyState.RETIRING, retired_at=NOW + 9)])
+        store.apply([Change.to(entry, state=KeyState.RETIRING, retired_at=FIXED_NOW + 9)])
         assert reader.signing_keys("example.test") == []
         with pytest.raises(KeyStoreError, match="read-only"):
             reader.add(new_key("x"))
@@ -162,10 +161,10 @@ def test_signing_keys_see_other_processes_changes_at_once(
 
 def test_history_records_every_state_change(store: KeyStore) -> None:
     entry = activate(store, store.add(new_key()))
-    store.apply([Change.to(entry, confirmed_at=NOW + 2)])  # no state change: no history line
+    store.apply([Change.to(entry, confirmed_at=FIXED_NOW + 2)])  # no state change: no history line
     assert [(t.from_state, t.to_state, t.at) for t in store.history(entry.id)] == [
-        (None, KeyState.GENERATED, NOW),
-        (KeyState.GENERATED, KeyState.ACTIVE, NOW + 1),
+        (None, KeyState.GENERATED, FIXED_NOW),
+        (KeyState.GENERATED, KeyState.ACTIVE, FIXED_NOW + 1),
     ]
 
 

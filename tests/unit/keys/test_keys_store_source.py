@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,26 +19,8 @@ from mailseal.keys.sqlite_store import SqliteKeyStore
 from support.keyflow import DOMAIN, POLICIES, POLICY
 from support.memdns import FakeClock, MemoryZone
 
-T0 = 1_767_225_600
 assert POLICY.rotate_every is not None
 ROTATE_EVERY = POLICY.rotate_every
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "keys.db"
-
-
-@pytest.fixture
-def store(store_path: Path) -> Iterator[SqliteKeyStore]:
-    opened = SqliteKeyStore(store_path)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

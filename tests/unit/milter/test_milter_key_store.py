@@ -37,7 +37,6 @@ from support.milter_store import (
 )
 from support.stores import StoreBackend
 
-T0 = 1_767_225_600
 assert POLICY.rotate_every is not None
 ROTATE_EVERY = POLICY.rotate_every  # 2026-01-01T00:00:00Z
 PASS = (DKIMResult.PASS, None)
@@ -46,21 +45,13 @@ REVOKED = (DKIMResult.PERMERROR, Reason.KEY_REVOKED)
 
 @pytest.fixture
 def zone() -> MemoryZone:
+    """One secondary is enough here (tests/unit/conftest.py's zone has two)."""
     return MemoryZone(secondaries=1)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "keys.db"
-
-
-@pytest.fixture
 def store(store_backend: StoreBackend) -> Iterator[KeyStore]:
+    """The store on each backend (SQLite, PostgreSQL): overrides the shared SQLite-only one."""
     opened = store_backend.open()
     yield opened
     opened.close()

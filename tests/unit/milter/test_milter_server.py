@@ -22,12 +22,12 @@ from mailseal.keys.files import write_private_key
 from mailseal.keys.source import KeySet, SigningKey
 from mailseal.milter.config import load_config
 from mailseal.milter.loading import Loaded, load
+from support.clock import FIXED_NOW
 from support.milter_client import MilterClient, Result, apply_actions, split_message
 from support.milter_harness import MESSAGE, ServerThread, dns_records, write_config
 from support.milter_store import wait_until
 from support.peers import dkimpy_supports_ed25519, dkimpy_verify
 
-FIXED_NOW = 1_767_225_600
 EXTERNAL = "192.0.2.44"
 Keys = Mapping[str, tuple[PrivateKey | None, str, str]]
 

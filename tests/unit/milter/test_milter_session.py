@@ -12,6 +12,7 @@ from mailseal.milter.routing import RoutingPolicy, parse_networks
 from mailseal.milter.runtime import Runtime
 from mailseal.milter.session import TRANSITIONS, WANTED_PROTOCOL, Session, State
 from mailseal.milter.signing_table import SigningTable
+from support.clock import FIXED_NOW
 
 RUNTIME = Runtime(RoutingPolicy(parse_networks(["127.0.0.0/8"])), SigningTable([]), KeySet({}), "mx.test")
 EXAMPLES: dict[type[codec.Event], codec.Event] = {
@@ -42,7 +43,7 @@ PATH_TO: dict[State, list[type[codec.Event]]] = {
 
 
 def session_in(state: State) -> Session:
-    session = Session(lambda: RUNTIME, clock=lambda: 1_767_225_600)
+    session = Session(lambda: RUNTIME, clock=lambda: FIXED_NOW)
     for kind in PATH_TO[state]:
         session.handle(EXAMPLES[kind])
     assert session.state is state

@@ -16,6 +16,7 @@ from mailseal.keys.source import CombinedKeySource, FileKeySource, StoreKeyEntry
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.milter.config import ConfigProblems, parse_config
 from mailseal.milter.loading import config_key_source
+from support.clock import FIXED_NOW
 from support.keyflow import DOMAIN, POLICIES, POLICY
 from support.memdns import FakeClock, MemoryZone
 from support.milter_store import write_store_config
@@ -156,7 +157,7 @@ def test_check_config_warns_when_the_store_has_no_active_key_yet(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store_path = tmp_path / "keys.db"
-    clock = FakeClock(1_767_225_600)
+    clock = FakeClock(FIXED_NOW)
     zone = MemoryZone()
     store = SqliteKeyStore(store_path)
     try:
