@@ -23,7 +23,9 @@ __all__ = ["StoreLocation", "describe", "is_database", "open_store", "parse_loca
 StoreLocation = Path | str
 """A SQLite file (``Path``) or a PostgreSQL connection string (``str``)."""
 
-_DATABASE: Final = re.compile(r"\A(?:postgres(?:ql)?://|service\s*=)", re.IGNORECASE)
+# A libpq URL, or libpq keyword=value pairs ("service=mail", "host=db dbname=keys password=..."):
+# a string that starts like a keyword pair is never taken for a file name (it may hold a password).
+_DATABASE: Final = re.compile(r"\A(?:postgres(?:ql)?://|[A-Za-z_]+\s*=)", re.IGNORECASE)
 _OTHER_URL: Final = re.compile(r"\A[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
@@ -72,7 +74,7 @@ def describe(location: StoreLocation) -> str:
     if isinstance(location, Path):
         return str(location)
     text = location.strip()
-    if text.lower().startswith("service"):  # keyword=value pairs; stray words (a password's tail) are dropped
+    if not text.lower().startswith("postgres"):  # keyword=value pairs; stray words (a password's tail) are dropped
         return " ".join(
             f"{key}={'***' if key.lower() in _SECRET_KEYS else value}"
             for key, value in _KEYWORD.findall(text)

@@ -229,6 +229,20 @@ def test_store_locations_and_their_display() -> None:
     assert describe("service=mailseal") == "service=mailseal"
 
 
+def test_libpq_keyword_pairs_are_a_database_never_a_file_named_after_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn = "host=127.0.0.1 port=1 dbname=keys password=SECRETPW connect_timeout=1"
+    assert is_database(dsn) and parse_location(dsn) == dsn
+    assert "SECRETPW" not in describe(dsn) and "password=***" in describe(dsn)
+    monkeypatch.chdir(tmp_path)
+    from mailseal.cli.main import main
+
+    assert main(["keys", "list", "--store", dsn]) != 0
+    assert "SECRETPW" not in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no file named after the connection string
+
+
 @pytest.mark.parametrize(
     "dsn",
     [
