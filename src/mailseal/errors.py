@@ -10,6 +10,9 @@ from __future__ import annotations
 class MailsealError(Exception):
     """Root of every exception mailseal raises on purpose."""
 
+    temporary: bool = False
+    """Nothing is wrong with what was asked: the same call may work later (CLI exit 75)."""
+
 
 class UsageError(MailsealError, ValueError):
     """The caller passed arguments or options that cannot work (CLI exit 2)."""

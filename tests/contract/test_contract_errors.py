@@ -151,7 +151,7 @@ def test_unreachable_postgresql(tmp_path: Path) -> None:
         ("reports", "summary", "--store", str(tmp_path / "r.db"), "--keys-store", url),
     ):
         done = mailseal(*argv)
-        assert done.status in (1, 75), argv
+        assert done.status == 75, argv  # temporary: cron and the MTA try again later
         assert "cannot connect to the key store" in plain(done)
 
 

@@ -28,7 +28,7 @@ exit status (every mailseal command):
       missing, unreadable or unusable (the one-line error says which and why)
   3   keys check only: no failure, but warnings
   75  not done yet: a temporary problem (DNS timeout or SERVFAIL, the key store
-      busy with another tick); try again later
+      busy with another tick, a key database unreachable); try again later
   70  a bug in mailseal (the line says what happened; please report it)
   130 interrupted (Ctrl-C)
 With several files, mailseal verify reports every file and exits with the

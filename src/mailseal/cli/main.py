@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exits.INPUT
     except MailsealError as exc:
         _say(exc)
-        return exits.NO
+        return exits.TRY_LATER if exc.temporary else exits.NO
     except KeyboardInterrupt:
         return exits.INTERRUPTED
     except BrokenPipeError:

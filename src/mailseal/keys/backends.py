@@ -74,7 +74,9 @@ def describe(location: StoreLocation) -> str:
     if isinstance(location, Path):
         return str(location)
     text = location.strip()
-    if not text.lower().startswith("postgres"):  # keyword=value pairs; stray words (a password's tail) are dropped
+    if not text.lower().startswith(
+        "postgres"
+    ):  # keyword=value pairs; stray words (a password's tail) are dropped
         return " ".join(
             f"{key}={'***' if key.lower() in _SECRET_KEYS else value}"
             for key, value in _KEYWORD.findall(text)

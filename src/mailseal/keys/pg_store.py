@@ -49,6 +49,7 @@ from mailseal.keys.store import (
     KeyEntry,
     KeyState,
     KeyStoreBusyError,
+    KeyStoreUnavailableError,
     NewKey,
     SigningKey,
     Transition,
@@ -188,7 +189,9 @@ class PgKeyStore:
             why = re.sub(r"\[Errno -?\d+\] ", "", _first_line(exc))
             if isinstance(exc, psycopg.ProgrammingError):  # a malformed connection string: libpq quotes it
                 why = "the connection string is malformed (" + _QUOTED.sub('"..."', why) + ")"
-            raise KeyStoreError(f"cannot connect to the key store {self.where}: {why}") from None
+                raise KeyStoreError(f"cannot connect to the key store {self.where}: {why}") from None
+            # Down, unreachable or refusing now: temporary (exit 75, so cron and the MTA retry).
+            raise KeyStoreUnavailableError(f"cannot connect to the key store {self.where}: {why}") from None
         try:
             db.execute(f"SET statement_timeout = {ms}")
             db.execute(f"SET lock_timeout = {ms}")

@@ -65,6 +65,8 @@ class KeyStoreBusyError(KeyStoreError):
 class KeyStoreUnavailableError(KeyStoreError):
     """The store cannot be reached now (a database down or unreachable); keep what you have and retry."""
 
+    temporary = True
+
 
 @dataclass(frozen=True, slots=True)
 class KeyEntry:
