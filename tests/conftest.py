@@ -7,6 +7,7 @@ fake clock and an in-memory zone are in ``support/fixtures.py``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,24 @@ def rsa_key() -> PrivateKey:
 @pytest.fixture(scope="session")
 def ed_key() -> PrivateKey:
     return generate_private_key(KeyType.ED25519)
+
+
+SYSTEM_STORE_FOLDER = Path("/var/lib/mailseal")
+
+
+@pytest.fixture(autouse=True)
+def _no_system_key_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that forgets --store must not touch root's default, /var/lib/mailseal/keys.db."""
+    for where in ("mailseal.keys.config", "mailseal.cli.reports"):
+        monkeypatch.setattr(f"{where}.default_store_path", lambda: tmp_path / "default-data" / "keys.db")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _system_key_store_untouched() -> Iterator[None]:
+    """The suite leaves the machine as it found it (subprocesses included): fail if it made the folder."""
+    existed = SYSTEM_STORE_FOLDER.exists()
+    yield
+    assert existed or not SYSTEM_STORE_FOLDER.exists(), f"a test created {SYSTEM_STORE_FOLDER}"
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,6 @@ later). The exit-status table in every ``--help`` comes with the front-door bran
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -25,7 +24,6 @@ HELPS = [
     ("reports",), ("reports", "ingest"), ("reports", "summary"), ("reports", "prune"), ("reports", "fetch"),
     ("reports", "serve"), ("reports", "metrics"), ("keys", "migrate"), ("keys", "kek"),
 ]  # fmt: skip
-FRONT_DOOR = importlib.util.find_spec("mailseal.cli.exits") is not None
 
 
 @pytest.fixture(autouse=True)
@@ -54,9 +52,6 @@ def test_help_has_no_restructuredtext_backticks(command: tuple[str, ...]) -> Non
     assert "``" not in done.out
 
 
-@pytest.mark.xfail(
-    not FRONT_DOOR, reason="the exit-status table in every --help comes with front-door", strict=True
-)
 @pytest.mark.parametrize("command", HELPS, ids=" ".join)
 def test_help_shows_the_exit_status_table(command: tuple[str, ...]) -> None:
     done = mailseal(*command, "--help")
@@ -200,7 +195,7 @@ def test_fetch_password_file_problems_in_plain_words(tmp_path: Path, kind: str) 
         "--user", "u", "--password-file", str(path),
     )  # fmt: skip
     # A file you named that cannot be used: 2 under front-door's one exit-status rule (1 before it).
-    assert done.status == (2 if FRONT_DOOR else 1)
+    assert done.status == 2
     assert {"missing": "No such file", "directory": "is a directory", "not-utf8": "not UTF-8"}[kind] in plain(
         done
     )
