@@ -182,7 +182,7 @@ def test_two_milters_keep_signing_through_a_database_outage_and_follow_the_rotat
     during = send_batch(fleet, "outage")
     assert signed_with(fleet, delivered(fleet, during)) == {second}  # signed, delivered, none lost
     status, _, err = fleet.tick(T0 + 3 * HOUR + 90 * DAY)
-    assert status == 1 and "cannot connect to the key store postgresql://" in err and "Traceback" not in err
+    assert status == 75 and "cannot connect to the key store postgresql://" in err and "Traceback" not in err
     for milter in fleet.milters.values():
         assert len(re.findall("signing goes on with the keys loaded before", milter.log)) == 1  # logged once
 
