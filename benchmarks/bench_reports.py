@@ -40,7 +40,8 @@ from mailseal.reports.sqlite_store import SqliteReportStore
 from mailseal.reports.summary import summarize, to_json
 from mailseal.reports.unpack import Item, Limits, documents
 from mailseal.reports.xmlparse import parse_report, parse_report_bytes
-from support.dmarc_reports import DAY, NOW, VECTORS, Row, Sig, Spec, gz, report_xml
+from support.clock import FIXED_NOW
+from support.dmarc_reports import DAY, VECTORS, Row, Sig, Spec, gz, report_xml
 
 try:
     import parsedmarc
@@ -68,7 +69,7 @@ def peer_parse(xml: bytes) -> Any:
 
 def ingest_blob(store: SqliteReportStore, blob: bytes, label: str) -> int:
     """Full ingest of one blob; returns the records stored."""
-    ingestor = Ingestor(store, Path(tempfile.gettempdir()) / "bench-quarantine", clock=lambda: NOW)
+    ingestor = Ingestor(store, Path(tempfile.gettempdir()) / "bench-quarantine", clock=lambda: FIXED_NOW)
     total = 0
     for outcome in ingestor.ingest(Item(label, lambda: blob)):
         total += outcome.records
@@ -147,12 +148,12 @@ def fill_store(store: SqliteReportStore, records: int) -> None:
             f"receiver{n % 20}.example",
             None,
             f"fill{n}",
-            NOW - (n % 90) * DAY,
-            NOW - (n % 90) * DAY + DAY - 1,
+            FIXED_NOW - (n % 90) * DAY,
+            FIXED_NOW - (n % 90) * DAY + DAY - 1,
             Policy("example.com"),
             tuple(rows),
         )
-        store.add(report, source="bench", now=NOW)
+        store.add(report, source="bench", now=FIXED_NOW)
 
 
 def conformance_agreement() -> list[tuple[str, str, str]]:
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
         reader = SqliteReportStore(Path(folder) / "s.db", readonly=True)
         took = median_seconds(
-            lambda: to_json(summarize(reader, None, domain=None, since_days=None, now=NOW)), repeats
+            lambda: to_json(summarize(reader, None, domain=None, since_days=None, now=FIXED_NOW)), repeats
         )
         daily = len(reader.daily())
         reader.close()

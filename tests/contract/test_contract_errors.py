@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from support.dmarc_reports import NOW, Spec, report_xml
+from support.clock import FIXED_NOW
+from support.dmarc_reports import Spec, report_xml
 from support.inprocess_cli import Done, mailseal
 
 RAW = re.compile(
@@ -91,7 +92,9 @@ def test_keys_store_that_is_another_sqlite_file(tmp_path: Path) -> None:
     reports = tmp_path / "reports.db"
     feed = tmp_path / "r.xml"
     feed.write_bytes(report_xml(Spec()))
-    assert mailseal("reports", "ingest", "--store", str(reports), "--now", str(NOW), str(feed)).status == 0
+    assert (
+        mailseal("reports", "ingest", "--store", str(reports), "--now", str(FIXED_NOW), str(feed)).status == 0
+    )
     done = mailseal("reports", "summary", "--store", str(reports), "--keys-store", str(reports), "--json")
     assert done.status == 1
     assert "not a mailseal key store" in plain(done)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from mailseal.keys.kek import add_kek
-from support.dmarc_reports import NOW, Row, Sig, Spec, report_xml
+from support.clock import FIXED_NOW
+from support.dmarc_reports import Row, Sig, Spec, report_xml
 from support.inprocess_cli import Done, mailseal
 from support.postgres import PostgresServer
 from support.stores import fresh_pg_dsn
@@ -42,7 +43,7 @@ def _no_keys_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def keys(*argv: str) -> Done:
-    return mailseal("keys", *argv, "--now", str(NOW))
+    return mailseal("keys", *argv, "--now", str(FIXED_NOW))
 
 
 def ingest_report(tmp_path: Path, selectors: tuple[str, ...]) -> Path:
@@ -50,13 +51,13 @@ def ingest_report(tmp_path: Path, selectors: tuple[str, ...]) -> Path:
     report = tmp_path / "r.xml"
     sigs = [Sig("example.com", s) for s in selectors]
     report.write_bytes(report_xml(Spec(rows=[Row(count=3, sigs=sigs)])))
-    done = mailseal("reports", "ingest", "--store", str(store), "--now", str(NOW), str(report))
+    done = mailseal("reports", "ingest", "--store", str(store), "--now", str(FIXED_NOW), str(report))
     assert done.status == 0, done.stderr
     return store
 
 
 def known(store: Path, *argv: str) -> dict[str | None, object]:
-    done = mailseal("reports", "summary", "--store", str(store), "--now", str(NOW), "--json", *argv)
+    done = mailseal("reports", "summary", "--store", str(store), "--now", str(FIXED_NOW), "--json", *argv)
     assert done.status == 0, done.stderr
     return {row["selector"]: row["known_selector"] for row in json.loads(done.out)["rows"]}
 

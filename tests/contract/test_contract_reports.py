@@ -17,7 +17,8 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from support.dmarc_reports import DAY, NOW, VECTORS, Row, Sig, Spec, gz, report_email, report_xml, zipped
+from support.clock import FIXED_NOW
+from support.dmarc_reports import DAY, VECTORS, Row, Sig, Spec, gz, report_email, report_xml, zipped
 from support.inprocess_cli import Done, mailseal
 
 AGGREGATE = VECTORS / "aggregate"
@@ -41,7 +42,7 @@ def _no_key_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def reports(store: Path, *argv: str, stdin: bytes = b"") -> Done:
     command, *rest = argv
-    return mailseal("reports", command, "--store", str(store), "--now", str(NOW), *rest, stdin=stdin)
+    return mailseal("reports", command, "--store", str(store), "--now", str(FIXED_NOW), *rest, stdin=stdin)
 
 
 def _local(tag: str) -> str:
@@ -175,9 +176,13 @@ def test_vendored_reports_summary_matches_an_independent_count(tmp_path: Path) -
 
 def test_summary_since_and_domain(tmp_path: Path) -> None:
     store = tmp_path / "r.db"
-    old = Spec(report_id="old", begin=NOW - 30 * DAY, rows=[Row(count=4, sigs=[Sig("example.com", "s1")])])
-    new = Spec(report_id="new", begin=NOW - 2 * DAY, rows=[Row(count=3, sigs=[Sig("example.com", "s1")])])
-    other = Spec(report_id="o", domain="example.org", begin=NOW - DAY,
+    old = Spec(
+        report_id="old", begin=FIXED_NOW - 30 * DAY, rows=[Row(count=4, sigs=[Sig("example.com", "s1")])]
+    )
+    new = Spec(
+        report_id="new", begin=FIXED_NOW - 2 * DAY, rows=[Row(count=3, sigs=[Sig("example.com", "s1")])]
+    )
+    other = Spec(report_id="o", domain="example.org", begin=FIXED_NOW - DAY,
                  rows=[Row(count=5, header_from="example.org", sigs=[Sig("example.org", "k", "fail")])])  # fmt: skip
     paths = []
     for n, spec in enumerate((old, new, other)):

@@ -25,6 +25,7 @@ import pytest
 from mailseal import DKIMResult, verify_sync
 from mailseal.dns.resolver import DnsResolver
 from mailseal.keys.kek import add_kek
+from support.clock import FIXED_NOW
 from support.dnsserver import knot_available
 from support.keyflow import DOMAIN
 from support.knotkeys import KeysSetup, keys_setup
@@ -42,7 +43,6 @@ pytestmark = [
     ),
 ]
 
-T0 = 1_767_225_600
 HOUR = 3600
 DAY = 86400
 HOSTS = ("mx1", "mx2")
@@ -87,10 +87,10 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         add_kek(kek)
         text = re.sub(r'(?m)^store = ".*"$', f'store = "{dsn}"\nkek_file = "{kek}"', setup.config.read_text())
         setup.config.write_text(text)
-        status, out, err = setup.cli("generate", DOMAIN, "--selector", "first", now=T0)
+        status, out, err = setup.cli("generate", DOMAIN, "--selector", "first", now=FIXED_NOW)
         assert status == 0, (out, err)
-        assert setup.cli("tick", now=T0)[0] == 0  # published at knotd
-        assert setup.cli("tick", now=T0 + HOUR)[0] == 0  # active
+        assert setup.cli("tick", now=FIXED_NOW)[0] == 0  # published at knotd
+        assert setup.cli("tick", now=FIXED_NOW + HOUR)[0] == 0  # active
         configs = {name: host_config(tmp_path / name, dsn, kek) for name in HOSTS}
         milters = {name: MilterProcess(["--config", str(configs[name])]) for name in HOSTS}
         try:
@@ -166,9 +166,9 @@ def test_two_milters_keep_signing_through_a_database_outage_and_follow_the_rotat
     assert signed_with(fleet, delivered(fleet, send_batch(fleet, "start"))) == {"first"}
 
     marks = {name: m.mark() for name, m in fleet.milters.items()}
-    assert fleet.tick(T0 + HOUR + 90 * DAY)[0] == 0  # rotation due: the successor published at knotd
-    assert fleet.tick(T0 + 2 * HOUR + 90 * DAY)[0] == 0  # successor active, first retiring
-    second = active_selector(fleet, T0 + 2 * HOUR + 90 * DAY)
+    assert fleet.tick(FIXED_NOW + HOUR + 90 * DAY)[0] == 0  # rotation due: the successor published at knotd
+    assert fleet.tick(FIXED_NOW + 2 * HOUR + 90 * DAY)[0] == 0  # successor active, first retiring
+    second = active_selector(fleet, FIXED_NOW + 2 * HOUR + 90 * DAY)
     assert second != "first"
     every_milter_signs_with(fleet, second, marks)
     assert signed_with(fleet, delivered(fleet, send_batch(fleet, "rotated"))) == {second}
@@ -181,16 +181,16 @@ def test_two_milters_keep_signing_through_a_database_outage_and_follow_the_rotat
         )
     during = send_batch(fleet, "outage")
     assert signed_with(fleet, delivered(fleet, during)) == {second}  # signed, delivered, none lost
-    status, _, err = fleet.tick(T0 + 3 * HOUR + 90 * DAY)
+    status, _, err = fleet.tick(FIXED_NOW + 3 * HOUR + 90 * DAY)
     assert status == 75 and "cannot connect to the key store postgresql://" in err and "Traceback" not in err
     for milter in fleet.milters.values():
         assert len(re.findall("signing goes on with the keys loaded before", milter.log)) == 1  # logged once
 
     marks = {name: m.mark() for name, m in fleet.milters.items()}
     fleet.database.start()  # back: the next rotation step reaches every milter
-    assert fleet.tick(T0 + 2 * HOUR + 180 * DAY)[0] == 0  # the next rotation due: third key published
-    assert fleet.tick(T0 + 3 * HOUR + 180 * DAY)[0] == 0  # third key active
-    third = active_selector(fleet, T0 + 3 * HOUR + 180 * DAY)
+    assert fleet.tick(FIXED_NOW + 2 * HOUR + 180 * DAY)[0] == 0  # the next rotation due: third key published
+    assert fleet.tick(FIXED_NOW + 3 * HOUR + 180 * DAY)[0] == 0  # third key active
+    third = active_selector(fleet, FIXED_NOW + 3 * HOUR + 180 * DAY)
     assert third not in ("first", second)
     every_milter_signs_with(fleet, third, marks)
     assert signed_with(fleet, delivered(fleet, send_batch(fleet, "after"))) == {third}

@@ -24,6 +24,7 @@ from mailseal.cli.main import main
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import KeyState
 from support.bindserver import BindServer, bind_available
+from support.clock import FIXED_NOW
 from support.dnsserver import TsigKey, soa_header
 from support.keyflow import DOMAIN, rotation_scenario
 from support.knotkeys import write_config
@@ -35,8 +36,6 @@ pytestmark = [
         reason="named not installed (apt-get install bind9)",
     ),
 ]
-
-T0 = 1_767_225_600
 
 
 def served(server: BindServer, name: str) -> set[str]:
@@ -61,8 +60,8 @@ def test_a_whole_rotation_against_bind(tmp_path: Path) -> None:
                 status = main(["keys", *args, "--config", str(config), "--now", str(now)])
             return status, out.getvalue(), err.getvalue()
 
-        assert keys("generate", DOMAIN, "--selector", "first", now=T0)[0] == 0
-        now = T0
+        assert keys("generate", DOMAIN, "--selector", "first", now=FIXED_NOW)[0] == 0
+        now = FIXED_NOW
         first = f"first._domainkey.{DOMAIN}"
         seen = []
         for moment in rotation_scenario():

@@ -15,6 +15,7 @@ import pytest
 import mailseal
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import KeyState
+from support.clock import FIXED_NOW
 from support.dnsserver import knot_available
 from support.keyflow import DOMAIN, assert_signing_is_safe, rotation_scenario
 from support.knotkeys import KeysSetup, keys_setup
@@ -27,7 +28,6 @@ pytestmark = [
     ),
 ]
 
-T0 = 1_767_225_600
 SRC = Path(mailseal.__file__).parents[1]
 TESTS = Path(__file__).parents[1]
 FOREIGN = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
@@ -64,8 +64,8 @@ def tick_killed_before_commit(setup: KeysSetup, now: int, kill_at: int) -> bool:
 def test_a_tick_killed_before_each_commit_leaves_a_store_readers_can_open(tmp_path: Path) -> None:
     """Every commit of a whole rotation is interrupted once; a read-only open right after each must work."""
     with keys_setup(tmp_path) as setup:
-        setup.cli("generate", DOMAIN, "--selector", "first", now=T0)
-        now = T0
+        setup.cli("generate", DOMAIN, "--selector", "first", now=FIXED_NOW)
+        now = FIXED_NOW
         signing = False
         kills = 0
         for moment in rotation_scenario():
@@ -86,9 +86,9 @@ def test_a_tick_killed_before_each_commit_leaves_a_store_readers_can_open(tmp_pa
 
 
 def active_first_key(setup: KeysSetup) -> str:
-    setup.cli("generate", DOMAIN, "--selector", "first", now=T0)
-    assert setup.cli("tick", now=T0)[0] == 0
-    assert setup.cli("tick", now=T0 + 3600)[0] == 0
+    setup.cli("generate", DOMAIN, "--selector", "first", now=FIXED_NOW)
+    assert setup.cli("tick", now=FIXED_NOW)[0] == 0
+    assert setup.cli("tick", now=FIXED_NOW + 3600)[0] == 0
     return f"first._domainkey.{DOMAIN}"
 
 
@@ -98,12 +98,12 @@ def test_tick_publishes_again_an_active_record_deleted_behind_its_back(tmp_path:
         record = setup.served(name)
         setup.delete_raw(name)  # at the DNS provider, by hand
         assert setup.served(name) == set()
-        status, out, err = setup.cli("tick", now=T0 + 7200)
+        status, out, err = setup.cli("tick", now=FIXED_NOW + 7200)
         assert status == 0, err
         assert "missing or changed at the primary" in out and "added the record" in out
         assert err == ""  # said once, on standard output
         assert setup.served(name) == record
-        status, out, _ = setup.cli("check", DOMAIN, "first", now=T0 + 7200)
+        status, out, _ = setup.cli("check", DOMAIN, "first", now=FIXED_NOW + 7200)
         assert status == 0, out
 
 
@@ -112,12 +112,12 @@ def test_tick_reports_a_replaced_record_and_moves_signing_to_a_new_key(tmp_path:
         name = active_first_key(setup)
         setup.delete_raw(name)
         setup.add_raw(name, FOREIGN)
-        status, out, err = setup.cli("tick", now=T0 + 7200)
+        status, out, err = setup.cli("tick", now=FIXED_NOW + 7200)
         assert status == 1  # cron mails the operator
         assert f"error: {name}: {name} holds a TXT record mailseal did not create" in err
         assert setup.served(name) == {FOREIGN}  # never overwritten
         assert "generated ms2026q1._domainkey" in out
-        status, out, err = setup.cli("tick", now=T0 + 3 * 3600)
+        status, out, err = setup.cli("tick", now=FIXED_NOW + 3 * 3600)
         store = SqliteKeyStore(setup.store, readonly=True)
         states = {e.selector: e.state for e in store.entries(DOMAIN)}
         signing = [k.selector for k in store.signing_keys(DOMAIN)]
@@ -128,7 +128,7 @@ def test_tick_reports_a_replaced_record_and_moves_signing_to_a_new_key(tmp_path:
 
 def test_an_update_the_acl_refuses_is_explained_and_printed_once(tmp_path: Path) -> None:
     with keys_setup(tmp_path, update_limits=("update-type: A",)) as setup:  # the key may not touch TXT
-        setup.cli("generate", DOMAIN, "--selector", "sel", now=T0)
+        setup.cli("generate", DOMAIN, "--selector", "sel", now=FIXED_NOW)
         # A real process: under pytest, logging has handlers and a second copy would not show.
         tick = subprocess.run(
             [
@@ -140,7 +140,7 @@ def test_an_update_the_acl_refuses_is_explained_and_printed_once(tmp_path: Path)
                 "--config",
                 str(setup.config),
                 "--now",
-                str(T0),
+                str(FIXED_NOW),
             ],
             env={**os.environ, "PYTHONPATH": str(SRC)},
             capture_output=True,

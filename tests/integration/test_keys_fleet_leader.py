@@ -29,6 +29,7 @@ from mailseal.keys.lifecycle import Lifecycle
 from mailseal.keys.pg_store import PgKeyStore
 from mailseal.keys.rotation import Generation, Policies
 from mailseal.keys.store import STATE_ORDER, KeyState
+from support.clock import FIXED_NOW
 from support.fleet_ticker import HOUR, POLICY, SIM_SCHEMA, SimZone
 from support.keyflow import DOMAIN
 from support.postgres import PostgresServer
@@ -41,7 +42,6 @@ HOSTS = 5
 STEPS = 2400  # half an hour each: 50 simulated days, about 25 rotations
 STEP = HOUR // 2
 KILL_EVERY = 40  # steps between kills, on average
-T0 = 1_767_225_600
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def fleet(pg_cluster: PostgresServer, tmp_path: Path) -> Iterator[tuple[str, Pat
         db.execute("DROP SCHEMA IF EXISTS sim CASCADE")
         for statement in SIM_SCHEMA:
             db.execute(statement)
-        db.execute("INSERT INTO sim.clock (now) VALUES (%s)", (T0,))
+        db.execute("INSERT INTO sim.clock (now) VALUES (%s)", (FIXED_NOW,))
     yield dsn, kek
 
 
@@ -99,7 +99,11 @@ def test_five_tickers_one_leader_no_double_transition_no_signing_gap(fleet: tupl
     ):
         zone = SimZone(sim)
         Lifecycle(
-            driver, publisher_for=lambda _d: zone, observer=zone, policies=Policies(POLICY), clock=lambda: T0
+            driver,
+            publisher_for=lambda _d: zone,
+            observer=zone,
+            policies=Policies(POLICY),
+            clock=lambda: FIXED_NOW,
         ).generate(Generation(DOMAIN, KeyType.ED25519, 256, "first"))
         rng = random.Random(12)
         hosts = [spawn(dsn, kek, i) for i in range(HOSTS)]

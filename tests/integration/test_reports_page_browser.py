@@ -21,7 +21,8 @@ from selenium.webdriver.common.by import By
 from mailseal.reports.serve import PageContext, make_server
 from mailseal.reports.sqlite_store import SqliteReportStore
 from mailseal.reports.xmlparse import parse_report_bytes
-from support.dmarc_reports import DAY, NOW, Row, Sig, Spec, key_store_with_one_key, report_xml
+from support.clock import FIXED_NOW
+from support.dmarc_reports import DAY, Row, Sig, Spec, key_store_with_one_key, report_xml
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -41,7 +42,7 @@ def _fill(path: Path) -> SqliteReportStore:
     store = SqliteReportStore(path)
     ours = "s2026"
     for day in range(10):
-        begin = NOW - (10 - day) * DAY
+        begin = FIXED_NOW - (10 - day) * DAY
         fails = day % 3
         for reporter, count in (("google.com", 20), ("Outlook.com", 8), (HOSTILE, 3)):
             rows = [
@@ -54,7 +55,7 @@ def _fill(path: Path) -> SqliteReportStore:
             xml = report_xml(
                 Spec(reporter=reporter, report_id=f"{reporter[:8]}-{day}", begin=begin, rows=rows)
             )
-            store.add(parse_report_bytes(xml), source="test", now=NOW)
+            store.add(parse_report_bytes(xml), source="test", now=FIXED_NOW)
     return store
 
 
@@ -62,7 +63,7 @@ def _fill(path: Path) -> SqliteReportStore:
 def site(tmp_path: Path) -> Iterator[tuple[str, SqliteReportStore]]:
     store = _fill(tmp_path / "reports.db")
     keys = key_store_with_one_key(tmp_path / "keys.db")
-    server = make_server(PageContext(store, keys, lambda: NOW), "127.0.0.1", 0)
+    server = make_server(PageContext(store, keys, lambda: FIXED_NOW), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     try:

@@ -20,6 +20,7 @@ import pytest
 from mailseal.cli.main import main
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import KeyState
+from support.clock import FIXED_NOW
 from support.dmarc_reports import DAY, Row, Sig, Spec, report_xml
 from support.dnsserver import knot_available
 from support.keyflow import DOMAIN, rotation_scenario
@@ -32,8 +33,6 @@ pytestmark = [
         reason="knotd not installed (apt-get install knot knot-dnsutils)",
     ),
 ]
-
-T0 = 1_767_225_600
 
 
 @pytest.fixture
@@ -74,9 +73,9 @@ def test_revocation_waits_for_reports_then_proceeds_and_late_old_selector_is_fla
 ) -> None:
     reports = tmp_path / "reports.db"
     gate = ["--reports-receivers", "3", "--reports-store", str(reports), "--reports-deadline", "10d"]
-    assert setup.cli("generate", DOMAIN, "--selector", "first", now=T0)[0] == 0
+    assert setup.cli("generate", DOMAIN, "--selector", "first", now=FIXED_NOW)[0] == 0
     moments = rotation_scenario()
-    now = T0
+    now = FIXED_NOW
     for moment in moments[:4]:  # up to: successor active, first retiring
         now += moment.advance
         status, out, err = setup.cli("tick", now=now)
@@ -163,12 +162,12 @@ def test_the_deadline_lets_a_stalled_revocation_through_with_a_warning(
     _ingest(
         tmp_path,
         reports,
-        T0,
-        Spec(reporter="google.com", report_id="old", domain=DOMAIN, begin=T0 - 100 * DAY),
+        FIXED_NOW,
+        Spec(reporter="google.com", report_id="old", domain=DOMAIN, begin=FIXED_NOW - 100 * DAY),
     )
     gate = ["--reports-receivers", "3", "--reports-store", str(reports), "--reports-deadline", "10d"]
-    setup.cli("generate", DOMAIN, "--selector", "first", now=T0)
-    now = T0
+    setup.cli("generate", DOMAIN, "--selector", "first", now=FIXED_NOW)
+    now = FIXED_NOW
     moments = rotation_scenario()
     for moment in moments[:5]:
         now += moment.advance

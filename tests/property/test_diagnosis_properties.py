@@ -21,8 +21,8 @@ from mailseal import DKIMResult, PrivateKey, generate_private_key
 from mailseal.core.algorithms import KeyType
 from mailseal.core.diagnosis import Cause
 from mailseal.dns.memory import InMemoryResolver
+from support.clock import FIXED_NOW
 
-NOW = 1_767_225_600
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 words = st.text(alphabet="abcdefghijklmnopqrstuvwxyzéü0123456789.,!?-", min_size=1, max_size=12)
@@ -68,7 +68,12 @@ def signed_messages(draw: st.DrawFn) -> tuple[bytes, str, str]:
     which = draw(st.sampled_from(["rsa", "ed"]))
     canon = draw(st.sampled_from(["simple/simple", "simple/relaxed", "relaxed/simple", "relaxed/relaxed"]))
     field = mailseal.sign(
-        message, key=_keys()[which], domain="example.com", selector="sel", canonicalization=canon, now=NOW
+        message,
+        key=_keys()[which],
+        domain="example.com",
+        selector="sel",
+        canonicalization=canon,
+        now=FIXED_NOW,
     )
     return field + message, which, canon
 
@@ -174,7 +179,7 @@ def test_confident_diagnoses_never_contradict_the_mutation(
     kind, change, allowed = mutation
     broken = change(message)
     resolver = _dns({"sel": _keys()[which]})
-    (sig,) = mailseal.verify_sync(broken, resolver=resolver, now=NOW).signatures
+    (sig,) = mailseal.verify_sync(broken, resolver=resolver, now=FIXED_NOW).signatures
     if sig.result is DKIMResult.PASS:
         assert sig.diagnosis is None  # e.g. a whitespace change that the canonicalization absorbs
         return
@@ -193,7 +198,7 @@ def test_a_replaced_key_is_never_blamed_on_the_message(
     message, which, _canon = signed
     broken = message + b"footer\r\n" if appended else message
     resolver = _dns({"sel": _keys()["other"]})
-    (sig,) = mailseal.verify_sync(broken, resolver=resolver, now=NOW).signatures
+    (sig,) = mailseal.verify_sync(broken, resolver=resolver, now=FIXED_NOW).signatures
     assert sig.diagnosis is not None
     if which == "rsa":
         if appended:
@@ -213,7 +218,7 @@ def test_any_damage_gets_a_diagnosis_and_never_an_exception(
     message, which, _canon = signed
     at = where % (len(message) + 1)
     broken = message[:at] + junk + message[at:]
-    report = mailseal.verify_sync(broken, resolver=_dns({"sel": _keys()[which]}), now=NOW)
+    report = mailseal.verify_sync(broken, resolver=_dns({"sel": _keys()[which]}), now=FIXED_NOW)
     for sig in report.signatures:
         assert (sig.diagnosis is None) == sig.passed
         if sig.diagnosis is not None:

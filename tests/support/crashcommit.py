@@ -22,9 +22,9 @@ from mailseal.keys.lifecycle import records_for
 from mailseal.keys.rotation import Event, move
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import NewKey
+from support.clock import FIXED_NOW
 
 DOMAIN = "example.test"
-NOW = 1_767_225_600
 COMMITS = 6
 
 
@@ -32,15 +32,17 @@ def write_sequence(store: SqliteKeyStore, after_commit: Callable[[], object] = l
     """A new key taken to active (superseding the store's first key), then an error note: one commit each."""
     key = generate_private_key(KeyType.ED25519)
     record, revoked = records_for(key.key_type, key.public_key_b64())
-    entry = store.add(NewKey(DOMAIN, "second", key.key_type, key.bits, key.to_pem(), record, revoked, NOW))
+    entry = store.add(
+        NewKey(DOMAIN, "second", key.key_type, key.bits, key.to_pem(), record, revoked, FIXED_NOW)
+    )
     after_commit()
     for event in (Event.PUBLISH, Event.DNS_SYNCED):
-        (entry,) = store.apply(move(entry, event, NOW).changes)
+        (entry,) = store.apply(move(entry, event, FIXED_NOW).changes)
         after_commit()
     first = store.entry(DOMAIN, "first")
     assert first is not None
-    step = move(entry, Event.PROPAGATED, NOW + 3600)
-    superseded = move(first, Event.SUPERSEDED, NOW + 3600).changes
+    step = move(entry, Event.PROPAGATED, FIXED_NOW + 3600)
+    superseded = move(first, Event.SUPERSEDED, FIXED_NOW + 3600).changes
     entry = store.apply(step.changes + superseded)[0]
     after_commit()
     store.note_error(entry.id, "a problem noted")

@@ -15,9 +15,9 @@ from mailseal import generate_private_key
 from mailseal.core.algorithms import KeyType
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import NewKey
+from support.clock import FIXED_NOW
 
 DAY = 86400
-NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "dmarc-reports"
 
 
@@ -140,7 +140,7 @@ def report_email(
 def key_store_with_one_key(
     path: Path, *, domain: str = "example.com", selector: str = "s2026"
 ) -> SqliteKeyStore:
-    """A key store holding one Ed25519 key ``selector`` of ``domain``, made 100 days before NOW (caller closes)."""
+    """A key store holding one Ed25519 key ``selector`` of ``domain``, made 100 days before FIXED_NOW (caller closes)."""
     store = SqliteKeyStore(path)
     store.add(
         NewKey(
@@ -151,7 +151,7 @@ def key_store_with_one_key(
             private_pem=generate_private_key(KeyType.ED25519).to_pem(),
             record_text="v=DKIM1; k=ed25519; p=AA",
             revoked_text="v=DKIM1; k=ed25519; p=",
-            created_at=NOW - 100 * DAY,
+            created_at=FIXED_NOW - 100 * DAY,
         )
     )
     return store

@@ -13,9 +13,8 @@ import mailseal
 from mailseal import PrivateKey
 from mailseal.cli.main import main
 from mailseal.keys.files import write_private_key
+from support.clock import FIXED_NOW
 from support.messages import SAMPLE
-
-NOW = 1_767_225_600
 
 
 def _zone(tmp_path: Path, key: PrivateKey) -> Path:
@@ -28,7 +27,7 @@ def _zone(tmp_path: Path, key: PrivateKey) -> Path:
 
 
 def _verify(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    status = main(["verify", "--now", str(NOW), *args])
+    status = main(["verify", "--now", str(FIXED_NOW), *args])
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -36,7 +35,7 @@ def _verify(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 def test_control_characters_in_header_names_and_values_are_escaped(
     tmp_path: Path, ed_key: PrivateKey, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    signed = mailseal.sign(SAMPLE, key=ed_key, domain="example.com", selector="sel", now=NOW) + SAMPLE
+    signed = mailseal.sign(SAMPLE, key=ed_key, domain="example.com", selector="sel", now=FIXED_NOW) + SAMPLE
     hostile = b"X-\x1b]0;owned\x07Title: a\r\nX-\x9b31m: b\r\n" + signed
     message = tmp_path / "m.eml"
     message.write_bytes(hostile)

@@ -24,9 +24,9 @@ from mailseal.core.address import (
 )
 from mailseal.core.message import HeaderField, Message
 from mailseal.dns.memory import InMemoryResolver
+from support.clock import FIXED_NOW
 from support.messages import SAMPLE
 
-NOW = 1_767_225_600
 NESTED_500 = b"(" * 500 + b")" * 500 + b" alice@bank.example"
 
 
@@ -182,22 +182,24 @@ def _with_from(value: bytes) -> bytes:
 
 def test_nested_comment_from_gives_a_report_not_a_recursion_error(rsa_key: PrivateKey) -> None:
     message = _with_from(NESTED_500)
-    signed = mailseal.sign(message, key=rsa_key, domain="bank.example", selector="sel", now=NOW) + message
+    signed = (
+        mailseal.sign(message, key=rsa_key, domain="bank.example", selector="sel", now=FIXED_NOW) + message
+    )
     record = f"v=DKIM1; k=rsa; p={rsa_key.public_key_b64()}"
     report = mailseal.verify_sync(
-        signed, resolver=InMemoryResolver({"sel._domainkey.bank.example": record}), now=NOW
+        signed, resolver=InMemoryResolver({"sel._domainkey.bank.example": record}), now=FIXED_NOW
     )
     assert report.result is DKIMResult.PASS  # the signature is still checked
     assert report.from_domain is None
     assert report.author is not None and report.author.status is AuthorStatus.UNREADABLE
     (sig,) = report.signatures
     assert sig.aligned is None  # alignment unknown: never claimed for an unreadable From
-    unsigned = mailseal.verify_sync(message, resolver=InMemoryResolver({}), now=NOW)
+    unsigned = mailseal.verify_sync(message, resolver=InMemoryResolver({}), now=FIXED_NOW)
     assert unsigned.result is DKIMResult.NONE
 
 
 def test_sign_accepts_a_hostile_from_without_recursion(rsa_key: PrivateKey) -> None:
     message = _with_from(NESTED_500)
     assert author(Message.from_bytes(message).headers).status is AuthorStatus.UNREADABLE
-    field = mailseal.sign(message, key=rsa_key, domain="example.com", selector="sel", now=NOW)
+    field = mailseal.sign(message, key=rsa_key, domain="example.com", selector="sel", now=FIXED_NOW)
     assert field.startswith(b"DKIM-Signature:")  # the library signs what it is given; the milter decides

@@ -35,9 +35,9 @@ from mailseal.core.results import SignatureResult
 from mailseal.core.txtanswer import TxtAnswer, TxtStatus
 from mailseal.core.verifier import Verification
 from mailseal.dns.memory import InMemoryResolver
+from support.clock import FIXED_NOW
 from support.messages import SAMPLE
 
-NOW = 1_767_225_600
 CANONS = ["simple/simple", "simple/relaxed", "relaxed/simple", "relaxed/relaxed"]
 
 PLAIN = (
@@ -90,17 +90,17 @@ def records(*keys: tuple[str, PrivateKey]) -> dict[str, str]:
 
 
 def sign(message: bytes, key: PrivateKey, selector: str = "sel", **options: object) -> bytes:
-    options.setdefault("now", NOW)
+    options.setdefault("now", FIXED_NOW)
     field = mailseal.sign(message, key=key, domain="example.com", selector=selector, **options)  # type: ignore[arg-type]
     return field + message
 
 
-def one(message: bytes, resolver: InMemoryResolver, now: int = NOW) -> SignatureResult:
+def one(message: bytes, resolver: InMemoryResolver, now: int = FIXED_NOW) -> SignatureResult:
     (sig,) = mailseal.verify_sync(message, resolver=resolver, now=now).signatures
     return sig
 
 
-def diagnosed(message: bytes, resolver: InMemoryResolver, now: int = NOW) -> Diagnosis:
+def diagnosed(message: bytes, resolver: InMemoryResolver, now: int = FIXED_NOW) -> Diagnosis:
     sig = one(message, resolver, now)
     assert sig.result is not DKIMResult.PASS, sig.detail
     assert sig.diagnosis is not None
@@ -386,7 +386,7 @@ def test_key_mismatch_even_when_the_body_also_changed(rsa_key: PrivateKey) -> No
 @pytest.mark.parametrize("which", ["rsa", "ed"])
 def test_key_revoked(which: str, rsa_key: PrivateKey, ed_key: PrivateKey) -> None:
     key = rsa_key if which == "rsa" else ed_key
-    signed = sign(PLAIN, key, now=NOW - 10 * 86400)
+    signed = sign(PLAIN, key, now=FIXED_NOW - 10 * 86400)
     resolver = InMemoryResolver({"sel._domainkey.example.com": f"v=DKIM1; k={key.key_type}; p="})
     d = diagnosed(signed, resolver)
     assert d.code is Cause.KEY_REVOKED
@@ -396,7 +396,7 @@ def test_key_revoked(which: str, rsa_key: PrivateKey, ed_key: PrivateKey) -> Non
 @pytest.mark.parametrize("which", ["rsa", "ed"])
 def test_signature_expired(which: str, rsa_key: PrivateKey, ed_key: PrivateKey) -> None:
     key = rsa_key if which == "rsa" else ed_key
-    signed = sign(PLAIN, key, now=NOW - 3 * 86400, expire_after=86400)
+    signed = sign(PLAIN, key, now=FIXED_NOW - 3 * 86400, expire_after=86400)
     d = diagnosed(signed, InMemoryResolver(records(("sel", key))))
     assert d.code is Cause.SIGNATURE_EXPIRED
     assert d.evidence == "x= passed 2 days ago"
@@ -404,7 +404,7 @@ def test_signature_expired(which: str, rsa_key: PrivateKey, ed_key: PrivateKey) 
 
 
 def test_signature_from_the_future(rsa_key: PrivateKey) -> None:
-    signed = sign(PLAIN, rsa_key, now=NOW + 7200)
+    signed = sign(PLAIN, rsa_key, now=FIXED_NOW + 7200)
     d = diagnosed(signed, InMemoryResolver(records(("sel", rsa_key))))
     assert d.code is Cause.SIGNATURE_FUTURE and d.evidence.startswith("t= is 2 hours ahead")
 
@@ -424,7 +424,7 @@ def test_key_too_small() -> None:
         signed,
         resolver=InMemoryResolver(records(("sel", tiny))),
         options=VerifyOptions(min_rsa_bits=2048),
-        now=NOW,
+        now=FIXED_NOW,
     )
     (sig,) = report.signatures
     assert sig.diagnosis is not None and sig.diagnosis.code is Cause.KEY_WEAK
@@ -448,7 +448,7 @@ def test_other_key_problems(answer: TxtAnswer | str, code: Cause, rsa_key: Priva
 def test_every_failure_gets_one_and_the_json_has_exactly_three_keys(rsa_key: PrivateKey) -> None:
     signed = sign(PLAIN, rsa_key)
     broken = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com\r\n" + signed + FOOTER
-    report = mailseal.verify_sync(broken, resolver=InMemoryResolver(records(("sel", rsa_key))), now=NOW)
+    report = mailseal.verify_sync(broken, resolver=InMemoryResolver(records(("sel", rsa_key))), now=FIXED_NOW)
     codes = [s.diagnosis.code if s.diagnosis else None for s in report.signatures]
     assert codes == [Cause.SIGNATURE_INVALID, Cause.BODY_APPENDED]
     for sig in report.signatures:
@@ -482,7 +482,7 @@ def test_streamed_body_over_the_limit_is_not_kept(rsa_key: PrivateKey) -> None:
     signed = sign(PLAIN, rsa_key) + FOOTER
     parsed = Message.from_bytes(signed)
     resolver_records = records(("sel", rsa_key))
-    verification = Verification(parsed.headers, VerifyOptions(diagnosis_body_limit=64), now=NOW)
+    verification = Verification(parsed.headers, VerifyOptions(diagnosis_body_limit=64), now=FIXED_NOW)
     for name in verification.key_queries():
         verification.add_key_answer(name, TxtAnswer.found((resolver_records[name].encode(),)))
     for i in range(0, len(parsed.body), 10):
@@ -498,7 +498,7 @@ def test_streamed_body_under_the_limit_is_diagnosed_like_a_whole_one(rsa_key: Pr
     signed = sign(PLAIN, rsa_key) + FOOTER
     parsed = Message.from_bytes(signed)
     resolver_records = records(("sel", rsa_key))
-    verification = Verification(parsed.headers, now=NOW)
+    verification = Verification(parsed.headers, now=FIXED_NOW)
     for name in verification.key_queries():
         verification.add_key_answer(name, TxtAnswer.found((resolver_records[name].encode(),)))
     for i in range(0, len(parsed.body), 7):
@@ -528,13 +528,18 @@ def test_many_failing_signatures_share_one_budget(rsa_key: PrivateKey) -> None:
     selectors = [f"s{i}" for i in range(8)]
     fields = b"".join(
         mailseal.sign(
-            message, key=rsa_key, domain="example.com", selector=s, canonicalization="simple/simple", now=NOW
+            message,
+            key=rsa_key,
+            domain="example.com",
+            selector=s,
+            canonicalization="simple/simple",
+            now=FIXED_NOW,
         )
         for s in selectors
     )
     broken = fields + message.replace(b"line 5 with", b"line 5 w1th")
     resolver = InMemoryResolver(records(*((s, rsa_key) for s in selectors)))
-    report = mailseal.verify_sync(broken, resolver=resolver, now=NOW)
+    report = mailseal.verify_sync(broken, resolver=resolver, now=FIXED_NOW)
     diagnoses = [s.diagnosis for s in report.signatures]
     assert len(diagnoses) == 8
     assert all(d is not None and d.code is Cause.BODY_MODIFIED for d in diagnoses)

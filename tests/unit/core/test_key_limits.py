@@ -17,15 +17,15 @@ from mailseal.core.keypolicy import (
     verify_cost,
 )
 from mailseal.dns.memory import InMemoryResolver
+from support.clock import FIXED_NOW
 from support.hostile_keys import modulus_of, odd_number, pkcs1_p, rsa_p
 from support.messages import SAMPLE
 
-NOW = 1_767_225_600
 NAME = "sel._domainkey.example.com"
 
 
 def _signed(key: PrivateKey, selector: str = "sel", message: bytes = SAMPLE) -> bytes:
-    return mailseal.sign(message, key=key, domain="example.com", selector=selector, now=NOW) + message
+    return mailseal.sign(message, key=key, domain="example.com", selector=selector, now=FIXED_NOW) + message
 
 
 def _verify(message: bytes, records: dict[str, object], **options: object) -> mailseal.VerificationReport:
@@ -33,7 +33,7 @@ def _verify(message: bytes, records: dict[str, object], **options: object) -> ma
         message,
         resolver=InMemoryResolver(records),  # type: ignore[arg-type]
         options=VerifyOptions(**options),  # type: ignore[arg-type]
-        now=NOW,
+        now=FIXED_NOW,
     )
 
 
@@ -116,7 +116,7 @@ def test_work_budget_per_message(rsa_key: PrivateKey) -> None:
 )
 def test_options_that_cannot_work_are_misuse(options: VerifyOptions) -> None:
     with pytest.raises(mailseal.UsageError):
-        mailseal.verify_sync(SAMPLE, resolver=InMemoryResolver({}), options=options, now=NOW)
+        mailseal.verify_sync(SAMPLE, resolver=InMemoryResolver({}), options=options, now=FIXED_NOW)
 
 
 def test_the_budget_pays_for_public_key_operations_only(rsa_key: PrivateKey) -> None:

@@ -16,14 +16,14 @@ import mailseal
 from mailseal import DKIMResult, PrivateKey, Reason, VerifyOptions
 from mailseal.cli.render import to_json
 from mailseal.dns.memory import InMemoryResolver
+from support.clock import FIXED_NOW
 from support.messages import SAMPLE
 
-NOW = 1_767_225_600
 NAME = "sel._domainkey.example.com"
 
 
 def _field(key: PrivateKey, domain: str, selector: str, message: bytes = SAMPLE) -> bytes:
-    return mailseal.sign(message, key=key, domain=domain, selector=selector, now=NOW)
+    return mailseal.sign(message, key=key, domain=domain, selector=selector, now=FIXED_NOW)
 
 
 def _junk(valid_field: bytes, count: int) -> bytes:
@@ -43,7 +43,7 @@ def test_prepended_junk_cannot_push_the_real_signature_out(
     field = _field(rsa_key, "example.com", "sel")
     message = _junk(field, junk) + field + SAMPLE
     start = time.perf_counter()
-    report = mailseal.verify_sync(message, resolver=resolver, now=NOW)
+    report = mailseal.verify_sync(message, resolver=resolver, now=FIXED_NOW)
     elapsed = time.perf_counter() - start
     assert report.result is DKIMResult.PASS
     passing = [s for s in report.signatures if s.passed]
@@ -61,13 +61,13 @@ def test_a_require_rule_domain_is_evaluated_first(rsa_key: PrivateKey) -> None:
     others = b"".join(_field(rsa_key, f"other{i}.example", "sel") for i in range(10))
     message = bank + others + SAMPLE
     records = {"sel._domainkey.bank.example": f"v=DKIM1; k=rsa; p={rsa_key.public_key_b64()}"}
-    plain = mailseal.verify_sync(message, resolver=InMemoryResolver(records), now=NOW, max_signatures=2)
+    plain = mailseal.verify_sync(message, resolver=InMemoryResolver(records), now=FIXED_NOW, max_signatures=2)
     assert not plain.passed  # bottom first: bank's signature on top is over the cap
     preferred = mailseal.verify_sync(
         message,
         resolver=InMemoryResolver(records),
         options=VerifyOptions(max_signatures=2, preferred_domains=("bank.example",)),
-        now=NOW,
+        now=FIXED_NOW,
     )
     assert preferred.passed
     assert [s.domain for s in preferred.signatures if s.passed] == ["bank.example"]
@@ -79,7 +79,7 @@ def test_signatures_aligned_with_from_are_evaluated_first(rsa_key: PrivateKey) -
     report = mailseal.verify_sync(
         aligned + others + SAMPLE,
         resolver=InMemoryResolver({NAME: f"v=DKIM1; k=rsa; p={rsa_key.public_key_b64()}"}),
-        now=NOW,
+        now=FIXED_NOW,
         max_signatures=2,
     )
     assert report.passed
@@ -92,6 +92,6 @@ def test_the_report_names_what_it_left_out_in_the_cli_json(rsa_key: PrivateKey) 
     report = mailseal.verify_sync(
         _junk(field, 100) + field + SAMPLE,
         resolver=InMemoryResolver({NAME: f"v=DKIM1; k=rsa; p={rsa_key.public_key_b64()}"}),
-        now=NOW,
+        now=FIXED_NOW,
     )
     assert to_json("m.eml", report, "")["left_out"] == 101 - len(report.signatures)

@@ -9,8 +9,8 @@ import pytest
 from mailseal.cli.main import main
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import KeyState
+from support.clock import FIXED_NOW
 
-NOW = 1_767_225_600
 UPDATE_OPTIONS = ("--primary", "--zone", "--tsig-name", "--tsig-secret-file", "--tsig-algorithm", "--manual")
 LOOKUP_OPTIONS = ("--authoritative", "--resolver", "--timeout")
 SUBCOMMANDS = ("generate", "list", "show", "record", "publish", "check", "rotate", "retire", "tick")
@@ -60,7 +60,7 @@ def keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]):  # type: ignore[no
     config.write_text(f'[keys]\nstore = "{tmp_path}/data/keys.db"\n')
 
     def run(*args: str) -> tuple[int, str, str]:
-        status = main(["keys", *args, "--config", str(config), "--now", str(NOW)])
+        status = main(["keys", *args, "--config", str(config), "--now", str(FIXED_NOW)])
         out, err = capsys.readouterr()
         return status, out, err
 

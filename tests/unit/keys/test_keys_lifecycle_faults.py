@@ -17,10 +17,10 @@ from mailseal.keys.lifecycle import Lifecycle
 from mailseal.keys.publish import DnsUpdatePublisher
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import KeyState
+from support.clock import FIXED_NOW
 from support.keyflow import DOMAIN, HOUR, POLICIES, POLICY, first_key, signing_selectors
 from support.memdns import FakeClock, MemoryZone
 
-T0 = 1_767_225_600
 FOREIGN = "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAwhoever"
 
 
@@ -31,7 +31,7 @@ def zone() -> MemoryZone:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock(T0)
+    return FakeClock(FIXED_NOW)
 
 
 @pytest.fixture

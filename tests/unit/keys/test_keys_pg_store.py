@@ -28,10 +28,9 @@ from mailseal.keys.lifecycle import records_for
 from mailseal.keys.pg_store import SCHEMA_VERSION, PgKeyStore
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import Change, KeyState, KeyStoreBusyError, NewKey
+from support.clock import FIXED_NOW
 from support.postgres import PostgresServer
 from support.stores import fresh_pg_dsn
-
-NOW = 1_767_225_600
 
 
 @pytest.fixture
@@ -49,7 +48,7 @@ def store(dsn: str, kek: Path) -> Iterator[PgKeyStore]:
 def new_key(selector: str = "sel", key: PrivateKey | None = None) -> NewKey:
     key = key or generate_private_key(KeyType.ED25519)
     record, revoked = records_for(key.key_type, key.public_key_b64())
-    return NewKey("example.test", selector, key.key_type, key.bits, key.to_pem(), record, revoked, NOW)
+    return NewKey("example.test", selector, key.key_type, key.bits, key.to_pem(), record, revoked, FIXED_NOW)
 
 
 def raw(dsn: str, sql: str) -> list[tuple[object, ...]]:
@@ -188,9 +187,9 @@ def test_a_leader_that_lost_its_connection_stops(store: PgKeyStore, dsn: str) ->
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'mailseal %'",
         )
         with pytest.raises(KeyStoreError):
-            store.apply([Change.to(entry, state=KeyState.PUBLISHED, published_at=NOW)])
+            store.apply([Change.to(entry, state=KeyState.PUBLISHED, published_at=FIXED_NOW)])
         with pytest.raises(KeyStoreError, match="while holding the rotation lock; stopped"):
-            store.apply([Change.to(entry, state=KeyState.PUBLISHED, published_at=NOW)])
+            store.apply([Change.to(entry, state=KeyState.PUBLISHED, published_at=FIXED_NOW)])
     assert store.entries()[0].state is KeyState.GENERATED  # after the lock: reconnects
     assert store.entries()[0].state is KeyState.GENERATED
 
@@ -281,16 +280,24 @@ def _sqlite_with_history(path: Path) -> None:
         (old,) = store.apply(
             [
                 Change.to(
-                    old, state=KeyState.ACTIVE, published_at=NOW + 1, visible_at=NOW + 2, activated_at=NOW + 3
+                    old,
+                    state=KeyState.ACTIVE,
+                    published_at=FIXED_NOW + 1,
+                    visible_at=FIXED_NOW + 2,
+                    activated_at=FIXED_NOW + 3,
                 )
             ]
         )
-        store.apply([Change.to(old, state=KeyState.REMOVED, removed_at=NOW + 4)])
+        store.apply([Change.to(old, state=KeyState.REMOVED, removed_at=FIXED_NOW + 4)])
         new = store.add(new_key("new"))
         (new,) = store.apply(
             [
                 Change.to(
-                    new, state=KeyState.ACTIVE, published_at=NOW + 5, visible_at=NOW + 6, activated_at=NOW + 7
+                    new,
+                    state=KeyState.ACTIVE,
+                    published_at=FIXED_NOW + 5,
+                    visible_at=FIXED_NOW + 6,
+                    activated_at=FIXED_NOW + 7,
                 )
             ]
         )
@@ -404,7 +411,17 @@ def test_the_documented_roles_sign_and_rotate_with_exactly_their_grants(
     """The GRANTs of docs/keys.md ("A fleet"): the signer reads and signs, cannot write; the rotator ticks."""
     owner = PgKeyStore(dsn, kek_file=kek)  # creates the schema
     entry = owner.add(new_key("sel"))
-    owner.apply([Change.to(entry, state=KeyState.ACTIVE, published_at=NOW, visible_at=NOW, activated_at=NOW)])
+    owner.apply(
+        [
+            Change.to(
+                entry,
+                state=KeyState.ACTIVE,
+                published_at=FIXED_NOW,
+                visible_at=FIXED_NOW,
+                activated_at=FIXED_NOW,
+            )
+        ]
+    )
     owner.close()
     with psycopg.connect(dsn, autocommit=True) as db:
         for role in ("ms_test_rotate", "ms_test_sign"):  # roles are cluster-wide: left by an earlier run?
@@ -430,7 +447,7 @@ def test_the_documented_roles_sign_and_rotate_with_exactly_their_grants(
     writer_as_signer = PgKeyStore(as_role("ms_test_sign"), kek_file=kek)
     try:
         with pytest.raises(KeyStoreError, match="permission denied"):
-            writer_as_signer.apply([Change.to(entry, state=KeyState.RETIRING, retired_at=NOW + 1)])
+            writer_as_signer.apply([Change.to(entry, state=KeyState.RETIRING, retired_at=FIXED_NOW + 1)])
     finally:
         writer_as_signer.close()
     rotator = PgKeyStore(as_role("ms_test_rotate"), kek_file=kek)
@@ -440,9 +457,13 @@ def test_the_documented_roles_sign_and_rotate_with_exactly_their_grants(
             (current,) = [e for e in rotator.entries() if e.selector == "sel"]
             rotator.apply(
                 [
-                    Change.to(current, state=KeyState.RETIRING, retired_at=NOW + 2),
+                    Change.to(current, state=KeyState.RETIRING, retired_at=FIXED_NOW + 2),
                     Change.to(
-                        second, state=KeyState.ACTIVE, published_at=NOW, visible_at=NOW, activated_at=NOW + 2
+                        second,
+                        state=KeyState.ACTIVE,
+                        published_at=FIXED_NOW,
+                        visible_at=FIXED_NOW,
+                        activated_at=FIXED_NOW + 2,
                     ),
                 ]
             )

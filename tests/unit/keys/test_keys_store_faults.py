@@ -30,7 +30,8 @@ from mailseal.errors import InsecureKeyFileError
 from mailseal.keys.lifecycle import records_for
 from mailseal.keys.sqlite_store import SqliteKeyStore
 from mailseal.keys.store import Change, KeyState, NewKey
-from support.crashcommit import COMMITS, DOMAIN, NOW, write_sequence
+from support.clock import FIXED_NOW
+from support.crashcommit import COMMITS, DOMAIN, write_sequence
 
 SRC = Path(mailseal.__file__).parents[1]
 TESTS = Path(__file__).parents[2]
@@ -48,8 +49,20 @@ def make_store(path: Path) -> None:
     store = SqliteKeyStore(path)
     key = generate_private_key(KeyType.ED25519)
     record, revoked = records_for(key.key_type, key.public_key_b64())
-    entry = store.add(NewKey(DOMAIN, "first", key.key_type, key.bits, key.to_pem(), record, revoked, NOW))
-    store.apply([Change.to(entry, state=KeyState.ACTIVE, published_at=NOW, visible_at=NOW, activated_at=NOW)])
+    entry = store.add(
+        NewKey(DOMAIN, "first", key.key_type, key.bits, key.to_pem(), record, revoked, FIXED_NOW)
+    )
+    store.apply(
+        [
+            Change.to(
+                entry,
+                state=KeyState.ACTIVE,
+                published_at=FIXED_NOW,
+                visible_at=FIXED_NOW,
+                activated_at=FIXED_NOW,
+            )
+        ]
+    )
     store.close()
 
 

@@ -11,11 +11,11 @@ import pytest
 from mailseal import PrivateKey, sign
 from mailseal.dns.memory import InMemoryResolver
 from mailseal.milter.loading import load
+from support.clock import FIXED_NOW
 from support.hostile_keys import modulus_of, odd_number, rsa_p
 from support.milter_client import MilterClient, Result
 from support.milter_harness import MESSAGE, ServerThread, dns_records, write_config
 
-FIXED_NOW = 1_767_225_600
 EXTERNAL = "192.0.2.44"
 REQUIRE = '[[verify.require]]\ndomain = "example.com"\naction = "reject"\n'
 Keys = Mapping[str, tuple[PrivateKey | None, str, str]]

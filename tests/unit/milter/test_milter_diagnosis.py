@@ -17,11 +17,11 @@ from mailseal.milter.loading import load
 from mailseal.milter.metrics import PrometheusMetrics
 from mailseal.milter.routing import Origin
 from mailseal.milter.session import MessageOutcome
+from support.clock import FIXED_NOW
 from support.milter_client import MilterClient
 from support.milter_harness import MESSAGE, ServerThread, dns_records, write_config
 from support.milter_store import wait_until
 
-FIXED_NOW = 1_767_225_600
 EXTERNAL = "192.0.2.44"
 FOOTER = b"--\r\nlist footer: unsubscribe at https://lists.example.org/\r\n"
 Keys = Mapping[str, tuple[PrivateKey | None, str, str]]

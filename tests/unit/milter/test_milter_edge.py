@@ -23,10 +23,10 @@ from mailseal.dns.memory import InMemoryResolver
 from mailseal.milter.connection import WRITE_HIGH
 from mailseal.milter.loading import load
 from mailseal.milter.server import connection_cap
+from support.clock import FIXED_NOW
 from support.milter_client import MilterClient, MilterClosed
 from support.milter_harness import MESSAGE, ServerThread, dns_records, write_config
 
-FIXED_NOW = 1_767_225_600
 EXTERNAL = "192.0.2.44"
 Keys = Mapping[str, tuple[PrivateKey | None, str, str]]
 

@@ -22,13 +22,13 @@ import pytest
 
 from mailseal import PrivateKey, sign
 from mailseal.milter.sockets import raise_descriptor_limit
+from support.clock import FIXED_NOW
 from support.milter_client import MilterClient, split_message
 from support.milter_harness import MESSAGE, write_config
 from support.milter_process import MilterProcess, children_of, wait_for_children
 
 pytestmark = pytest.mark.integration
 
-FIXED_NOW = 1_767_225_600
 Keys = Mapping[str, tuple[PrivateKey | None, str, str]]
 
 

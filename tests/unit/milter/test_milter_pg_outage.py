@@ -21,13 +21,13 @@ from mailseal.keys.rotation import Generation
 from mailseal.milter.loading import load
 from mailseal.milter.metrics import Metrics
 from mailseal.milter.session import MessageOutcome
+from support.clock import FIXED_NOW
 from support.keyflow import DOMAIN, POLICIES, POLICY
 from support.memdns import FakeClock, MemoryZone
 from support.milter_harness import ServerThread
 from support.milter_store import MESSAGE, loaded_selectors, send, signatures, wait_until, write_store_config
 from support.postgres import PostgresServer, require_postgres
 
-T0 = 1_767_225_600
 assert POLICY.rotate_every is not None
 ROTATE_EVERY = POLICY.rotate_every
 
@@ -64,7 +64,7 @@ def test_database_down_keeps_signing_logs_once_counts_and_catches_up(
     cluster: PostgresServer, kek: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "mailseal")
-    zone, clock = MemoryZone(secondaries=1), FakeClock(T0)
+    zone, clock = MemoryZone(secondaries=1), FakeClock(FIXED_NOW)
     dsn = cluster.dsn("keys")
     store, lifecycle = rotation(dsn, kek, zone, clock)
     lifecycle.generate(Generation(DOMAIN, KeyType.ED25519, 256, "ed1"))
@@ -104,7 +104,7 @@ def test_database_down_keeps_signing_logs_once_counts_and_catches_up(
 def test_a_milter_started_while_the_database_is_down_signs_from_its_cache(
     cluster: PostgresServer, kek: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    zone, clock = MemoryZone(secondaries=1), FakeClock(T0)
+    zone, clock = MemoryZone(secondaries=1), FakeClock(FIXED_NOW)
     dsn = cluster.dsn("keys")
     store, lifecycle = rotation(dsn, kek, zone, clock)
     lifecycle.generate(Generation(DOMAIN, KeyType.ED25519, 256, "ed1"))

@@ -16,9 +16,9 @@ from mailseal.cli.main import main
 from mailseal.reports.model import TemporaryFailure
 from mailseal.reports.sqlite_store import SqliteReportStore
 from mailseal.reports.xmlparse import parse_report_bytes
+from support.clock import FIXED_NOW
 from support.dmarc_reports import (
     DAY,
-    NOW,
     VECTORS,
     Row,
     Sig,
@@ -33,7 +33,7 @@ from support.dmarc_reports import (
 
 @pytest.fixture
 def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    def run(*args: str, stdin: bytes | None = None, now: int = NOW) -> tuple[int, str, str]:
+    def run(*args: str, stdin: bytes | None = None, now: int = FIXED_NOW) -> tuple[int, str, str]:
         if stdin is not None:
             monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin)))
         status = main(
@@ -107,11 +107,11 @@ def test_a_locked_store_is_a_temporary_failure(tmp_path: Path) -> None:
     other.execute("BEGIN EXCLUSIVE")
     try:
         with pytest.raises(TemporaryFailure, match="locked"):
-            store.add(parse_report_bytes(report_xml(Spec())), source="x", now=NOW)
+            store.add(parse_report_bytes(report_xml(Spec())), source="x", now=FIXED_NOW)
     finally:
         other.execute("ROLLBACK")
         other.close()
-    assert store.add(parse_report_bytes(report_xml(Spec())), source="x", now=NOW) == "ingested"
+    assert store.add(parse_report_bytes(report_xml(Spec())), source="x", now=FIXED_NOW) == "ingested"
     store.close()
 
 
@@ -153,7 +153,7 @@ def _reports() -> list[bytes]:
             Spec(
                 reporter="google.com",
                 report_id="g1",
-                begin=NOW - 3 * DAY,
+                begin=FIXED_NOW - 3 * DAY,
                 rows=[
                     Row(count=10, sigs=[ours]),
                     Row(
@@ -171,7 +171,7 @@ def _reports() -> list[bytes]:
             Spec(
                 reporter="Outlook.com",
                 report_id="o1",
-                begin=NOW - 10 * DAY,
+                begin=FIXED_NOW - 10 * DAY,
                 rows=[Row(count=7, sigs=[ours, Sig("example.com", "old")])],
                 bis=True,
             )
@@ -181,7 +181,7 @@ def _reports() -> list[bytes]:
                 reporter="google.com",
                 report_id="other",
                 domain="other.org",
-                begin=NOW - DAY,
+                begin=FIXED_NOW - DAY,
                 rows=[Row(count=4, header_from="other.org", sigs=[Sig("other.org", "a")])],
             )
         ),

@@ -14,7 +14,8 @@ from mailseal.reports.metrics import MAX_SERIES, render_metrics
 from mailseal.reports.serve import PageContext, make_server, render
 from mailseal.reports.sqlite_store import SqliteReportStore
 from mailseal.reports.xmlparse import parse_report_bytes
-from support.dmarc_reports import NOW, Row, Sig, Spec, report_xml
+from support.clock import FIXED_NOW
+from support.dmarc_reports import Row, Sig, Spec, report_xml
 
 EVIL = 'x"} 1\nmailseal_fake 9 <script>\\'
 
@@ -26,16 +27,16 @@ def store(tmp_path: Path) -> Iterator[SqliteReportStore]:
         spec = Spec(
             reporter=reporter,
             report_id=f"r{n}",
-            begin=NOW - 86400,
+            begin=FIXED_NOW - 86400,
             rows=[Row(count=4, sigs=[Sig("example.com", "s1")])],
         )
-        opened.add(parse_report_bytes(report_xml(spec)), source="t", now=NOW)
+        opened.add(parse_report_bytes(report_xml(spec)), source="t", now=FIXED_NOW)
     yield opened
     opened.close()
 
 
 def test_metrics_escape_labels_and_count(store: SqliteReportStore) -> None:
-    text = render_metrics(store, now=NOW)
+    text = render_metrics(store, now=FIXED_NOW)
     assert 'mailseal_dmarc_messages{domain="example.com",selector="s1",receiver="google.com"} 4' in text
     assert 'receiver="x\\"} 1\\nmailseal_fake 9 <script>\\\\"} 4' in text
     assert not any(line.startswith("mailseal_fake") for line in text.splitlines())
@@ -51,11 +52,11 @@ def test_metrics_series_are_capped(tmp_path: Path) -> None:
         spec = Spec(
             reporter=f"r{n}.example",
             report_id=f"r{n}",
-            begin=NOW - 86400,
+            begin=FIXED_NOW - 86400,
             rows=[Row(count=1, sigs=[Sig("example.com", "s1")])],
         )
-        store.add(parse_report_bytes(report_xml(spec)), source="t", now=NOW)
-    text = render_metrics(store, now=NOW)
+        store.add(parse_report_bytes(report_xml(spec)), source="t", now=FIXED_NOW)
+    text = render_metrics(store, now=FIXED_NOW)
     store.close()
     messages = [line for line in text.splitlines() if line.startswith("mailseal_dmarc_messages{")]
     assert len(messages) == MAX_SERIES + 1
@@ -63,7 +64,7 @@ def test_metrics_series_are_capped(tmp_path: Path) -> None:
 
 
 def test_pages_escape_everything_from_reports(store: SqliteReportStore) -> None:
-    ctx = PageContext(store, None, lambda: NOW)
+    ctx = PageContext(store, None, lambda: FIXED_NOW)
     status, ctype, page = render(ctx, "/d/example.com")
     assert (status, ctype) == (200, "text/html; charset=utf-8")
     assert "<script>" not in page
@@ -76,7 +77,7 @@ def test_pages_escape_everything_from_reports(store: SqliteReportStore) -> None:
 
 
 def test_server_checks_host_and_sends_a_strict_policy(store: SqliteReportStore) -> None:
-    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    server = make_server(PageContext(store, None, lambda: FIXED_NOW), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     port = server.server_address[1]
@@ -112,7 +113,7 @@ def test_serve_refuses_a_public_address_without_public(
 def test_metrics_command_prints_the_text(
     store: SqliteReportStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["reports", "metrics", "--store", str(store.path), "--now", str(NOW)]) == 0
+    assert main(["reports", "metrics", "--store", str(store.path), "--now", str(FIXED_NOW)]) == 0
     assert "mailseal_dmarc_reports 2" in capsys.readouterr().out
 
 
@@ -121,7 +122,7 @@ def test_connections_over_the_cap_are_closed_not_threaded(store: SqliteReportSto
 
     from mailseal.reports.serve import MAX_CONNECTIONS
 
-    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    server = make_server(PageContext(store, None, lambda: FIXED_NOW), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     port = server.server_address[1]
@@ -152,7 +153,7 @@ def test_a_slowloris_client_is_cut_at_the_request_deadline(
     from mailseal.reports import serve
 
     monkeypatch.setattr(serve, "REQUEST_DEADLINE", 1.5)
-    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    server = make_server(PageContext(store, None, lambda: FIXED_NOW), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     port = server.server_address[1]
@@ -194,7 +195,7 @@ def test_clients_that_reset_cost_no_traceback_each(
     import struct
     import time
 
-    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    server = make_server(PageContext(store, None, lambda: FIXED_NOW), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     port = server.server_address[1]
@@ -227,7 +228,7 @@ def test_a_request_head_is_bounded(store: SqliteReportStore) -> None:
 
     from mailseal.reports.serve import REQUEST_HEAD_BYTES
 
-    server = make_server(PageContext(store, None, lambda: NOW), "127.0.0.1", 0)
+    server = make_server(PageContext(store, None, lambda: FIXED_NOW), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     port = server.server_address[1]

@@ -11,7 +11,8 @@ from mailseal.reports.rollup import rollup
 from mailseal.reports.sqlite_store import SCHEMA_VERSION, ReportStoreError, SqliteReportStore
 from mailseal.reports.store import Added
 from mailseal.reports.xmlparse import parse_report_bytes
-from support.dmarc_reports import DAY, NOW, Row, Sig, Spec, report_xml
+from support.clock import FIXED_NOW
+from support.dmarc_reports import DAY, Row, Sig, Spec, report_xml
 
 
 def _report(**fields: object):  # type: ignore[no-untyped-def]
@@ -44,11 +45,11 @@ def test_read_only_open_of_a_missing_or_foreign_file(tmp_path: Path) -> None:
 
 def test_duplicates_are_stored_once_whatever_the_source(tmp_path: Path) -> None:
     store = SqliteReportStore(tmp_path / "r.db")
-    assert store.add(_report(), source="a", now=NOW) is Added.INGESTED
-    assert store.add(_report(), source="b", now=NOW) is Added.DUPLICATE
-    assert store.add(_report(report_id="r2"), source="c", now=NOW) is Added.INGESTED
-    assert store.add(_report(reporter="yahoo.com"), source="d", now=NOW) is Added.INGESTED
-    assert store.add(_report(begin=NOW + DAY), source="e", now=NOW) is Added.INGESTED
+    assert store.add(_report(), source="a", now=FIXED_NOW) is Added.INGESTED
+    assert store.add(_report(), source="b", now=FIXED_NOW) is Added.DUPLICATE
+    assert store.add(_report(report_id="r2"), source="c", now=FIXED_NOW) is Added.INGESTED
+    assert store.add(_report(reporter="yahoo.com"), source="d", now=FIXED_NOW) is Added.INGESTED
+    assert store.add(_report(begin=FIXED_NOW + DAY), source="e", now=FIXED_NOW) is Added.INGESTED
     assert store.totals().reports == 4
     assert sum(r.messages for r in store.daily()) == 4
     store.close()
@@ -87,10 +88,10 @@ def test_rollup_arithmetic_and_forwarding_apart() -> None:
 def test_retention_drops_whole_days(tmp_path: Path) -> None:
     store = SqliteReportStore(tmp_path / "r.db")
     for age in (1, 10, 40, 400):
-        store.add(_report(report_id=f"r{age}", begin=NOW - age * DAY), source="x", now=NOW)
-    assert store.prune(NOW - 30 * DAY) == 2
+        store.add(_report(report_id=f"r{age}", begin=FIXED_NOW - age * DAY), source="x", now=FIXED_NOW)
+    assert store.prune(FIXED_NOW - 30 * DAY) == 2
     assert store.totals().reports == 2
-    assert {r.day for r in store.daily()} == {NOW - DAY, NOW - 10 * DAY}
+    assert {r.day for r in store.daily()} == {FIXED_NOW - DAY, FIXED_NOW - 10 * DAY}
     assert store.records(domain="example.com", selector="s1", receiver=None)[0].report_id == "r1"
     assert len(store.records(domain="example.com", selector="s1", receiver="google.com")) == 2
     store.close()
@@ -98,11 +99,11 @@ def test_retention_drops_whole_days(tmp_path: Path) -> None:
 
 def test_readers_see_the_store_while_it_is_written(tmp_path: Path) -> None:
     writer = SqliteReportStore(tmp_path / "r.db")
-    writer.add(_report(), source="x", now=NOW)
+    writer.add(_report(), source="x", now=FIXED_NOW)
     reader = SqliteReportStore(tmp_path / "r.db", readonly=True)
     assert reader.totals().reports == 1
     assert reader.domains() == ["example.com"]
-    writer.add(_report(report_id="r2"), source="x", now=NOW)
+    writer.add(_report(report_id="r2"), source="x", now=FIXED_NOW)
     assert reader.totals().reports == 2
     reader.close()
     writer.close()
