@@ -16,7 +16,8 @@ from mailseal.reports.model import Unreadable
 from mailseal.reports.sqlite_store import SqliteReportStore
 from mailseal.reports.unpack import Item, Limits, documents, item_documents
 from mailseal.reports.xmlparse import parse_report, parse_report_bytes
-from support.dmarc_reports import NOW, Row, Sig, Spec, gz, report_email, report_xml, zipped
+from support.clock import FIXED_NOW
+from support.dmarc_reports import Row, Sig, Spec, gz, report_email, report_xml, zipped
 
 LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE feedback [
@@ -147,7 +148,7 @@ def test_fifty_megabyte_report_is_quarantined_without_being_read_into_memory(tmp
         out.write(b"</feedback>\n")
     assert big.stat().st_size > 50 * 1024 * 1024
     store = SqliteReportStore(tmp_path / "r.db")
-    ingestor = Ingestor(store, tmp_path / "q", clock=lambda: NOW)
+    ingestor = Ingestor(store, tmp_path / "q", clock=lambda: FIXED_NOW)
     tracemalloc.start()
     try:
         (outcome,) = ingestor.ingest(Item(str(big), big.read_bytes, big))
@@ -192,7 +193,11 @@ def test_deep_nesting_is_refused_not_a_crash() -> None:
 
 
 def test_garbage_attachment_labelled_as_report_is_quarantined_with_its_part(tmp_path: Path) -> None:
-    message = report_email(os.urandom(3000), filename="report.zip", content_type="application/zip")
+    message = report_email(
+        b"\x00garbage" + os.urandom(3000),  # never a magic number by chance
+        filename="report.zip",
+        content_type="application/zip",
+    )
     with pytest.raises(Unreadable, match=r"part 2 \(report.zip\): labelled as a report"):
         documents(message, "mail", Limits())
 
@@ -247,7 +252,7 @@ def _ingest_peak(tmp_path: Path, records: int) -> tuple[int, int]:
     path = tmp_path / f"big-{records}.xml"
     path.write_bytes(report_xml(Spec(report_id=f"big-{records}", rows=rows)))
     store = SqliteReportStore(tmp_path / f"r-{records}.db")
-    ingestor = Ingestor(store, tmp_path / "q", clock=lambda: NOW)
+    ingestor = Ingestor(store, tmp_path / "q", clock=lambda: FIXED_NOW)
     tracemalloc.start()
     try:
         (outcome,) = ingestor.ingest(Item(str(path), path.read_bytes, path))
