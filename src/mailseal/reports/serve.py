@@ -313,6 +313,14 @@ def render(ctx: PageContext, target: str) -> tuple[int, str, str]:
 REQUEST_HEAD_BYTES: Final = 16 * 1024
 """Bytes of request line and header fields read; a GET from a browser or a scraper needs ~1 KiB."""
 
+LINGER_BYTES: Final = 256 * 1024
+LINGER_SECONDS: Final = 2.0
+"""After a 431, input still read and dropped before the close, so the answer arrives.
+
+Closing a socket with unread input sends a reset, and the client's kernel may
+discard the 431 already on its way; a lingering close (as HTTP servers do)
+drains a bounded amount for a bounded time first."""
+
 
 class _CappedReader:
     """The connection's input for the request head, cut off after ``limit`` bytes.
@@ -359,6 +367,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _answer(self, *, body: bool) -> None:
         if isinstance(self.rfile, _CappedReader) and self.rfile.exhausted:
             self.send_error(431, "request head too large")
+            self._linger()
             return
         host = (self.headers.get("Host") or "").lower()
         if host not in self.hosts:
@@ -379,6 +388,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(data)
+
+    def _linger(self) -> None:
+        """Half-close, then drain what the client still sends (bounded) so the answer is not reset away."""
+        self.close_connection = True
+        conn = self.connection
+        deadline = time.monotonic() + LINGER_SECONDS
+        drained = 0
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_WR)
+            while drained < LINGER_BYTES:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                conn.settimeout(left)
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
 
     def do_GET(self) -> None:
         """Serve a page."""
