@@ -27,6 +27,7 @@ from mailseal.core.diagnosis import Cause
 from mailseal.dns.memory import InMemoryResolver
 from support import peers
 from support.postfix import PostfixInstance, postfix_available
+from support.required import needs
 
 MLMMJ_RECEIVE = shutil.which("mlmmj-receive") or "/usr/bin/mlmmj-receive"
 LIST_DOMAIN = "lists.example.org"
@@ -39,9 +40,10 @@ def _mlmmj_available() -> bool:
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (postfix_available() and _mlmmj_available()) and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="needs postfix and mlmmj (apt-get install postfix mlmmj; scripts/test.sh does it)",
+    needs(
+        postfix_available() and _mlmmj_available(),
+        "postfix and mlmmj",
+        "apt-get install postfix mlmmj; scripts/test.sh does it",
     ),
 ]
 
@@ -59,15 +61,6 @@ MESSAGE = (
     b"\r\n" + "Zoë will chair — see you at 10.\r\n".encode() + b"\r\n"
     b"Alice\r\n"
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _require_tools() -> None:
-    missing = [
-        name for name, ok in (("postfix", postfix_available()), ("mlmmj", _mlmmj_available())) if not ok
-    ]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} missing but MAILSEAL_REQUIRE_PEERS is set")
 
 
 def _records(key: PrivateKey, *selectors: str) -> dict[str, str]:

@@ -12,7 +12,6 @@ Every delivered message is verified against knotd.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
@@ -33,13 +32,15 @@ from support.milter_process import MilterProcess
 from support.milter_store import store_tables
 from support.postfix import PostfixInstance, postfix_available
 from support.postgres import PostgresServer, require_postgres
+from support.required import needs
 from support.smtp_sink import SinkMessage
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (knot_available() and postfix_available()) and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="knotd or postfix not installed (apt-get install knot knot-dnsutils postfix)",
+    needs(
+        knot_available() and postfix_available(),
+        "knotd and postfix",
+        "apt-get install knot knot-dnsutils postfix",
     ),
 ]
 

@@ -7,7 +7,6 @@ answers at end of DATA is checked, and what it delivers.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,13 +16,11 @@ from mailseal import PrivateKey
 from mailseal.keys.files import write_private_key
 from support.milter_process import MilterProcess
 from support.postfix import EXTERNAL, INTERNAL, LOOPBACK, PostfixInstance, postfix_available
+from support.required import needs
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not postfix_available() and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="postfix missing (apt-get install postfix; scripts/test.sh installs it)",
-    ),
+    needs(postfix_available(), "postfix", "apt-get install postfix; scripts/test.sh installs it"),
 ]
 
 HOSTILE = {
@@ -50,8 +47,6 @@ def _message(from_value: bytes, marker: str) -> bytes:
 def postfix(
     tmp_path_factory: pytest.TempPathFactory, rsa_key: PrivateKey
 ) -> Iterator[tuple[PostfixInstance, MilterProcess]]:
-    if not postfix_available():
-        pytest.fail("postfix missing but MAILSEAL_REQUIRE_PEERS is set")
     folder: Path = tmp_path_factory.mktemp("hostile-from")
     key = folder / "example.key"
     write_private_key(key, rsa_key)

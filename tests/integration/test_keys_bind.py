@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from pathlib import Path
 
 import dns.query
@@ -28,13 +27,11 @@ from support.clock import FIXED_NOW
 from support.dnsserver import TsigKey, soa_header
 from support.keyflow import DOMAIN, rotation_scenario
 from support.knotkeys import write_config
+from support.required import needs
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not bind_available() and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="named not installed (apt-get install bind9)",
-    ),
+    needs(bind_available(), "named", "apt-get install bind9"),
 ]
 
 

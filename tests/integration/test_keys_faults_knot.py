@@ -19,13 +19,11 @@ from support.clock import FIXED_NOW
 from support.dnsserver import knot_available
 from support.keyflow import DOMAIN, assert_signing_is_safe, rotation_scenario
 from support.knotkeys import KeysSetup, keys_setup
+from support.required import needs
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not knot_available() and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="knotd not installed (apt-get install knot knot-dnsutils)",
-    ),
+    needs(knot_available(), "knotd", "apt-get install knot knot-dnsutils"),
 ]
 
 SRC = Path(mailseal.__file__).parents[1]

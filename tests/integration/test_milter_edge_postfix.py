@@ -22,7 +22,6 @@ legitimate mail before and under attack, time to recover after the attack stops.
 from __future__ import annotations
 
 import contextlib
-import os
 import selectors
 import socket
 import statistics
@@ -41,13 +40,11 @@ from support.dnsserver import ScriptedDnsServer, txt_records
 from support.milter_client import MilterClient
 from support.milter_process import MilterProcess
 from support.postfix import EXTERNAL, LOOPBACK, PostfixInstance, free_tcp_port, postfix_available
+from support.required import needs
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not postfix_available() and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="postfix missing (apt-get install postfix; scripts/test.sh installs it)",
-    ),
+    needs(postfix_available(), "postfix", "apt-get install postfix; scripts/test.sh installs it"),
 ]
 
 AUTHSERV_ID = "verify.mailseal.test"

@@ -17,13 +17,11 @@ from imapclient import IMAPClient
 from mailseal.reports.sqlite_store import SqliteReportStore
 from support.dmarc_reports import Row, Sig, Spec, gz, report_email, report_xml, zipped
 from support.dovecot import DovecotServer, dovecot_available
+from support.required import needs
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not dovecot_available() and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="Dovecot not installed (apt-get install dovecot-imapd)",
-    ),
+    needs(dovecot_available(), "Dovecot", "apt-get install dovecot-imapd"),
 ]
 
 REPORTS = 40

@@ -23,6 +23,7 @@ from mailseal.reports.sqlite_store import SqliteReportStore
 from mailseal.reports.xmlparse import parse_report_bytes
 from support.clock import FIXED_NOW
 from support.dmarc_reports import DAY, Row, Sig, Spec, key_store_with_one_key, report_xml
+from support.required import needs
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -30,10 +31,10 @@ HOSTILE = "<img src=x onerror=\"document.title='pwned'\"><script>document.title=
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        (not shutil.which(CHROMEDRIVER) or not os.path.exists(CHROMIUM))
-        and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="needs chromium and chromium-driver (apt-get install chromium chromium-driver) and selenium",
+    needs(
+        bool(shutil.which(CHROMEDRIVER)) and os.path.exists(CHROMIUM),
+        "chromium and chromium-driver",
+        "apt-get install chromium chromium-driver; pip install selenium",
     ),
 ]
 

@@ -25,6 +25,7 @@ import pytest
 from mailseal.reports.sqlite_store import ReportStoreError, SqliteReportStore
 from support.dmarc_reports import Spec, gz, report_email, report_xml
 from support.postfix import PostfixInstance, postfix_available
+from support.required import needs
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 PIPE_USER = "nobody"
@@ -86,10 +87,7 @@ def _pipe_python() -> str | None:
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not postfix_available() and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="postfix not installed (apt-get install postfix)",
-    ),
+    needs(postfix_available(), "postfix", "apt-get install postfix"),
 ]
 
 

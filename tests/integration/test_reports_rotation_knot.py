@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -25,13 +24,11 @@ from support.dmarc_reports import DAY, Row, Sig, Spec, report_xml
 from support.dnsserver import knot_available
 from support.keyflow import DOMAIN, rotation_scenario
 from support.knotkeys import KeysSetup, keys_setup
+from support.required import needs
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not knot_available() and not os.environ.get("MAILSEAL_REQUIRE_PEERS"),
-        reason="knotd not installed (apt-get install knot knot-dnsutils)",
-    ),
+    needs(knot_available(), "knotd", "apt-get install knot knot-dnsutils"),
 ]
 
 

@@ -7,7 +7,6 @@ not actually break the signature cannot make a test pass by accident.
 from __future__ import annotations
 
 import functools
-import os
 import quopri
 from collections.abc import Callable
 
@@ -19,6 +18,7 @@ from mailseal.core.algorithms import KeyType
 from mailseal.core.diagnosis import Cause
 from mailseal.dns.memory import InMemoryResolver
 from support import peers
+from support.required import need
 
 pytestmark = pytest.mark.interop
 
@@ -39,9 +39,9 @@ MESSAGE = (
 FOOTER = b"-- \r\nlist mailing list -- https://lists.example.org/list\r\n"
 
 SIGNERS: dict[str, tuple[Callable[[], bool], str]] = {
-    "dkimpy": (peers.have_dkimpy, "dkimpy (pip install dkimpy)"),
-    "opendkim": (peers.have_opendkim, "OpenDKIM (apt-get install opendkim opendkim-tools)"),
-    "mail-dkim": (peers.have_mail_dkim, "Mail::DKIM (apt-get install libmail-dkim-perl)"),
+    "dkimpy": (peers.have_dkimpy, "pip install dkimpy"),
+    "opendkim": (peers.have_opendkim, "apt-get install opendkim opendkim-tools"),
+    "mail-dkim": (peers.have_mail_dkim, "apt-get install libmail-dkim-perl"),
 }
 
 
@@ -62,10 +62,7 @@ def _dns(key: PrivateKey) -> dict[str, str]:
 @functools.cache
 def _signed(signer: str, canon: str, *, diagnostics: bool = False) -> bytes:
     available, install = SIGNERS[signer]
-    if not available():
-        if os.environ.get("MAILSEAL_REQUIRE_PEERS"):
-            pytest.fail(f"{signer} is not installed but MAILSEAL_REQUIRE_PEERS is set")
-        pytest.skip(f"needs {install}")
+    need(available(), signer, install)
     pem = _key().to_pem()
     args = {"selector": "peer", "domain": "example.com", "private_key_pem": pem, "canonicalization": canon}
     if signer == "dkimpy":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -21,9 +22,8 @@ import time
 from pathlib import Path
 from typing import Self
 
-import pytest
-
 from support.managed import ManagedServer
+from support.required import need
 
 SUPERUSER = "mailseal_admin"
 
@@ -37,18 +37,8 @@ def postgres_bin() -> Path | None:
 def require_postgres() -> Path:
     """The binaries' folder; skip (fail under MAILSEAL_REQUIRE_PEERS=1) when PostgreSQL or psycopg is missing."""
     where = postgres_bin()
-    problem = None
-    if where is None:
-        problem = "PostgreSQL is not installed (apt-get install postgresql)"
-    else:
-        try:
-            import psycopg  # noqa: F401 - only to know whether the driver is there
-        except ImportError:
-            problem = "psycopg is not installed (pip install 'psycopg[binary]')"
-    if problem is not None:
-        if os.environ.get("MAILSEAL_REQUIRE_PEERS"):
-            pytest.fail(f"{problem} but MAILSEAL_REQUIRE_PEERS is set")
-        pytest.skip(problem)
+    need(where is not None, "PostgreSQL", "apt-get install postgresql")
+    need(importlib.util.find_spec("psycopg") is not None, "psycopg", "pip install 'psycopg[binary]'")
     assert where is not None
     return where
 

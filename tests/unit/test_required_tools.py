@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from support.required import MISSING_MARK, need, needs
@@ -26,3 +29,23 @@ def test_a_present_tool_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None
     need(True, "knotd", "apt-get install knot")
     mark = needs(True, "knotd", "apt-get install knot")
     assert mark.name == "skipif" and mark.args == (False,)
+
+
+def test_every_skip_for_a_missing_tool_goes_through_the_helper() -> None:
+    """A copied skip rule drifts (one skipped a missing peer even when CI required it):
+    only support/required.py reads MAILSEAL_REQUIRE_PEERS, and no integration module
+    writes its own skipif."""
+    tests = Path(__file__).resolve().parents[1]
+    reads_switch = re.compile(r"environ(?:\.get\(|\[)\s*['\"]MAILSEAL_REQUIRE_PEERS")
+    readers = sorted(
+        str(path.relative_to(tests))
+        for path in tests.rglob("*.py")
+        if path.name != "required.py" and reads_switch.search(path.read_text(encoding="utf-8"))
+    )
+    assert readers == []
+    inline = sorted(
+        path.name
+        for path in (tests / "integration").glob("test_*.py")
+        if "pytest.mark.skipif(" in path.read_text(encoding="utf-8")
+    )
+    assert inline == []

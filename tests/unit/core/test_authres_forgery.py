@@ -11,7 +11,6 @@ from __future__ import annotations
 import email
 import email.header
 import email.policy
-import os
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailseal.core.authres import AUTHRES_MAX_DEPTH, AUTHRES_SCAN_BYTES, claims_authserv_id
+from support.required import need
 
 OURS = "mx.example.com"
 
@@ -117,10 +117,7 @@ except ImportError:  # pragma: no cover - the test extra installs it
 
 
 def _reference_parser() -> Any:
-    if authres is None:
-        if os.environ.get("MAILSEAL_REQUIRE_PEERS"):
-            pytest.fail("the authres package is missing but MAILSEAL_REQUIRE_PEERS is set")
-        pytest.skip("pip install authres (in the test extra)")
+    need(authres is not None, "the authres package", "pip install authres; it is in the test extra")
     return authres
 
 

@@ -20,15 +20,13 @@ from support.dnsserver import ScriptedDnsServer, txt_strings
 from support.milter_client import MilterClient
 from support.milter_harness import MESSAGE, dns_records, write_config
 from support.milter_process import MilterProcess
+from support.required import need
 
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 
 def _require_uvloop() -> None:
-    if not HAVE_UVLOOP:
-        if os.environ.get("MAILSEAL_REQUIRE_PEERS"):
-            pytest.fail("uvloop is not installed, but MAILSEAL_REQUIRE_PEERS is set")
-        pytest.skip("uvloop is not installed (pip install uvloop)")
+    need(HAVE_UVLOOP, "uvloop", "pip install uvloop")
 
 
 @pytest.fixture
