@@ -159,7 +159,7 @@ def active_selector(fleet: Fleet, now: int) -> str:
 
 def every_milter_signs_with(fleet: Fleet, selector: str, marks: dict[str, int]) -> None:
     for name, milter in fleet.milters.items():
-        line = milter.wait_for(rf"loaded .*signing with {DOMAIN}/{selector}\b", 15.0, start=marks[name])
+        line = milter.wait_for(rf"loaded .*signing with {DOMAIN}/{selector}\b", 60, start=marks[name])
         assert line is not None, f"{name} did not pick up {selector}:\n{milter.log}"
 
 
@@ -177,7 +177,7 @@ def test_two_milters_keep_signing_through_a_database_outage_and_follow_the_rotat
     marks = {name: m.mark() for name, m in fleet.milters.items()}
     fleet.database.halt()  # the database goes away mid-run
     for name, milter in fleet.milters.items():
-        assert milter.wait_for("signing goes on with the keys loaded before", 10.0, start=marks[name]), (
+        assert milter.wait_for("signing goes on with the keys loaded before", 60, start=marks[name]), (
             milter.log
         )
     during = send_batch(fleet, "outage")
@@ -196,5 +196,5 @@ def test_two_milters_keep_signing_through_a_database_outage_and_follow_the_rotat
     every_milter_signs_with(fleet, third, marks)
     assert signed_with(fleet, delivered(fleet, send_batch(fleet, "after"))) == {third}
     for milter in fleet.milters.values():
-        assert milter.wait_for("the keys can be checked again, after", 1.0, start=0) is not None
+        assert milter.wait_for("the keys can be checked again, after", 30, start=0) is not None
         assert milter.proc.poll() is None  # never restarted

@@ -106,4 +106,4 @@ def test_outgoing_mail_with_a_nested_comment_from_is_delivered_not_tempfailed(
     assert pf.sink is not None
     delivered = pf.sink.wait_for_message(lambda m: b"<out-nested@mailseal.test>" in m.data).data
     assert b"DKIM-Signature:" not in delivered  # sign_from_unreadable = accept: sent unsigned
-    assert milter.wait_for(r"unsigned=unreadable-from", 5) is not None, milter.log
+    assert milter.wait_for(r"unsigned=unreadable-from", 60) is not None, milter.log

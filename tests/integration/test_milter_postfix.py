@@ -242,7 +242,7 @@ def kill_milter(process: MilterProcess) -> None:
 def start_milter(config: Path, *, workers: int = 2) -> MilterProcess:
     """``python -m mailseal milter --config FILE``; returns once it listens."""
     process = MilterProcess(["--config", str(config)])
-    assert process.wait_for(rf"with {workers} worker", 10) is not None, process.log
+    assert process.wait_for(rf"with {workers} worker", 60) is not None, process.log
     return process
 
 

@@ -85,7 +85,7 @@ def every_worker_signs_with(milter: MilterProcess, selector: str, since: int) ->
     seen: set[str] = set()
     position = since
     while len(seen) < WORKERS:
-        line = milter.wait_for(pattern.pattern, 10.0, start=position)
+        line = milter.wait_for(pattern.pattern, 60, start=position)
         assert line is not None, f"not every worker picked up {selector}:\n{milter.log}"
         position = milter.lines.index(line, position) + 1
         pid = re.search(r"mailseal\[(\d+)\]", line)

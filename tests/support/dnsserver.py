@@ -33,6 +33,7 @@ import dns.rrset
 import dns.tsig
 import dns.tsigkeyring
 
+from support import ports
 from support.managed import ManagedServer, stop_process_group
 
 KNOTD = "/usr/sbin/knotd"
@@ -69,20 +70,8 @@ def txt_strings(record: bytes | str) -> str:
 
 
 def free_port() -> int:
-    """A loopback port free for both TCP and UDP right now (knotd needs both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((LOOPBACK, 0))
-            port: int = tcp.getsockname()[1]
-            if port == 5353:  # mDNS
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((LOOPBACK, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free loopback port for TCP and UDP")
+    """A loopback port free for both TCP and UDP right now (knotd needs both); see support.ports."""
+    return ports.free_port(udp=True)
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ class MilterClient:
                 raise MilterClosed("the filter closed the connection")
             self._buffer += chunk
 
-    def at_eof(self, timeout: float = 5.0) -> bool:
+    def at_eof(self, timeout: float = 30.0) -> bool:
         """True when the filter closes the connection within ``timeout``."""
         self.sock.settimeout(timeout)
         try:

@@ -65,7 +65,7 @@ class MilterProcess:
         with self._changed:
             return "\n".join(self.lines)
 
-    def wait_for(self, pattern: str, timeout: float = 10.0, *, start: int = 0) -> str | None:
+    def wait_for(self, pattern: str, timeout: float = 60.0, *, start: int = 0) -> str | None:
         """The first log line from ``start`` on matching ``pattern``, waiting up to ``timeout``."""
         deadline = time.monotonic() + timeout
         regex = re.compile(pattern)
@@ -127,7 +127,7 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def wait_for_children(pid: int, count: int, *, without: int = 0, timeout: float = 10) -> list[int]:
+def wait_for_children(pid: int, count: int, *, without: int = 0, timeout: float = 60) -> list[int]:
     """Wait until ``pid`` has ``count`` workers other than ``without``; AssertionError at ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -112,7 +112,7 @@ class OpenDKIMMilter(ManagedServer):
         test_dns: Mapping[str, str] | None = None,
         nameserver: tuple[str, int] | None = None,
         extra: Mapping[str, str] | None = None,
-        startup_timeout: float = 10.0,
+        startup_timeout: float = 30.0,
     ) -> None:
         """Prepare (not start); ``with OpenDKIMMilter(...) as milter`` or start()/stop()."""
         if test_dns is not None and nameserver is not None:

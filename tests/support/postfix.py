@@ -37,7 +37,6 @@ import re
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import tempfile
 import time
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Self
 
 from support.managed import ManagedServer
+from support.ports import free_port
 from support.smtp_sink import SinkMessage, SmtpSink
 
 LOOPBACK = "127.0.0.1"
@@ -66,11 +66,8 @@ def postfix_available() -> bool:
 
 
 def free_tcp_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback TCP port that was free a moment ago, outside the ephemeral range (support.ports)."""
+    return free_port()
 
 
 @dataclass(frozen=True)
@@ -573,7 +570,7 @@ class PostfixInstance(ManagedServer):
 
     # ------------------------------------------------------------------ delivered mail and the queue
 
-    def delivered(self, count: int | None = None, timeout: float = 10.0) -> list[SinkMessage]:
+    def delivered(self, count: int | None = None, timeout: float = 60.0) -> list[SinkMessage]:
         """Messages our sink received; with ``count``, wait until that many arrived."""
         if self.sink is None:
             raise RuntimeError("this instance relays elsewhere; read delivered mail there")
@@ -613,11 +610,11 @@ class PostfixInstance(ManagedServer):
             [POSTQUEUE, "-c", str(self.config_dir), "-f"], capture_output=True, timeout=30, check=True
         )
 
-    def wait_queue_empty(self, timeout: float = 10.0) -> None:
+    def wait_queue_empty(self, timeout: float = 60.0) -> None:
         """Wait until nothing is queued any more (delivered, or bounced)."""
         self._wait_queue(lambda queued: not queued, "empty", timeout)
 
-    def wait_deferred(self, timeout: float = 10.0) -> list[QueuedMessage]:
+    def wait_deferred(self, timeout: float = 60.0) -> list[QueuedMessage]:
         """Wait until a message sits in the deferred queue; return the whole queue."""
         return self._wait_queue(
             lambda queued: any(q.queue_name == "deferred" for q in queued), "deferred", timeout

@@ -209,7 +209,7 @@ class SmtpSink:
             self._messages.clear()
 
     def wait_for_message(
-        self, predicate: Callable[[SinkMessage], bool], timeout: float = 10.0
+        self, predicate: Callable[[SinkMessage], bool], timeout: float = 60.0
     ) -> SinkMessage:
         """Wait for the first stored message ``predicate`` accepts (raises TimeoutError)."""
         deadline = time.monotonic() + timeout
@@ -223,7 +223,7 @@ class SmtpSink:
                     raise TimeoutError(f"no matching message among {len(self._messages)} after {timeout} s")
                 self._changed.wait(left)
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[SinkMessage]:
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[SinkMessage]:
         """Wait until at least ``count`` messages are stored; return them (raises TimeoutError)."""
         deadline = time.monotonic() + timeout
         with self._changed:

@@ -26,6 +26,7 @@ from support.clock import FIXED_NOW
 from support.milter_client import MilterClient, split_message
 from support.milter_harness import MESSAGE, write_config
 from support.milter_process import MilterProcess, children_of, wait_for_children
+from support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -64,19 +65,13 @@ def frame(command: bytes, payload: bytes = b"") -> bytes:
     return struct.pack("!I", len(payload) + 1) + command + payload
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 # -- item 6: a slow metrics client cannot block the supervisor ---------------------------------
 
 
 def test_a_slow_metrics_client_cannot_delay_worker_replacement_or_signals(tmp_path: Path, keys: Keys) -> None:
     path = config(tmp_path, keys, 'metrics = "127.0.0.1:0"')
     with MilterProcess(["--config", str(path), "--workers", "2"]) as process:
-        line = process.wait_for(r"metrics on http://(\S+)/metrics", 5)
+        line = process.wait_for(r"metrics on http://(\S+)/metrics", 60)
         assert line is not None
         host, port = re.search(r"http://(\S+):(\d+)/metrics", line).groups()  # type: ignore[union-attr]
         workers = wait_for_children(process.proc.pid, 2)
@@ -93,7 +88,7 @@ def test_a_slow_metrics_client_cannot_delay_worker_replacement_or_signals(tmp_pa
         os.kill(workers[0], signal.SIGKILL)
         started = time.monotonic()
         replaced: list[int] = []
-        while time.monotonic() - started < 5:
+        while time.monotonic() - started < 30:
             trickle()
             replaced = [w for w in children_of(process.proc.pid) if w != workers[0]]
             if len(replaced) == 2:
@@ -104,7 +99,7 @@ def test_a_slow_metrics_client_cannot_delay_worker_replacement_or_signals(tmp_pa
         started = time.monotonic()
         process.signal(signal.SIGHUP)
         while (
-            process.wait_for("telling 2 worker", 0.05, start=mark) is None and time.monotonic() - started < 5
+            process.wait_for("telling 2 worker", 0.05, start=mark) is None and time.monotonic() - started < 30
         ):
             trickle()
         hup_seconds = time.monotonic() - started
@@ -112,8 +107,11 @@ def test_a_slow_metrics_client_cannot_delay_worker_replacement_or_signals(tmp_pa
             client.close()
         print(f"\nworker replaced in {replace_seconds:.2f}s, SIGHUP acted on in {hup_seconds:.2f}s")
         assert len(replaced) == 2
-        assert replace_seconds < 1.0
-        assert hup_seconds < 1.0
+        # A supervisor stuck on a trickling client is stuck until that client's deadline
+        # (METRICS_DEADLINE, 5 s, begun 1.2 s before the kill); a fork or a log line takes
+        # milliseconds, so 3 s leaves a loaded host room without hiding a stuck supervisor.
+        assert replace_seconds < 3.0
+        assert hup_seconds < 3.0
         assert process.stop() == 0
 
 
@@ -127,7 +125,7 @@ def test_workers_die_with_their_supervisor_and_a_restart_can_bind(tmp_path: Path
         workers = wait_for_children(process.proc.pid, 2)
         os.kill(process.proc.pid, signal.SIGKILL)  # the OOM killer, or kill -9
         started = time.monotonic()
-        while any(alive(w) for w in workers) and time.monotonic() - started < 10:
+        while any(alive(w) for w in workers) and time.monotonic() - started < 30:
             time.sleep(0.05)
         gone_seconds = time.monotonic() - started
         assert not any(alive(w) for w in workers), "orphaned workers still hold the socket"
@@ -166,7 +164,7 @@ def test_the_milter_raises_its_descriptor_limit_at_start(tmp_path: Path, keys: K
     with MilterProcess(
         ["--config", str(config(tmp_path, keys)), "--workers", "1"], nofile=(256, 512)
     ) as process:
-        assert process.wait_for(r"descriptor limit raised from 256 to 512", 5) is not None
+        assert process.wait_for(r"descriptor limit raised from 256 to 512", 60) is not None
 
 
 # -- item 5: memory per connection is bounded under both attacks ---------------------------------

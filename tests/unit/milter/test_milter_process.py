@@ -101,17 +101,17 @@ def test_sigterm_finishes_the_message_in_flight_then_exits_zero(tmp_path: Path, 
         assert client.at_eof()
         client.close()
         assert process.proc.wait(10) == 0
-    assert process.wait_for("stopped", 10) is not None
+    assert process.wait_for("stopped", 60) is not None
     assert_clean(process)
 
 
 def test_worker_processes_share_the_socket_and_the_signals(tmp_path: Path, keys: Keys) -> None:
     path = config(tmp_path, keys, 'metrics = "127.0.0.1:0"')
     with MilterProcess(["--config", str(path), "--workers", "2"]) as process:
-        assert process.wait_for("with 2 worker", 10) is not None
+        assert process.wait_for("with 2 worker", 60) is not None
         clients = [connect(process.address) for _ in range(6)]
         assert [signatures(c) for c in clients] == [2] * 6
-        metrics_line = process.wait_for(r"metrics on http://(\S+)/metrics", 10)
+        metrics_line = process.wait_for(r"metrics on http://(\S+)/metrics", 60)
         assert metrics_line is not None
         url = metrics_line.split("metrics on ", 1)[1]
         text = urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310 - our own loopback endpoint
@@ -125,14 +125,14 @@ def test_worker_processes_share_the_socket_and_the_signals(tmp_path: Path, keys:
         for client in clients:
             client.close()
         assert process.stop() == 0
-    assert process.wait_for("all workers stopped", 10) is not None
+    assert process.wait_for("all workers stopped", 60) is not None
     assert_clean(process)
 
 
 def test_a_missing_key_at_start_is_logged_and_tempfails(tmp_path: Path, keys: Keys) -> None:
     path = config(tmp_path, {"rsa": (None, "example.com", "rsa2026")})
     with MilterProcess(["--config", str(path), "--workers", "1"]) as process:
-        assert process.wait_for(r"milter\.toml:\d+: key 'rsa' cannot be used: cannot read key file", 10)
+        assert process.wait_for(r"milter\.toml:\d+: key 'rsa' cannot be used: cannot read key file", 60)
         with connect(process.address) as client:
             result = client.send_message(MESSAGE)
         assert result.verdict == "tempfail"
@@ -192,7 +192,7 @@ def test_privileges_are_dropped_after_binding_and_keys_read_as_that_user(
             path.write_text(path.read_text() + f'\n[verify]\nnameservers = ["{dns_server.nameserver}"]\n')
             with MilterProcess(["--config", str(path), "--workers", "2"]) as process:
                 assert uid_of(process.proc.pid) == nobody.pw_uid
-                assert process.wait_for(r"key 'ed' cannot be used: .*Permission denied", 10) is not None
+                assert process.wait_for(r"key 'ed' cannot be used: .*Permission denied", 60) is not None
                 with connect(process.address) as client:
                     assert signatures(client) == 1
                     assert (
@@ -205,7 +205,7 @@ def test_privileges_are_dropped_after_binding_and_keys_read_as_that_user(
                     client.connect(address="192.0.2.99")
                     (authres,) = client.send_message(signed).inserted("Authentication-Results")
                 assert b"dkim=pass" in authres.value  # DNS and the PSL work after the drop
-                metrics_line = process.wait_for(r"metrics on http://(\S+)/metrics", 10)
+                metrics_line = process.wait_for(r"metrics on http://(\S+)/metrics", 60)
                 assert metrics_line is not None
                 url = metrics_line.split("metrics on ", 1)[1]
                 assert "mailseal_messages_total" in urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310 - loopback
