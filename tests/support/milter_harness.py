@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
@@ -158,6 +159,23 @@ class ServerThread:
 
         self._loop.call_soon_threadsafe(run)
         return future.result(10)
+
+    @contextlib.contextmanager
+    def stalled(self) -> Iterator[None]:
+        """Hold the server's loop while the body runs, as a loaded host would: connections queue unaccepted."""
+        entered = threading.Event()
+        release = threading.Event()
+
+        def hold() -> None:
+            entered.set()
+            release.wait(60)
+
+        self._loop.call_soon_threadsafe(hold)
+        assert entered.wait(30), "the server's loop never ran"
+        try:
+            yield
+        finally:
+            release.set()
 
     def stop_async(self, grace: float) -> Future[None]:
         """Begin a graceful stop; the future completes when it is done."""

@@ -70,6 +70,14 @@ def _throttled_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, An
     )
 
 
+def _has_input(sock: socket.socket) -> bool:
+    """Bytes have arrived on ``sock`` that nobody has read (an MTA negotiating at once)."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:
+        return False
+
+
 def connection_cap(configured: int) -> int:
     """``limits.max_connections``, lowered to fit the soft descriptor limit (minus a reserve)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -110,6 +118,7 @@ class MilterServer:
         self._connections: set[Connection] = set()
         self._listeners: list[socket.socket] = []
         self._adopting: set[socket.socket] = set()  # accepted, not yet a Connection (connection_made)
+        self._cut: set[socket.socket] = set()  # of those, shut down to make room (never cut twice)
         self._draining: dict[Connection, float] = {}  # aborted -> when; the loop closes it next turn
         self._cap = loaded.config.edge.max_connections
         self._parent = os.getppid() if watch_parent else None
@@ -255,6 +264,7 @@ class MilterServer:
             )
         except OSError:
             conn.close()
+            self._cut.discard(conn)
         finally:
             self._adopting.discard(conn)  # counted once: by now it is in _connections, or closed
 
@@ -264,7 +274,8 @@ class MilterServer:
         First choice: the connection that has not finished option negotiation
         for longest and has no unread input (an MTA sends its negotiation the
         moment it connects, so a flood of idle or trickling connections never
-        locks it out). Then, of the negotiated connections not waiting for DNS,
+        locks it out); failing that, one accepted in this same burst and not yet
+        set up (:meth:`_cut_adopting`). Then, of the negotiated connections not waiting for DNS,
         one between messages before one inside a message: the one that finished
         nothing (negotiation or a message) for longest, at least ``EVICT_MIN_IDLE``.
         Commands that finish nothing -- aborts, macros, a MAIL FROM dropped --
@@ -272,9 +283,12 @@ class MilterServer:
         """
         now = asyncio.get_running_loop().time()
         waiting_to_negotiate = sorted(
-            (c for c in self._connections if not c.negotiated), key=lambda c: c.accepted_at
+            (c for c in self._connections if not c.negotiated and c.raw_socket not in self._cut),
+            key=lambda c: c.accepted_at,
         )
         victim = next((c for c in waiting_to_negotiate if not c.input_waiting()), None)
+        if victim is None and self._cut_adopting():
+            return True
         if victim is None:
             candidates = [
                 c
@@ -294,6 +308,29 @@ class MilterServer:
         )
         self._metrics.error("evicted")
         victim.abort()
+        return True
+
+    def _cut_adopting(self) -> bool:
+        """Shut down one connection still being set up (in this accept burst) that sent nothing yet.
+
+        A flood larger than the cap arriving in one burst evicts every connection
+        already open, and the ones admitted in their place are not Connections until
+        the loop turns: without this, an MTA queued behind them found nothing to
+        evict and was refused. The socket is shut down, not closed (its adoption is
+        under way); the Connection made from it reads end of input and closes.
+        """
+        young = next((s for s in self._adopting if s not in self._cut and not _has_input(s)), None)
+        if young is None:
+            return False
+        self._cut.add(young)
+        with contextlib.suppress(OSError):
+            young.shutdown(socket.SHUT_RDWR)
+        throttle.warning(
+            "evicted",
+            "at limits.max_connections (%d): closing a connection not yet set up to admit a new one",
+            self._cap,
+        )
+        self._metrics.error("evicted")
         return True
 
     def descriptors_in_use(self) -> int:
@@ -464,6 +501,8 @@ class MilterServer:
     def removed(self, connection: Connection) -> None:
         """A connection closed."""
         self._connections.discard(connection)
+        if connection.raw_socket is not None:
+            self._cut.discard(connection.raw_socket)
 
     def aborted(self, connection: Connection) -> None:
         """A connection was closed by us at once; its descriptor goes at the loop's next turn."""

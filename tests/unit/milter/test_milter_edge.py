@@ -378,6 +378,38 @@ def test_a_flood_of_fresh_idle_connections_never_locks_out_a_negotiating_mta(
             sock.close()
 
 
+def test_a_flood_accepted_in_one_burst_beyond_the_cap_never_locks_out_a_negotiating_mta(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """Seen under CI load: the flood arrived in one accept burst, each extra connection evicted
+    one already adopted, none of the new ones was a Connection yet, and the MTA queued behind
+    them was refused ("0 open, all active"). Connections still being set up must make room too."""
+    with start(tmp_path, keys, "[limits]\nmax_connections = 5\nnegotiate_timeout = 120\n") as running:
+        with running.stalled():  # everything below waits in the listen queue, then comes in one burst
+            flood = [MilterClient(running.address).sock for _ in range(20)]
+            client = MilterClient(running.address, timeout=30)
+            refused: list[OSError] = []
+
+            def negotiate() -> None:
+                try:
+                    client.negotiate()
+                except OSError as exc:  # MilterClosed, a reset
+                    refused.append(exc)
+
+            negotiating = threading.Thread(target=negotiate)
+            negotiating.start()  # its negotiation is sent and waits to be read
+        negotiating.join(60)
+        assert not refused, f"the negotiating MTA was refused: {refused}"
+        assert client.negotiated is not None
+        client.macros(b"C", {"j": "mx.test"})
+        client.connect(address="127.0.0.1")
+        assert client.send_message(MESSAGE).verdict == "continue"
+        client.close()
+        for sock in flood:
+            sock.close()
+        assert wait_for(lambda: running.server.connection_count <= 5)
+
+
 def test_a_metrics_request_is_bounded() -> None:
     from mailseal.milter.metrics_http import MAX_REQUEST, MetricsRequest
 
