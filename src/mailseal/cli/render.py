@@ -145,4 +145,4 @@ def _alignment_words(sig: SignatureResult) -> str:
         return "d= shares the From domain's organizational domain (relaxed alignment)"
     if sig.alignment is Alignment.NONE:
         return "d= is NOT the From domain: this pass says nothing about the visible sender"
-    return "alignment unknown: the message does not have exactly one From address"
+    return "alignment unknown: not exactly one readable From address, or a name with no comparable form"

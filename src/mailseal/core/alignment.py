@@ -2,6 +2,8 @@
 
 A DKIM pass for ``d=unrelated.example`` says nothing about the From address a
 reader sees; alignment is what ties the two together (RFC 7489 3.1.1).
+Names are compared as lower-case A-labels (:func:`canonical_domain`), so the
+spelling of an internationalized name (U-labels or A-labels) does not matter.
 Organizational domains come from the Public Suffix List package's bundled
 copy, read once, with no network access.
 """
@@ -13,6 +15,7 @@ from functools import lru_cache
 from publicsuffixlist import PublicSuffixList
 
 from mailseal.core.address import author
+from mailseal.core.identity import canonical_domain
 from mailseal.core.message import HeaderField
 from mailseal.core.results import Alignment
 
@@ -39,12 +42,21 @@ def from_domain(headers: tuple[HeaderField, ...]) -> str | None:
 
 
 def alignment(signing_domain: str, author_domain: str | None) -> Alignment:
-    """Exact, organizational (same registrable domain) or none."""
+    """Exact, organizational (same registrable domain) or none; unknown when it cannot be decided.
+
+    Both names are compared in one canonical form (lower-case A-labels, no
+    trailing dot), so a From domain in U-labels aligns with a d= in A-labels.
+    A name without that form is unknown, never aligned: comparing it as
+    written could claim more than DNS would (see :mod:`mailseal.core.identity`).
+    """
     if author_domain is None:
         return Alignment.UNKNOWN
-    signing_domain = signing_domain.lower()
-    if signing_domain == author_domain:
+    signing = canonical_domain(signing_domain)
+    author = canonical_domain(author_domain)
+    if signing is None or author is None:
+        return Alignment.UNKNOWN
+    if signing == author:
         return Alignment.EXACT
-    if organizational_domain(signing_domain) == organizational_domain(author_domain):
+    if organizational_domain(signing) == organizational_domain(author):
         return Alignment.ORGANIZATIONAL
     return Alignment.NONE

@@ -6,10 +6,25 @@
 
 U-labels (RFC 8616) are accepted and compared case-insensitively; underscores
 are tolerated, as deployed DNS names use them.
+
+Names are compared in one canonical form, :func:`canonical_domain`: lower-case
+A-labels (``bücher.example`` is ``xn--bcher-kva.example``, as DNS sees it).
+The conversion is the standard library's IDNA codec, which implements IDNA2003
+(RFC 3490, Unicode 3.2 nameprep), not IDNA2008 (RFC 5891) that registries
+use today. The two agree on case folding and width mapping; they disagree on
+four "deviation" characters that IDNA2003 maps away and IDNA2008 keeps (ß,
+final sigma ς, ZERO WIDTH JOINER and NON-JOINER): ``straße.example`` is
+``strasse.example`` to the codec but ``xn--strae-oqa.example`` to a registry.
+A name holding one of them has no canonical form here, so it is never found
+equal to another (fail closed: an alignment or a rule that cannot be decided
+is not granted). The ``idna`` package would do IDNA2008 but is not a
+dependency of mailseal.
 """
 
 from __future__ import annotations
 
+import encodings.idna
+import encodings.punycode  # loaded now, not on first use (the milter drops privileges)
 import functools
 import re
 
@@ -73,10 +88,59 @@ def is_within(domain: str, parent: str) -> bool:
 
 
 def _comparable(name: str) -> str:
-    name = name.lower().removesuffix(".")
-    if name.isascii():
-        return name
+    canonical = canonical_domain(name)
+    return canonical if canonical is not None else name.lower().removesuffix(".")  # compared as written
+
+
+_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")
+"""ß, ς, ZWNJ, ZWJ: IDNA2003 maps them away, IDNA2008 keeps them (RFC 5895 section 2, UTS #46 section 4.4)."""
+_ACE_PREFIX = "xn--"
+
+
+@functools.lru_cache(maxsize=4096)
+def canonical_domain(name: str) -> str | None:
+    """``name`` in lower-case A-labels without the root's trailing dot; None when it has none.
+
+    None for: an empty label, a label over 63 octets or a name over 253 once
+    encoded, a label the IDNA codec refuses, an ``xn--`` label that is not the
+    exact encoding of a valid U-label (malformed Punycode, or an ASCII or
+    upper-case disguise), and any deviation character (see the module's notes).
+    """
+    name = name.removesuffix(".")
+    if not name or len(name) > MAX_NAME:  # a U-label is never longer than its A-label
+        return None
+    if name.isascii() and _ACE_PREFIX not in name.lower():
+        name = name.lower()
+        labels = name.split(".")
+        return name if all(0 < len(label) <= MAX_LABEL for label in labels) else None
+    out = []
+    for label in name.split("."):
+        a_label: str | None = label.lower() if label.isascii() else _a_label(label)
+        if a_label is not None and a_label.startswith(_ACE_PREFIX) and label.isascii():
+            a_label = _checked_a_label(a_label)
+        if a_label is None or not 0 < len(a_label) <= MAX_LABEL:
+            return None
+        out.append(a_label)
+    canonical = ".".join(out)
+    return canonical if len(canonical) <= MAX_NAME else None
+
+
+def _a_label(label: str) -> str | None:
+    """The A-label of a U-label, or None (deviation character, or refused by the codec)."""
+    if _DEVIATIONS.intersection(label):
+        return None
     try:
-        return name.encode("idna").decode("ascii").lower()
+        return encodings.idna.ToASCII(label).decode("ascii").lower()
     except UnicodeError:
-        return name  # not IDNA-encodable: compared as written
+        return None
+
+
+def _checked_a_label(label: str) -> str | None:
+    """``label`` when it is exactly what its own U-label encodes to, else None."""
+    try:
+        u_label = label[len(_ACE_PREFIX) :].encode("ascii").decode("punycode")
+    except UnicodeError:
+        return None
+    if u_label.isascii():  # "xn--abc-" spells plain "abc": a disguise, not an A-label
+        return None
+    return label if _a_label(u_label) == label else None
