@@ -159,7 +159,7 @@ def test_silent_server_times_out_within_the_budget(mode: str) -> None:
         assert silent.recv(4096)  # the query did arrive
     assert answer.status is TxtStatus.TIMEOUT
     assert f"127.0.0.1@{port}" in answer.detail
-    assert 0.45 <= elapsed < 2.5
+    assert 0.45 <= elapsed < 4.0  # the 0.5 s budget, not dnspython's default 5 s lifetime
 
 
 def test_cache_in_front_of_the_real_resolver_asks_once(knot: KnotServer) -> None:

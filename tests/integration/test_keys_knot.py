@@ -157,7 +157,7 @@ def test_manual_mode_prints_and_waits_until_the_record_appears(setup: KeysSetup)
         operator.join()
     assert status == 0, err
     assert "publish this TXT record" in out and "visible: every authoritative server" in out
-    assert 0.25 < time.monotonic() - started < 5
+    assert 0.25 < time.monotonic() - started < 9.5  # saw the record before --wait 10 ran out
 
 
 def test_manual_wait_times_out_with_exit_75(setup: KeysSetup) -> None:

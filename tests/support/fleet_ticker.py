@@ -105,7 +105,7 @@ class ClaimingStore(PgKeyStore):
     def claim(self) -> None:
         """Take ``sim.leader``: free, ours, or left by a host that died (its backend is gone)."""
         mine = self.backend()
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + 10.0  # generous: a loaded host is slow to reap a backend
         while True:
             row = self.sim.execute("SELECT ticker, backend FROM sim.leader").fetchone()
             if row is None or row[1] is None or row[1] == mine:

@@ -208,7 +208,7 @@ def test_silence_is_a_timeout_within_the_budget(serve: Serve, lookup: Lookup) ->
     elapsed = time.monotonic() - started
     assert answer.status is TxtStatus.TIMEOUT
     assert server.nameserver.replace(":", "@") in answer.detail
-    assert 0.25 <= elapsed < 2.0
+    assert 0.25 <= elapsed < 4.0  # the 0.3 s budget, not dnspython's default 5 s lifetime
     assert len(server.requests) >= 1
 
 
