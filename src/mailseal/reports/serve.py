@@ -365,6 +365,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.rfile = _CappedReader(self.rfile, REQUEST_HEAD_BYTES)  # type: ignore[assignment]
 
     def _answer(self, *, body: bool) -> None:
+        server = self.server
+        if isinstance(server, PageServer) and not server.request_read(self.connection):
+            return  # closed to make room while its head trickled in: nobody to answer
         if isinstance(self.rfile, _CappedReader) and self.rfile.exhausted:
             self.send_error(431, "request head too large")
             self._linger()
@@ -420,6 +423,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 MAX_CONNECTIONS: Final = 32
+EVICT_MIN_IDLE: Final = 1.0
+"""A connection that has not sent its whole request for this long may be closed to admit a new one."""
+EVICT_WAIT: Final = 2.0
+"""Seconds the accepting thread waits for an evicted connection's slot before refusing instead."""
 REQUEST_DEADLINE = 20.0
 """Seconds one connection may live, reading its request and writing the page, in all.
 
@@ -433,8 +440,14 @@ def _cut(request: socket.socket) -> None:
         request.shutdown(socket.SHUT_RDWR)
 
 
-class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    """One thread per connection, at most ``MAX_CONNECTIONS`` at once; more are closed at once."""
+class PageServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """One thread per connection, at most ``MAX_CONNECTIONS`` at once.
+
+    At the cap, the connection that has waited longest without sending a whole
+    request (at least ``EVICT_MIN_IDLE``) is closed to admit the new one: idle or
+    trickling clients -- a browser's spare preconnects, a slowloris -- cannot lock
+    a reader out. When every connection is being answered, the new one is closed.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
@@ -445,16 +458,44 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._lock = threading.Lock()
         self._live: dict[Any, float] = {}
+        self._reading: dict[Any, float] = {}  # connections still reading their request -> since when
         self._closed = threading.Event()
         self._last_error = -10.0
         threading.Thread(target=self._watch, name="reports-deadlines", daemon=True).start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Refuse (close) a connection over the cap instead of starting yet another thread."""
-        if not self._slots.acquire(blocking=False):
+        """Over the cap, make room by closing the stalest idle connection, else refuse (close) this one."""
+        if not self._slots.acquire(blocking=False) and not (
+            self._evict_idle() and self._slots.acquire(timeout=EVICT_WAIT)
+        ):
             self.shutdown_request(request)
             return
+        with self._lock:
+            self._reading[request] = time.monotonic()
         super().process_request(request, client_address)
+
+    def _evict_idle(self) -> bool:
+        """Cut the connection waiting longest (at least EVICT_MIN_IDLE) for its request; False if none."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [(since, id(r), r) for r, since in self._reading.items() if now - since >= EVICT_MIN_IDLE]
+            if not stale:
+                return False
+            _, _, victim = min(stale)
+            del self._reading[victim]
+        _cut(victim)  # its handler reads end of input and frees the slot
+        return True
+
+    def request_read(self, request: Any) -> bool:
+        """The request head is in: the connection is being answered. False if it was evicted meanwhile."""
+        with self._lock:
+            return self._reading.pop(request, None) is not None
+
+    @property
+    def connection_count(self) -> int:
+        """Connections being served (for tests)."""
+        with self._lock:
+            return len(self._live)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Serve one connection under its absolute deadline, then free its slot."""
@@ -465,6 +506,7 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         finally:
             with self._lock:
                 self._live.pop(request, None)
+                self._reading.pop(request, None)
             self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -493,13 +535,11 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
                 _cut(request)
 
 
-def make_server(
-    ctx: PageContext, host: str, port: int, *, extra_hosts: Sequence[str] = ()
-) -> http.server.HTTPServer:
+def make_server(ctx: PageContext, host: str, port: int, *, extra_hosts: Sequence[str] = ()) -> PageServer:
     """A bound server (port 0: any free port); serve with ``serve_forever()``."""
     hosts: set[str] = set()
     handler: type[_Handler] = type("Handler", (_Handler,), {"context": ctx, "hosts": hosts})
-    server = _Server((host, port), handler)
+    server = PageServer((host, port), handler)
     bound = server.server_address[1]
     names = {host, "localhost", "127.0.0.1", "[::1]", *extra_hosts}
     hosts.update({f"{n}:{bound}" for n in names} | set(extra_hosts))  # the handler class holds this same set

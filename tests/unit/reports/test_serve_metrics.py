@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from mailseal.cli.main import main
 from mailseal.reports.metrics import MAX_SERIES, render_metrics
-from mailseal.reports.serve import PageContext, make_server, render
+from mailseal.reports.serve import (
+    EVICT_MIN_IDLE,
+    MAX_CONNECTIONS,
+    PageContext,
+    PageServer,
+    make_server,
+    render,
+)
 from mailseal.reports.sqlite_store import SqliteReportStore
 from mailseal.reports.xmlparse import parse_report_bytes
 from support.clock import FIXED_NOW
@@ -117,21 +126,67 @@ def test_metrics_command_prints_the_text(
     assert "mailseal_dmarc_reports 2" in capsys.readouterr().out
 
 
-def test_connections_over_the_cap_are_closed_not_threaded(store: SqliteReportStore) -> None:
-    import socket
-
-    from mailseal.reports.serve import MAX_CONNECTIONS
-
+def _serving(store: SqliteReportStore) -> tuple[PageServer, int]:
     server = make_server(PageContext(store, None, lambda: FIXED_NOW), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    port = server.server_address[1]
-    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(MAX_CONNECTIONS + 5)]
+    return server, server.server_address[1]
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _closed(sock: socket.socket, timeout: float) -> bool:
+    sock.settimeout(timeout)
     try:
-        extra = idle[-1]
-        extra.settimeout(5)
-        assert extra.recv(1) == b""  # closed by the server without an answer
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_connections_over_the_cap_are_closed_not_threaded(store: SqliteReportStore) -> None:
+    """All slots held by connections just opened (none idle long enough to evict): a new one is closed."""
+    server, port = _serving(store)
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(MAX_CONNECTIONS)]
+    try:
+        assert _wait_until(lambda: server.connection_count == MAX_CONNECTIONS)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=30)
+        idle.append(extra)
+        # Closed without an answer, or (on a host so slow that EVICT_MIN_IDLE passed) let in
+        # in place of the stalest: either way no thread beyond the cap.
+        assert _closed(extra, 30) or _closed(idle[0], 1)
+        assert server.connection_count <= MAX_CONNECTIONS
         assert threading.active_count() < MAX_CONNECTIONS + 10
+    finally:
+        for sock in idle:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_idle_connections_at_the_cap_cannot_lock_a_reader_out(store: SqliteReportStore) -> None:
+    """32 connections that never send a request (a browser's spare preconnects, a slowloris) held
+    every slot until the 20 s request deadline; the stalest now makes room for a new reader."""
+    server, port = _serving(store)
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(MAX_CONNECTIONS)]
+    try:
+        assert _wait_until(lambda: server.connection_count == MAX_CONNECTIONS)
+        time.sleep(EVICT_MIN_IDLE + 0.2)
+        reader = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        reader.request("GET", "/style.css", headers={"Host": f"127.0.0.1:{port}"})
+        assert reader.getresponse().status == 200
+        reader.close()
+        assert _closed(idle[0], 30)  # the stalest made room
+        assert not any(_closed(sock, 0.05) for sock in idle[1:])  # and only it
+        assert server.connection_count <= MAX_CONNECTIONS
     finally:
         for sock in idle:
             sock.close()
