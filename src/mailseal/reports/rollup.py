@@ -44,7 +44,7 @@ class Rollup:
     def add(self, record: Record) -> None:
         """Count one record."""
         sums = self.sums
-        forwarded = any(o.type in FORWARDING_OVERRIDES for o in record.overrides)
+        forwarded = bool(record.overrides) and any(o.type in FORWARDING_OVERRIDES for o in record.overrides)
         if not record.dkim:
             cell = sums.setdefault((record.header_from or self.report.policy.domain, None), [0, 0, 0, 0, 0])
             cell[0] += record.count

@@ -71,7 +71,7 @@ _LEAF: Final = re.compile(f"<({_NAME})>([^<]*)</")
 _REASON: Final = re.compile(r"<reason>(.*?)</reason>", re.S)
 _AUTH: Final = re.compile(r"<(dkim|spf)>(.*?)</\1>", re.S)
 
-_RECORD: Final = re.compile(rb"[ \t\r\n]*<record>(.*?)</record>", re.S)
+_RECORD_START: Final = re.compile(rb"[ \t\r\n]*<record>")
 _END: Final = re.compile(rb"[ \t\r\n]*</feedback>[ \t\r\n]*\Z")
 _PROLOG: Final = re.compile(
     rb"(?:\xef\xbb\xbf)?[ \t\r\n]*"
@@ -196,7 +196,7 @@ class _Templates:
         cells = _ROW_START.match(body)
         if cells is None or len(body) > self.KEY_BYTES:
             return _record(body)
-        key = body[: cells.start(1)] + body[cells.end(1) : cells.start(2)] + body[cells.end(2) :]
+        key = body[cells.end(2) :]  # before it: white space, the fixed tags and the two cells
         known = self.known.get(key)
         if known is None:
             known = _record(body)
@@ -320,11 +320,17 @@ class PlainStream:
         """Every record in document order; the document must end with ``</feedback>``."""
         record = self._templates.record
         while True:
-            found = _RECORD.match(self._buffer, self._position)
-            if found is not None:
-                self._position = found.end()
-                yield record(found[1])
+            buffer, position = self._buffer, self._position
+            end = buffer.find(b"</record>", position)
+            opened = _RECORD_START.match(buffer, position, end) if end >= 0 else None
+            if opened is not None:
+                if end - opened.end() > MAX_RECORD:
+                    raise NotPlain
+                self._position = end + 9
+                yield record(buffer[opened.end() : end])
                 continue
+            if end >= 0 and _END.match(buffer, position) is None:
+                raise NotPlain  # something other than a record: the lxml reader sorts it out
             if self._ended:
                 if _END.match(self._buffer, self._position) is None:
                     raise NotPlain
