@@ -349,7 +349,7 @@ class SqliteReportStore:
             return
         encoded = self._encoded
         rows = []
-        signatures = []
+        signatures: list[tuple[int, str, str]] = []
         number = base
         for record in batch:
             number += 1
