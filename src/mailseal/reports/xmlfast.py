@@ -55,9 +55,9 @@ _counter = iter(range(1 << 30))
 
 
 def _leaves() -> str:
-    """Any number of ``<name>text</name>`` (same name both ends), white space between."""
+    """Any number of ``<name>text</name>`` (same name both ends) or ``<name/>``, white space between."""
     group = f"l{next(_counter)}"
-    return f"(?:{_WS}<(?P<{group}>{_NAME})>{_TEXT}</(?P={group})>)*{_WS}"
+    return f"(?:{_WS}(?:<(?P<{group}>{_NAME})>{_TEXT}</(?P={group})>|<{_NAME}/>))*{_WS}"
 
 
 _RECORD_BODY: Final = re.compile(
@@ -67,22 +67,25 @@ _RECORD_BODY: Final = re.compile(
     f"(?:<auth_results>(?P<auth>{_WS}(?:(?:<dkim>{_leaves()}</dkim>|<spf>{_leaves()}</spf>){_WS})*)"
     f"</auth_results>{_WS})?"
 )
-_LEAF: Final = re.compile(f"<({_NAME})>([^<]*)</")
+_LEAF: Final = re.compile(f"<({_NAME})(?:/>|>([^<]*)</)")  # (name, text); text '' for <name/>
 _REASON: Final = re.compile(r"<reason>(.*?)</reason>", re.S)
 _AUTH: Final = re.compile(r"<(dkim|spf)>(.*?)</\1>", re.S)
 
 _RECORD_START: Final = re.compile(rb"[ \t\r\n]*<record>")
 _END: Final = re.compile(rb"[ \t\r\n]*</feedback>[ \t\r\n]*\Z")
 _PROLOG: Final = re.compile(
-    rb"(?:\xef\xbb\xbf)?[ \t\r\n]*"
-    rb"(?:<\?xml(?P<declaration>[ \t\r\n][^<>?]*)\?>)?[ \t\r\n]*"
+    rb"(?:\xef\xbb\xbf)?"  # the declaration, if any, comes first (after a byte-order mark)
+    rb"(?:<\?xml(?P<declaration>[ \t\r\n]+version[ \t\r\n]*=[ \t\r\n]*(?:\"1\.0\"|'1\.0')"
+    rb"(?:[ \t\r\n]+encoding[ \t\r\n]*=[ \t\r\n]*(?:\"[A-Za-z][\w.-]*\"|'[A-Za-z][\w.-]*'))?"
+    rb"(?:[ \t\r\n]+standalone[ \t\r\n]*=[ \t\r\n]*(?:\"(?:yes|no)\"|'(?:yes|no)'))?)[ \t\r\n]*\?>)?"
+    rb"[ \t\r\n]*"
     rb"<feedback(?P<attributes>(?:[ \t\r\n]+[A-Za-z_][\w.:-]*[ \t\r\n]*=[ \t\r\n]*"
     rb"(?:\"[^\"<&]*\"|'[^'<&]*'))*)[ \t\r\n]*>"
 )
 _ENCODING: Final = re.compile(rb"""encoding[ \t\r\n]*=[ \t\r\n]*["']([A-Za-z0-9._-]+)["']""")
 _ATTRIBUTE: Final = re.compile(rb"""([A-Za-z_][\w.:-]*)[ \t\r\n]*=[ \t\r\n]*(?:"([^"]*)"|'([^']*)')""")
 # The children of <feedback> before the first record: plain elements with plain content.
-_TOP: Final = re.compile(rb"[ \t\r\n]*<([a-z_]+)>((?:[^<&\]]|<[a-z_]+>|</[a-z_]+>|\](?!\]>))*?)</\1>")
+_TOP: Final = re.compile(rb"[ \t\r\n]*<([a-z_]+)>((?:[^<&\]]|<[a-z_]+/?>|</[a-z_]+>|\](?!\]>))*?)</\1>")
 # A record's first two cells: the parts that differ between records of one report (see _Templates).
 _ROW_START: Final = re.compile(
     rb"[ \t\r\n]*<row>[ \t\r\n]*<source_ip>([ \t\n!-%'-;=-~]*)</source_ip>[ \t\r\n]*<count>([ \t\n0-9]*)</count>"
