@@ -44,7 +44,7 @@ def pieces(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def _vectors() -> list[tuple[str, bytes]]:
-    found = []
+    found: list[tuple[str, bytes]] = []
     for path in sorted(VECTORS.rglob("*")):
         if path.is_file() and path.suffix not in {".md", ".parsedmarc"}:
             try:
