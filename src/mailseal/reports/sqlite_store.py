@@ -283,18 +283,42 @@ class SqliteReportStore:
                 return Added.DUPLICATE
             report_key = cursor.lastrowid
             # Explicit, consecutive record ids let both tables be filled by executemany.
-            (base,) = db.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()
-            count = messages = 0
-            batch: list[Record] = []
+            (number,) = db.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()
+            first = number
+            messages = 0
+            rows: list[tuple[object, ...]] = []
+            signatures: list[tuple[int, str, str]] = []
+            count_in = counter.add
+            encoded = self._encoded
             for record in report.records if records is None else records:
-                counter.add(record)
-                count += 1
+                count_in(record)
+                number += 1
                 messages += record.count
-                batch.append(record)
-                if len(batch) == _BATCH:
-                    self._insert_records(db, report_key, base + count - len(batch), batch)
-                    batch = []
-            self._insert_records(db, report_key, base + count - len(batch), batch)
+                overrides, dkim, spf = record.overrides, record.dkim, record.spf
+                rows.append(
+                    (
+                        number,
+                        report_key,
+                        record.source_ip,
+                        record.count,
+                        record.disposition,
+                        record.dkim_aligned,
+                        record.spf_aligned,
+                        record.header_from,
+                        record.envelope_from,
+                        record.envelope_to,
+                        encoded(overrides, _overrides_json) if overrides else "[]",
+                        encoded(dkim, _dkim_json) if dkim else "[]",
+                        encoded(spf, _spf_json) if spf else "[]",
+                    )
+                )
+                if dkim:
+                    signatures.extend((number, d.domain, d.selector or _NO_SELECTOR) for d in dkim)
+                if len(rows) == _BATCH:
+                    self._insert_records(db, rows, signatures)
+                    rows, signatures = [], []
+            self._insert_records(db, rows, signatures)
+            count = number - first
             db.execute(
                 "UPDATE reports SET records = ?, messages = ?, repaired = ? WHERE id = ?",
                 (count, messages, int(report.repaired or (repaired is not None and repaired())), report_key),
@@ -341,46 +365,22 @@ class SqliteReportStore:
         self._json[id(values)] = (values, text)
         return text
 
+    @staticmethod
     def _insert_records(
-        self, db: sqlite3.Connection, report_key: int | None, base: int, batch: Sequence[Record]
+        db: sqlite3.Connection, rows: list[tuple[object, ...]], signatures: list[tuple[int, str, str]]
     ) -> None:
-        """Rows ``base + 1 ...`` of records and their signatures."""
-        if not batch:
-            return
-        encoded = self._encoded
-        rows = []
-        signatures: list[tuple[int, str, str]] = []
-        number = base
-        for record in batch:
-            number += 1
-            overrides, dkim, spf = record.overrides, record.dkim, record.spf
-            rows.append(
-                (
-                    number,
-                    report_key,
-                    record.source_ip,
-                    record.count,
-                    record.disposition,
-                    record.dkim_aligned,
-                    record.spf_aligned,
-                    record.header_from,
-                    record.envelope_from,
-                    record.envelope_to,
-                    encoded(overrides, _overrides_json) if overrides else "[]",
-                    encoded(dkim, _dkim_json) if dkim else "[]",
-                    encoded(spf, _spf_json) if spf else "[]",
-                )
+        """Record rows (built by :meth:`add`) and their signatures."""
+        if rows:
+            db.executemany(
+                "INSERT INTO records (id, report, source_ip, count, disposition, dkim_aligned, spf_aligned,"
+                " header_from, envelope_from, envelope_to, overrides, dkim, spf)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
-            signatures.extend((number, d.domain, d.selector or _NO_SELECTOR) for d in dkim)
-        db.executemany(
-            "INSERT INTO records (id, report, source_ip, count, disposition, dkim_aligned, spf_aligned,"
-            " header_from, envelope_from, envelope_to, overrides, dkim, spf)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        db.executemany(
-            "INSERT INTO record_signatures (record, domain, selector) VALUES (?, ?, ?)", signatures
-        )
+        if signatures:
+            db.executemany(
+                "INSERT INTO record_signatures (record, domain, selector) VALUES (?, ?, ?)", signatures
+            )
 
     def note_quarantined(self, entry: Quarantined) -> None:
         """Remember a quarantined input."""
