@@ -312,7 +312,9 @@ class SqliteReportStore:
                         encoded(spf, _spf_json) if spf else "[]",
                     )
                 )
-                if dkim:
+                if len(dkim) == 1:  # the usual case, without a generator
+                    signatures.append((number, dkim[0].domain, dkim[0].selector or _NO_SELECTOR))
+                elif dkim:
                     signatures.extend((number, d.domain, d.selector or _NO_SELECTOR) for d in dkim)
                 if len(rows) == _BATCH:
                     self._insert_records(db, rows, signatures)
