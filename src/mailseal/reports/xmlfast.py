@@ -88,7 +88,8 @@ _ATTRIBUTE: Final = re.compile(rb"""([A-Za-z_][\w.:-]*)[ \t\r\n]*=[ \t\r\n]*(?:"
 _TOP: Final = re.compile(rb"[ \t\r\n]*<([a-z_]+)>((?:[^<&\]]|<[a-z_]+/?>|</[a-z_]+>|\](?!\]>))*?)</\1>")
 # A record's first two cells: the parts that differ between records of one report (see _Templates).
 _ROW_START: Final = re.compile(
-    rb"[ \t\r\n]*<row>[ \t\r\n]*<source_ip>([ \t\n!-%'-;=-~]*)</source_ip>[ \t\r\n]*<count>([ \t\n0-9]*)</count>"
+    rb"[ \t\r\n]*<row>[ \t\r\n]*<source_ip>([ \t\n!-%'-;=-\\^-~]*)</source_ip>"  # printable ASCII but < & ]
+    rb"[ \t\r\n]*<count>([ \t\n0-9]*)</count>"
 )
 _UTF8_NAMES: Final = frozenset({b"utf-8", b"utf8", b"us-ascii", b"ascii"})
 

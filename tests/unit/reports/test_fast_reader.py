@@ -138,7 +138,9 @@ _BASE = report_xml(
         rows=[
             Row(source_ip="192.0.2.1", sigs=[Sig("example.com", "s1"), Sig("esp.example", None, "fail")]),
             Row(source_ip="192.0.2.2", count=3, overrides=("forwarded",)),
-        ]
+            Row(source_ip="192.0.2.3", sigs=[Sig("example.com", "s1"), Sig("esp.example", None, "fail")]),
+            Row(source_ip="192.0.2.4", count=3, overrides=("forwarded",)),
+        ]  # the last two repeat the first two's shape: the memo's path
     )
 )
 _HOSTILE = [
@@ -183,6 +185,7 @@ _HOSTILE = [
 )
 @example(edits=[(_BASE.index(b"<source_ip>") + 11, b"&amp;", 0)], cuts=[])
 @example(edits=[(_BASE.index(b"</feedback>") + 11, b"<feedback/>", 0)], cuts=[])
+@example(edits=[(_BASE.index(b"192.0.2.3") + 3, b"]]>", 0)], cuts=[])  # in a repeated record's IP
 def test_whatever_the_fast_reader_accepts_lxml_reads_the_same(
     edits: list[tuple[int, bytes, int]], cuts: list[int]
 ) -> None:
