@@ -80,7 +80,7 @@ _PROLOG: Final = re.compile(
     rb"(?:[ \t\r\n]+standalone[ \t\r\n]*=[ \t\r\n]*(?:\"(?:yes|no)\"|'(?:yes|no)'))?)[ \t\r\n]*\?>)?"
     rb"[ \t\r\n]*"
     rb"<feedback(?P<attributes>(?:[ \t\r\n]+[A-Za-z_][\w.:-]*[ \t\r\n]*=[ \t\r\n]*"
-    rb"(?:\"[^\"<&]*\"|'[^'<&]*'))*)[ \t\r\n]*>"
+    rb"(?:\"[ !#-%'-;=-~]*\"|'[ -%(-;=-~]*'))*)[ \t\r\n]*>"  # values: printable ASCII, no < &
 )
 _ENCODING: Final = re.compile(rb"""encoding[ \t\r\n]*=[ \t\r\n]*["']([A-Za-z0-9._-]+)["']""")
 _ATTRIBUTE: Final = re.compile(rb"""([A-Za-z_][\w.:-]*)[ \t\r\n]*=[ \t\r\n]*(?:"([^"]*)"|'([^']*)')""")
@@ -91,7 +91,9 @@ _ROW_START: Final = re.compile(
     rb"[ \t\r\n]*<row>[ \t\r\n]*<source_ip>([ \t\n!-%'-;=-\\^-~]*)</source_ip>"  # printable ASCII but < & ]
     rb"[ \t\r\n]*<count>([ \t\n0-9]*)</count>"
 )
-_UTF8_NAMES: Final = frozenset({b"utf-8", b"utf8", b"us-ascii", b"ascii"})
+_UTF8_NAMES: Final = frozenset({b"utf-8", b"utf8"})  # (the header fragments are read as UTF-8)
+# A namespace name libxml2 takes without a word: an absolute URI of plain characters.
+_NAMESPACE: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9._~:/?#@!$()*+,;=-]*")
 
 
 def _first(pairs: list[tuple[str, str]]) -> dict[str, str]:
@@ -244,13 +246,16 @@ def _namespace(prolog: re.Match[bytes]) -> str:
             raise NotPlain  # a repeated attribute is not well-formed
         names.add(name)
         value = double or single
-        if name == b"xmlns":
-            namespace = value
-        elif name.startswith(b"xmlns:"):
-            prefixes.add(name[6:])
+        if name == b"xmlns" or name.startswith(b"xmlns:"):
+            if _NAMESPACE.fullmatch(value) is None:
+                raise NotPlain  # empty, relative or oddly spelled: lxml says what it makes of it
+            if name == b"xmlns":
+                namespace = value
+            else:
+                prefixes.add(name[6:])
         elif b":" in name:
             used.add(name.partition(b":")[0])
-    if not used <= prefixes or b"xml" in prefixes:
+    if not used <= prefixes or b"xml" in prefixes or b"xmlns" in prefixes:
         raise NotPlain
     try:
         return namespace.decode("ascii")

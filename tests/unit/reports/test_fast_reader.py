@@ -223,12 +223,27 @@ def test_a_header_over_the_cap_is_declined() -> None:
         b'<?xml version="1.0"?>\n<feedback a="1" a="2">',
         b'<?xml version="1.0"?>\n<!DOCTYPE feedback>\n<feedback>',
         b'<?xml version="1.0" encoding="UTF-16"?>\n<feedback>',
+        b'<?xml version="1.0" encoding="us-ascii"?>\n<feedback>',  # the fragments are read as UTF-8
+        # namespace values libxml2 refuses in strict mode (and repairs in tolerant mode)
+        b'<?xml version="1.0"?>\n<feedback xmlns="rel/ns">',
+        b'<?xml version="1.0"?>\n<feedback xmlns:p="">',
+        b'<?xml version="1.0"?>\n<feedback xmlns=" urn:x">',
+        b'<?xml version="1.0"?>\n<feedback xmlns="urn:x y">',
+        b'<?xml version="1.0"?>\n<feedback xmlns:xmlns="urn:x">',
+        # attribute values that are not XML text
+        b'<?xml version="1.0"?>\n<feedback xmlns:xsi="urn:x" xsi:a="\xff">',
+        b'<?xml version="1.0"?>\n<feedback a="\x01">',
     ],
 )
 def test_prologs_outside_the_plain_shape_are_declined(prolog: bytes) -> None:
     xml = report_xml(Spec()).replace(b'<?xml version="1.0" encoding="UTF-8"?>\n<feedback>', prolog, 1)
     with pytest.raises(NotPlain):
         fast([xml])
+    if b"ISO" in prolog or b"ascii" in prolog:
+        assert not parse_report([xml], strict=True).repaired  # lxml reads these well
+    elif b"DOCTYPE" not in prolog and b"UTF-16" not in prolog:
+        with pytest.raises(Unreadable, match="not well-formed"):  # lxml's strict mode refuses the rest
+            parse_report([xml], strict=True)
 
 
 def test_declared_namespaces_and_a_bom_are_read() -> None:
