@@ -290,11 +290,17 @@ class SqliteReportStore:
             signatures: list[tuple[int, str, str]] = []
             count_in = counter.add
             encoded = self._encoded
+            known = self._json.get
             for record in report.records if records is None else records:
                 count_in(record)
                 number += 1
                 messages += record.count
                 overrides, dkim, spf = record.overrides, record.dkim, record.spf
+                # The memo's lookup inline (see _encoded): most records repeat their shape's tuples.
+                hit = known(id(dkim))
+                dkim_json = hit[1] if hit is not None and hit[0] is dkim else encoded(dkim, _dkim_json)
+                hit = known(id(spf))
+                spf_json = hit[1] if hit is not None and hit[0] is spf else encoded(spf, _spf_json)
                 rows.append(
                     (
                         number,
@@ -308,8 +314,8 @@ class SqliteReportStore:
                         record.envelope_from,
                         record.envelope_to,
                         encoded(overrides, _overrides_json) if overrides else "[]",
-                        encoded(dkim, _dkim_json) if dkim else "[]",
-                        encoded(spf, _spf_json) if spf else "[]",
+                        dkim_json,
+                        spf_json,
                     )
                 )
                 if len(dkim) == 1:  # the usual case, without a generator

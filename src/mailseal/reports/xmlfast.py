@@ -328,22 +328,21 @@ class PlainStream:
     def records(self) -> Iterator[Record]:
         """Every record in document order; the document must end with ``</feedback>``."""
         record = self._templates.record
+        opening = _RECORD_START.match
         while True:
             buffer, position = self._buffer, self._position
             end = buffer.find(b"</record>", position)
-            opened = _RECORD_START.match(buffer, position, end) if end >= 0 else None
-            if opened is not None:
-                if end - opened.end() > MAX_RECORD:
-                    raise NotPlain
-                self._position = end + 9
+            while end >= 0:  # every complete record already in the buffer
+                opened = opening(buffer, position, end)
+                if opened is None or end - opened.end() > MAX_RECORD:
+                    raise NotPlain  # something other than a plain record: the lxml reader sorts it out
+                self._position = position = end + 9
                 yield record(buffer[opened.end() : end])
-                continue
-            if end >= 0 and _END.match(buffer, position) is None:
-                raise NotPlain  # something other than a record: the lxml reader sorts it out
+                end = buffer.find(b"</record>", position)
             if self._ended:
-                if _END.match(self._buffer, self._position) is None:
+                if _END.match(buffer, position) is None:
                     raise NotPlain
                 return
-            if len(self._buffer) - self._position > MAX_RECORD:
+            if len(buffer) - position > MAX_RECORD:
                 raise NotPlain
             self._more()
