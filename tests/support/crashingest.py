@@ -4,7 +4,7 @@ Usage: ``python -m support.crashingest STORE KILL_AT WHEN FILE|DIR ...`` where
 WHEN is ``release`` (die right before the KILL_AT-th report's savepoint is
 released: mid-batch, earlier reports of the batch already written) or
 ``commit`` (die right before the KILL_AT-th batch COMMIT). Batches are made
-small (``BATCH_REPORTS = 3``) so a run has several. The page cache is one page,
+small (``BATCH_REPORTS = 3``, no time bound) so a run has several, of 3 reports each. The page cache is one page,
 so the batch's changes have reached the WAL file when the process dies.
 """
 
@@ -47,6 +47,7 @@ def main(argv: list[str]) -> int:
     store_path, kill_at, when, *inputs = argv
     statement = {"release": "RELEASE report", "commit": "COMMIT"}[when]
     setattr(mailseal.reports.ingest, "BATCH_REPORTS", BATCH)  # noqa: B010 - a Final, small for this run
+    setattr(mailseal.reports.ingest, "BATCH_SECONDS", 3600.0)  # noqa: B010 - batches of exactly BATCH, however slow the machine
     opened = SqliteReportStore.__init__
 
     def init(self: SqliteReportStore, *args: Any, **kwargs: Any) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import mailseal
+import mailseal.reports.ingest
 from mailseal.cli.main import main
 from mailseal.reports.ingest import Ingestor, Outcome, Status
 from mailseal.reports.model import TemporaryFailure
@@ -67,7 +68,12 @@ def test_a_quarantined_report_in_a_batch_does_not_undo_the_others(tmp_path: Path
     assert len(list((tmp_path / "q").glob("*.bin"))) == 1
 
 
-def test_a_temporary_failure_undoes_the_batch_and_gives_out_none_of_its_lines(tmp_path: Path) -> None:
+def test_a_temporary_failure_undoes_the_batch_and_gives_out_none_of_its_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        mailseal.reports.ingest, "BATCH_SECONDS", 3600.0
+    )  # one batch, however slow the machine
     store = SqliteReportStore(tmp_path / "r.db")
     ingestor = Ingestor(store, tmp_path / "q", clock=lambda: FIXED_NOW)
 
