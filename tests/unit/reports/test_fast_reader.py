@@ -143,6 +143,20 @@ _BASE = report_xml(
         ]  # the last two repeat the first two's shape: the memo's path
     )
 )
+# The same report indented, namespaced (DMARCbis) and with the attributes Microsoft sends.
+_BASE_INDENTED = (
+    report_xml(
+        Spec(
+            bis=True, rows=[Row(source_ip=f"192.0.2.{i}", sigs=[Sig("example.com", "s1")]) for i in range(3)]
+        )
+    )
+    .replace(b"><", b">\n  <")
+    .replace(
+        b"<feedback ",
+        b'<feedback xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="a b" ',
+        1,
+    )
+)
 _HOSTILE = [
     b"&amp;",
     b"&lol;",
@@ -178,19 +192,21 @@ _HOSTILE = [
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
+    base=st.sampled_from([_BASE, _BASE_INDENTED]),
     edits=st.lists(
-        st.tuples(st.integers(0, len(_BASE)), st.sampled_from(_HOSTILE), st.integers(0, 3)), max_size=3
+        st.tuples(st.integers(0, len(_BASE_INDENTED)), st.sampled_from(_HOSTILE), st.integers(0, 3)),
+        max_size=3,
     ),
-    cuts=st.lists(st.integers(0, len(_BASE) + 64), max_size=4),
+    cuts=st.lists(st.integers(0, len(_BASE_INDENTED) + 64), max_size=4),
 )
-@example(edits=[(_BASE.index(b"<source_ip>") + 11, b"&amp;", 0)], cuts=[])
-@example(edits=[(_BASE.index(b"</feedback>") + 11, b"<feedback/>", 0)], cuts=[])
-@example(edits=[(_BASE.index(b"192.0.2.3") + 3, b"]]>", 0)], cuts=[])  # in a repeated record's IP
+@example(base=_BASE, edits=[(_BASE.index(b"<source_ip>") + 11, b"&amp;", 0)], cuts=[])
+@example(base=_BASE, edits=[(_BASE.index(b"</feedback>") + 11, b"<feedback/>", 0)], cuts=[])
+@example(base=_BASE, edits=[(_BASE.index(b"192.0.2.3") + 3, b"]]>", 0)], cuts=[])  # in a repeated record's IP
 def test_whatever_the_fast_reader_accepts_lxml_reads_the_same(
-    edits: list[tuple[int, bytes, int]], cuts: list[int]
+    base: bytes, edits: list[tuple[int, bytes, int]], cuts: list[int]
 ) -> None:
     """Hostile bytes anywhere: the fast reader declines, or agrees with lxml's strict reading."""
-    xml = _BASE
+    xml = base
     for position, token, removed in edits:
         xml = xml[:position] + token + xml[position + removed :]
     try:
@@ -260,3 +276,9 @@ def test_a_document_that_does_not_end_plainly_is_declined(tail: bytes) -> None:
     xml = report_xml(Spec()).replace(b"</feedback>\n", tail)
     with pytest.raises(NotPlain):
         fast([xml])
+
+
+@pytest.mark.parametrize("base", [_BASE, _BASE_INDENTED], ids=["compact", "indented-namespaced"])
+def test_the_hostile_edit_bases_are_read_fast(base: bytes) -> None:
+    """Otherwise the property above would only ever see the fast reader decline."""
+    assert fast([base]) == parse_report([base], strict=True)
