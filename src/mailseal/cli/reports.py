@@ -178,10 +178,9 @@ def _ingest(args: argparse.Namespace) -> int:
     ingestor = Ingestor(store, quarantine, limits=limits, strict=args.strict, clock=lambda: now)
     quarantined = 0
     try:
-        for item in _items(args, limits):
-            for outcome in ingestor.ingest(item):
-                print(outcome.line(), flush=True)
-                quarantined += outcome.status is Status.QUARANTINED
+        for outcome in ingestor.ingest_all(_items(args, limits)):
+            print(outcome.line(), flush=True)
+            quarantined += outcome.status is Status.QUARANTINED
         if args.retention is not None:
             gone = store.prune(day_of(now - args.retention * DAY))
             if gone:

@@ -1,5 +1,11 @@
 """Inputs -> stored, duplicate or quarantined: one outcome line per report, never a lost report.
 
+Each document is read by the fast reader for the plain shape (``xmlfast``) and,
+when it is not plain, again by the hardened lxml reader (``xmlparse``), which
+words every reason. :meth:`Ingestor.ingest_all` stores many reports per
+transaction (one savepoint each) and gives out their lines only once the
+transaction is committed, so a line never claims a report a crash then lost.
+
 A document that cannot be read is kept, as the whole input it came in (the
 e-mail, the file), in the quarantine folder under its SHA-256 with the reason
 beside it; the same input quarantined twice is kept once. When neither the
@@ -14,6 +20,7 @@ import dataclasses
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,11 +32,17 @@ from mailseal.core.visible import visible
 from mailseal.reports.model import Record, Report, TemporaryFailure, Unreadable
 from mailseal.reports.store import Added, Quarantined, ReportStore
 from mailseal.reports.unpack import Document, Item, Limits, item_documents
+from mailseal.reports.xmlfast import NotPlain, PlainStream
 from mailseal.reports.xmlparse import ReportStream, parse_report_bytes
 
 __all__ = ["Ingestor", "Outcome", "Status", "printable"]
 
 _RETRY_WHOLE: Final = 8 * 1024 * 1024  # broken documents up to this size get a whole-document repair attempt
+# One batch (transaction) of ingest_all ends after whichever comes first; the time bound keeps the
+# store's write lock short for a concurrent ingest (an alias pipe waits for it, then exits 75).
+BATCH_REPORTS: Final = 500
+BATCH_RECORDS: Final = 100_000
+BATCH_SECONDS: Final = 0.5
 
 
 class Status(StrEnum):
@@ -124,16 +137,47 @@ class Ingestor:
             except Unreadable as exc:
                 yield self._quarantine(item, exc.reason, label=document.label)
 
+    def ingest_all(self, items: Iterable[Item]) -> Iterator[Outcome]:
+        """Outcomes for every item, stored in batches; each batch's lines come once it is committed.
+
+        A report that cannot be read is quarantined and undone alone (its
+        savepoint); the others of its batch stay. Any exception (TemporaryFailure,
+        a crash) before a batch's commit leaves none of that batch stored and
+        none of its lines given out, so a rerun stores each report exactly once.
+        """
+        pending = iter(items)
+        finished = False
+        while not finished:
+            outcomes: list[Outcome] = []
+            records = 0
+            started = time.monotonic()
+            finished = True
+            with self.store.batch():
+                for item in pending:
+                    for outcome in self.ingest(item):
+                        outcomes.append(outcome)
+                        records += outcome.records
+                    if (
+                        len(outcomes) >= BATCH_REPORTS
+                        or records >= BATCH_RECORDS
+                        or time.monotonic() - started >= BATCH_SECONDS
+                    ):
+                        finished = False
+                        break
+            yield from outcomes
+
     def _store(self, item: Item, document: Document) -> Outcome:
-        """Stream the document into the store; tolerant mode retries a small broken one as a whole."""
+        """Stream the document into the store: the fast reader first, then lxml (which may repair it)."""
+        try:
+            plain = PlainStream(document.open())
+            return self._stored(item, document, plain.header(), plain.records(), repaired=lambda: False)
+        except (NotPlain, Unreadable):
+            pass  # undone by the store; the lxml reader reads it again and says why if it cannot
         stream = ReportStream(document.open(), strict=self.strict)
         try:
-            header = stream.header()
-            counted = _Counted(stream.records())
-            added = self.store.add(
-                header, source=item.label, now=self.clock(), records=counted, repaired=lambda: stream.repaired
+            return self._stored(
+                item, document, stream.header(), stream.records(), repaired=lambda: stream.repaired
             )
-            repaired = stream.repaired
         except Unreadable:
             if self.strict:
                 raise
@@ -143,15 +187,33 @@ class Ingestor:
                 if len(data) > _RETRY_WHOLE:
                     raise
             report = parse_report_bytes(bytes(data), strict=False)
-            counted = _Counted(report.records)
-            header = dataclasses.replace(report, records=())
-            added = self.store.add(header, source=item.label, now=self.clock(), records=counted)
-            repaired = report.repaired
+            return self._stored(
+                item,
+                document,
+                dataclasses.replace(report, records=()),
+                report.records,
+                repaired=lambda: report.repaired,
+            )
+
+    def _stored(
+        self,
+        item: Item,
+        document: Document,
+        header: Report,
+        records: Iterable[Record],
+        *,
+        repaired: Callable[[], bool],
+    ) -> Outcome:
+        """Add one report to the store and say what happened."""
+        counted = _Counted(records)
+        added = self.store.add(
+            header, source=item.label, now=self.clock(), records=counted, repaired=repaired
+        )
         if added is Added.INGESTED:
             return Outcome(
                 Status.INGESTED,
                 document.label,
-                _describe(header, counted.count, counted.messages, repaired=repaired),
+                _describe(header, counted.count, counted.messages, repaired=repaired()),
                 header,
                 counted.count,
                 counted.messages,

@@ -44,29 +44,30 @@ class Rollup:
     def add(self, record: Record) -> None:
         """Count one record."""
         sums = self.sums
-        forwarded = any(o.type in FORWARDING_OVERRIDES for o in record.overrides)
+        messages = record.count
+        forwarded = bool(record.overrides) and any(o.type in FORWARDING_OVERRIDES for o in record.overrides)
         if not record.dkim:
             cell = sums.setdefault((record.header_from or self.report.policy.domain, None), [0, 0, 0, 0, 0])
-            cell[0] += record.count
-            cell[2] += record.count
+            cell[0] += messages
+            cell[2] += messages
             if forwarded:
-                cell[4] += record.count
+                cell[4] += messages
             return
+        author = record.header_from
         for signature in record.dkim:
             cell = sums.setdefault((signature.domain, signature.selector), [0, 0, 0, 0, 0])
-            cell[0] += record.count
+            cell[0] += messages
             if signature.result == "pass":
-                cell[1] += record.count
-                author = record.header_from
+                cell[1] += messages
                 if author and (
                     signature.domain == author
                     or (not self.strict and self._org_of(signature.domain) == self._org_of(author))
                 ):
-                    cell[3] += record.count
+                    cell[3] += messages
             else:
-                cell[2] += record.count
+                cell[2] += messages
                 if forwarded:
-                    cell[4] += record.count
+                    cell[4] += messages
 
     def rows(self) -> list[DailyRow]:
         """The rollup rows counted so far."""

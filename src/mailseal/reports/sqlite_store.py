@@ -17,10 +17,10 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from mailseal.errors import MailsealError
-from mailseal.reports.model import Record, Report, TemporaryFailure
+from mailseal.reports.model import DkimAuth, Override, Record, Report, SpfAuth, TemporaryFailure
 from mailseal.reports.rollup import Rollup
 from mailseal.reports.store import Added, DailyRow, Quarantined, StoredRecord, Totals
 
@@ -72,6 +72,21 @@ _NO_SELECTOR: Final = ""
 _BATCH: Final = 1000  # records per executemany while a report streams in  # the rollup key for "no DKIM signature" (SQL keys cannot be NULL)
 
 
+_T = TypeVar("_T", bound=tuple[object, ...])
+
+
+def _overrides_json(values: tuple[Override, ...]) -> str:
+    return json.dumps([(o.type, o.comment) for o in values])
+
+
+def _dkim_json(values: tuple[DkimAuth, ...]) -> str:
+    return json.dumps([(d.domain, d.selector, d.result) for d in values])
+
+
+def _spf_json(values: tuple[SpfAuth, ...]) -> str:
+    return json.dumps([(f.domain, f.result) for f in values])
+
+
 class SqliteReportStore:
     """Reports in one SQLite file (created 0600 with its folder 0750 when missing)."""
 
@@ -99,6 +114,8 @@ class SqliteReportStore:
         except sqlite3.Error as exc:
             raise ReportStoreError(f"cannot open report store {self.path}: {exc}") from None
         self._lock = threading.RLock()
+        self._batched = False
+        self._json: dict[int, tuple[object, str]] = {}  # see _encoded
         try:
             self._db.execute(f"PRAGMA busy_timeout = {max(0, round(timeout * 1000))}")
             self._db.execute("PRAGMA foreign_keys = ON")
@@ -159,18 +176,57 @@ class SqliteReportStore:
             self._db.close()
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def batch(self) -> Iterator[None]:
+        """One transaction around several :meth:`add` calls: committed when the block ends without an exception.
+
+        Inside it each ``add`` and ``note_quarantined`` is a savepoint, so a
+        report that fails midway (an Unreadable found late) is undone alone and
+        the others stay; a crash before the commit stores none of the batch, so
+        a rerun stores each report exactly once. Any exception rolls the whole
+        batch back (a SQLite error becomes TemporaryFailure).
+        """
         if self.readonly:
             raise ReportStoreError(f"report store {self.path} was opened read-only")
         with self._lock:
+            if self._batched:
+                raise ReportStoreError("report store batches do not nest")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                self._batched = True
                 try:
-                    yield self._db
+                    yield
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
+                finally:
+                    self._batched = False
                 self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise TemporaryFailure(f"report store {self.path}: {exc}") from None
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A transaction of its own, or a savepoint inside the current :meth:`batch`."""
+        if self.readonly:
+            raise ReportStoreError(f"report store {self.path} was opened read-only")
+        with self._lock:
+            begin, commit, rollback = (
+                ("SAVEPOINT report", "RELEASE report", "ROLLBACK TO report")
+                if self._batched
+                else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+            )
+            try:
+                self._db.execute(begin)
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute(rollback)
+                    if self._batched:
+                        self._db.execute(commit)  # ROLLBACK TO keeps the savepoint open
+                    raise
+                self._db.execute(commit)
             except sqlite3.Error as exc:
                 raise TemporaryFailure(f"report store {self.path}: {exc}") from None
 
@@ -227,18 +283,50 @@ class SqliteReportStore:
                 return Added.DUPLICATE
             report_key = cursor.lastrowid
             # Explicit, consecutive record ids let both tables be filled by executemany.
-            (base,) = db.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()
-            count = messages = 0
-            batch: list[Record] = []
+            (number,) = db.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()
+            first = number
+            messages = 0
+            rows: list[tuple[object, ...]] = []
+            signatures: list[tuple[int, str, str]] = []
+            count_in = counter.add
+            encoded = self._encoded
+            known = self._json.get
             for record in report.records if records is None else records:
-                counter.add(record)
-                count += 1
+                count_in(record)
+                number += 1
                 messages += record.count
-                batch.append(record)
-                if len(batch) == _BATCH:
-                    self._insert_records(db, report_key, base + count - len(batch), batch)
-                    batch = []
-            self._insert_records(db, report_key, base + count - len(batch), batch)
+                overrides, dkim, spf = record.overrides, record.dkim, record.spf
+                # The memo's lookup inline (see _encoded): most records repeat their shape's tuples.
+                hit = known(id(dkim))
+                dkim_json = hit[1] if hit is not None and hit[0] is dkim else encoded(dkim, _dkim_json)
+                hit = known(id(spf))
+                spf_json = hit[1] if hit is not None and hit[0] is spf else encoded(spf, _spf_json)
+                rows.append(
+                    (
+                        number,
+                        report_key,
+                        record.source_ip,
+                        record.count,
+                        record.disposition,
+                        record.dkim_aligned,
+                        record.spf_aligned,
+                        record.header_from,
+                        record.envelope_from,
+                        record.envelope_to,
+                        encoded(overrides, _overrides_json) if overrides else "[]",
+                        dkim_json,
+                        spf_json,
+                    )
+                )
+                if len(dkim) == 1:  # the usual case, without a generator
+                    signatures.append((number, dkim[0].domain, dkim[0].selector or _NO_SELECTOR))
+                elif dkim:
+                    signatures.extend((number, d.domain, d.selector or _NO_SELECTOR) for d in dkim)
+                if len(rows) == _BATCH:
+                    self._insert_records(db, rows, signatures)
+                    rows, signatures = [], []
+            self._insert_records(db, rows, signatures)
+            count = number - first
             db.execute(
                 "UPDATE reports SET records = ?, messages = ?, repaired = ? WHERE id = ?",
                 (count, messages, int(report.repaired or (repaired is not None and repaired())), report_key),
@@ -268,45 +356,39 @@ class SqliteReportStore:
             )
         return Added.INGESTED
 
+    def _encoded(self, values: _T, encode: Callable[[_T], str]) -> str:
+        """JSON of a record's DKIM, SPF or override tuple, memoized by identity.
+
+        The fast reader hands out the same tuple object for every record of a
+        repeated shape (see ``xmlfast``), so one encoding serves them all. The
+        memo holds the tuple itself, so its id cannot be reused while it is
+        remembered; bounded, cleared when full.
+        """
+        known = self._json.get(id(values))
+        if known is not None and known[0] is values:
+            return known[1]
+        text = encode(values)
+        if len(self._json) >= 1024:
+            self._json.clear()
+        self._json[id(values)] = (values, text)
+        return text
+
     @staticmethod
     def _insert_records(
-        db: sqlite3.Connection, report_key: int | None, base: int, batch: Sequence[Record]
+        db: sqlite3.Connection, rows: list[tuple[object, ...]], signatures: list[tuple[int, str, str]]
     ) -> None:
-        """Rows ``base + 1 ...`` of records and their signatures."""
-        if not batch:
-            return
-        dumps = json.dumps
-        db.executemany(
-            "INSERT INTO records (id, report, source_ip, count, disposition, dkim_aligned, spf_aligned,"
-            " header_from, envelope_from, envelope_to, overrides, dkim, spf)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    base + number,
-                    report_key,
-                    record.source_ip,
-                    record.count,
-                    record.disposition,
-                    record.dkim_aligned,
-                    record.spf_aligned,
-                    record.header_from,
-                    record.envelope_from,
-                    record.envelope_to,
-                    dumps([(o.type, o.comment) for o in record.overrides]) if record.overrides else "[]",
-                    dumps([(d.domain, d.selector, d.result) for d in record.dkim]) if record.dkim else "[]",
-                    dumps([(f.domain, f.result) for f in record.spf]) if record.spf else "[]",
-                )
-                for number, record in enumerate(batch, start=1)
-            ],
-        )
-        db.executemany(
-            "INSERT INTO record_signatures (record, domain, selector) VALUES (?, ?, ?)",
-            [
-                (base + number, d.domain, d.selector or _NO_SELECTOR)
-                for number, record in enumerate(batch, start=1)
-                for d in record.dkim
-            ],
-        )
+        """Record rows (built by :meth:`add`) and their signatures."""
+        if rows:
+            db.executemany(
+                "INSERT INTO records (id, report, source_ip, count, disposition, dkim_aligned, spf_aligned,"
+                " header_from, envelope_from, envelope_to, overrides, dkim, spf)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        if signatures:
+            db.executemany(
+                "INSERT INTO record_signatures (record, domain, selector) VALUES (?, ?, ?)", signatures
+            )
 
     def note_quarantined(self, entry: Quarantined) -> None:
         """Remember a quarantined input."""

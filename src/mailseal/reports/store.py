@@ -11,6 +11,7 @@ A server database implements the same Protocol.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol
@@ -122,6 +123,14 @@ class ReportStore(Protocol):
 
         Raises TemporaryFailure when it cannot be stored now, and lets any
         exception from ``records`` through after undoing the partial report.
+        """
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """One transaction around several adds, each add undone alone when it fails (a savepoint).
+
+        Committed when the block ends normally; any exception, or a crash, before
+        then leaves none of the batch stored.
         """
         ...
 

@@ -31,11 +31,16 @@ from mailseal.reports.model import DkimAuth, Override, Policy, Record, Report, S
 
 __all__ = [
     "DMARC2_NAMESPACE",
+    "MAX_COUNT",
     "MAX_DKIM_PER_RECORD",
     "MAX_TEXT",
     "ReportStream",
+    "domain_name",
+    "header_of",
+    "integer",
     "parse_report",
     "parse_report_bytes",
+    "word",
 ]
 
 DMARC2_NAMESPACE: Final = "urn:ietf:params:xml:ns:dmarc-2.0"
@@ -96,13 +101,17 @@ def _all(element: etree._Element, name: str) -> list[etree._Element]:
     return [child for child in element if _local(child.tag) == name]
 
 
-def _word(element: etree._Element | None) -> str:
-    """An enumerated value (pass, fail, none, ...): reporters send ``Pass`` too.
+def word(text: str) -> str:
+    """An enumerated value (pass, fail, none, ...) from its stripped text: reporters send ``Pass`` too.
 
     Interned, like domains and selectors: a report repeats a handful of them
     thousands of times, and one copy each keeps the records small.
     """
-    return sys.intern(_text(element).lower()[:64])
+    return sys.intern(text.lower()[:64])
+
+
+def _word(element: etree._Element | None) -> str:
+    return word(_text(element))
 
 
 def _first_word(groups: dict[str, list[etree._Element]], name: str) -> str:
@@ -116,7 +125,11 @@ def _optional(element: etree._Element | None) -> str | None:
 
 
 def _integer(element: etree._Element | None, where: str, *, limit: int = MAX_COUNT) -> int:
-    value = _text(element)
+    return integer(_text(element), where, limit=limit)
+
+
+def integer(value: str, where: str, *, limit: int = MAX_COUNT) -> int:
+    """A whole number in ``0..limit`` from stripped text, or Unreadable saying which field is wrong."""
     if not value:
         raise Unreadable(f"{where} missing")
     try:
@@ -128,7 +141,8 @@ def _integer(element: etree._Element | None, where: str, *, limit: int = MAX_COU
     return number
 
 
-def _domain(value: str) -> str:
+def domain_name(value: str) -> str:
+    """A domain as the rollups key it: lower case, no trailing dot, interned."""
     return sys.intern(value.strip().rstrip(".").lower())
 
 
@@ -180,7 +194,7 @@ def _metadata(element: etree._Element) -> tuple[str, str | None, str, int, int, 
 
 def _policy(element: etree._Element) -> Policy:
     parts = _children(element)
-    domain = _domain(_text(parts.get("domain")))
+    domain = domain_name(_text(parts.get("domain")))
     if not domain:
         raise Unreadable("policy_published/domain missing")
     pct_text = _text(parts.get("pct"))
@@ -222,7 +236,7 @@ def _record(element: etree._Element, number: int) -> Record:
     if ids_element is None:
         ids_element = parts.get("identities")  # the drafts' name
     ids = _children(ids_element) if ids_element is not None else {}
-    header_from = _domain(_text(ids.get("header_from")))
+    header_from = domain_name(_text(ids.get("header_from")))
     results = parts.get("auth_results")
     dkim: list[DkimAuth] = []
     spf: list[SpfAuth] = []
@@ -230,7 +244,7 @@ def _record(element: etree._Element, number: int) -> Record:
         entries = _groups(results)
         for item in entries.get("dkim", ()):
             fields = _children(item)
-            domain = _domain(_text(fields.get("domain")))
+            domain = domain_name(_text(fields.get("domain")))
             if not domain:
                 raise Unreadable(f"{where}: auth_results/dkim without domain")
             if len(dkim) == MAX_DKIM_PER_RECORD:
@@ -247,7 +261,7 @@ def _record(element: etree._Element, number: int) -> Record:
             fields = _children(item)
             spf.append(
                 SpfAuth(
-                    domain=_domain(_text(fields.get("domain"))),
+                    domain=domain_name(_text(fields.get("domain"))),
                     scope=_word(fields.get("scope")) or None,
                     result=_word(fields.get("result")) or "none",
                 )
@@ -448,6 +462,25 @@ def _check_document(
     if strict and repaired:
         error = errors[0]
         raise Unreadable(f"not well-formed XML: line {error.line}: {error.message.strip()[:200]}")
+
+
+def header_of(namespace: str, fragments: Iterable[bytes]) -> Report:
+    """The header of a report from the text of ``<feedback>``'s non-record children (the fast reader's).
+
+    Each fragment is read by the same hardened parser and the same rules as a
+    streamed report; any complaint from libxml2 is Unreadable, so the caller
+    hands the document to :class:`ReportStream` for the precise reason.
+    """
+    builder = _Builder()
+    builder.namespace = namespace
+    parser = etree.XMLParser(recover=False, **_HARDENED)
+    for fragment in fragments:
+        try:
+            element = etree.fromstring(fragment, parser)
+        except etree.XMLSyntaxError as exc:
+            raise Unreadable(f"not well-formed XML: {_syntax(exc)}") from None
+        builder.take(element)
+    return _header(builder, repaired=False)
 
 
 def _header(builder: _Builder, *, repaired: bool) -> Report:
