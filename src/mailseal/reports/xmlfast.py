@@ -46,26 +46,30 @@ class NotPlain(Exception):  # control flow between the two readers, never shown 
     """The document is not in the plain shape: read it with ``xmlparse`` instead."""
 
 
-_WS: Final = r"[ \t\r\n]*"  # XML white space only (not \f, \v: they are not XML characters)
+# Every repetition below is possessive (``*+``, ``?+``): the tokens are unambiguous, so giving
+# back what a repetition took can never make a record match, and without it a record of many
+# small elements that fails at its end backtracks quadratically (1.5 s of CPU for one 64 KiB
+# record of ``<reason> </reason>``; tests/unit/reports/test_fast_reader.py has that attack).
+_WS: Final = r"[ \t\r\n]*+"  # XML white space only (not \f, \v: they are not XML characters)
 # Leaf text: no markup, no references, no carriage return (XML folds \r\n; lxml's text would differ),
 # no character XML forbids. ']]>' and the text limits are checked after the match.
-_TEXT: Final = r"[^<&\r\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]*"
-_NAME: Final = r"[a-z_]+"
+_TEXT: Final = r"[^<&\r\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]*+"
+_NAME: Final = r"[a-z_]++"
 _counter = iter(range(1 << 30))
 
 
 def _leaves() -> str:
     """Any number of ``<name>text</name>`` (same name both ends) or ``<name/>``, white space between."""
     group = f"l{next(_counter)}"
-    return f"(?:{_WS}(?:<(?P<{group}>{_NAME})>{_TEXT}</(?P={group})>|<{_NAME}/>))*{_WS}"
+    return f"(?:{_WS}(?:<(?P<{group}>{_NAME})>{_TEXT}</(?P={group})>|<{_NAME}/>))*+{_WS}"
 
 
 _RECORD_BODY: Final = re.compile(
     f"{_WS}<row>(?P<row>{_leaves()})<policy_evaluated>(?P<verdict>{_leaves()})"
-    f"(?P<reasons>(?:<reason>{_leaves()}</reason>{_WS})*)</policy_evaluated>(?P<row_after>{_leaves()})</row>{_WS}"
-    f"(?:<(?P<ids_name>identifiers|identities)>(?P<ids>{_leaves()})</(?P=ids_name)>{_WS})?"
-    f"(?:<auth_results>(?P<auth>{_WS}(?:(?:<dkim>{_leaves()}</dkim>|<spf>{_leaves()}</spf>){_WS})*)"
-    f"</auth_results>{_WS})?"
+    f"(?P<reasons>(?:<reason>{_leaves()}</reason>{_WS})*+)</policy_evaluated>(?P<row_after>{_leaves()})</row>{_WS}"
+    f"(?:<(?P<ids_name>identifiers|identities)>(?P<ids>{_leaves()})</(?P=ids_name)>{_WS})?+"
+    f"(?:<auth_results>(?P<auth>{_WS}(?:(?:<dkim>{_leaves()}</dkim>|<spf>{_leaves()}</spf>){_WS})*+)"
+    f"</auth_results>{_WS})?+"
 )
 _LEAF: Final = re.compile(f"<({_NAME})(?:/>|>([^<]*)</)")  # (name, text); text '' for <name/>
 _REASON: Final = re.compile(r"<reason>(.*?)</reason>", re.S)

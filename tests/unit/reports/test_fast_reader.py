@@ -225,6 +225,33 @@ def test_a_record_over_the_cap_is_declined() -> None:
         fast([xml])
 
 
+@pytest.mark.parametrize(
+    "bait",
+    [
+        b"<reason> </reason>",  # many small overrides, then no end: quadratic backtracking before
+        b"<reason><type>x</type></reason> ",
+        b"<x>y</x> <z/>",
+    ],
+)
+def test_a_record_built_to_backtrack_costs_what_its_size_does(bait: bytes) -> None:
+    """A record of many small elements that fails at its very end: the matcher may not try every split.
+
+    Before the repetitions were possessive, one 64 KiB record of ``<reason> </reason>`` took
+    about 1.5 s of CPU (quadratic), so a mailbox of such reports cost minutes. CPU time, not
+    wall time, so a loaded host does not matter; the bound is ~100 times what a linear match takes.
+    """
+    import time
+
+    head = b"<row><source_ip>192.0.2.1</source_ip><count>1</count><policy_evaluated>"
+    body = head + bait * ((MAX_RECORD - len(head) - 16) // len(bait)) + b"<reason"
+    xml = b"".join(report_xml(Spec(rows=[Row(sigs=[Sig("example.com", "s1")])])).partition(b"<record>")[:2])
+    xml += body + b"</record></feedback>"
+    started = time.process_time()
+    with pytest.raises(NotPlain):
+        fast([xml])
+    assert time.process_time() - started < 0.25
+
+
 def test_a_header_over_the_cap_is_declined() -> None:
     xml = report_xml(Spec(reporter="r" * (MAX_RECORD + 10)))
     with pytest.raises(NotPlain):
