@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailseal.core.address import author
-from mailseal.core.algorithms import PublicKey, key_bits, verify_digest
+from mailseal.core.algorithms import PublicKey, verify_digest
 from mailseal.core.alignment import alignment
 from mailseal.core.bodyhash import BodyHasher
 from mailseal.core.canonicalization import Canon, canonicalize_header, relaxed_header
@@ -43,10 +43,10 @@ from mailseal.core.diagnosis import BodyKeeper, Diagnosis, DiagnosisBudget, Fail
 from mailseal.core.identity import is_within
 from mailseal.core.keypolicy import (
     WEAK_RSA_BITS,
-    key_size_problem,
     max_key_der_bytes,
+    size_cost,
+    size_problem,
     usage_problem,
-    verify_cost,
 )
 from mailseal.core.keyrecord import KeyRecord, parse_key_record
 from mailseal.core.message import HeaderField
@@ -119,6 +119,7 @@ class _Candidate:
     detail: str = ""
     decided: bool = False
     key: PublicKey | None = None
+    cost: int = 0  # crypto units for key (keypolicy.size_cost), read with it
     chosen: tuple[int, ...] = ()
     rank: int = 2
 
@@ -260,19 +261,19 @@ class Verification:
             self._decide(c, problem.reason, problem.detail)
             return
         try:
-            key = record.public_key()
+            key, size = record.public_key_sized()  # memoized with its size: read once per key, not per message
         except SyntaxProblem as bad:
             self._decide(c, bad.reason, f"key record at {where}: {bad.detail}")
             return
-        c.facts.key_bits = key_bits(key)
+        c.facts.key_bits = size.bits
         c.facts.key_testing = record.testing
-        problem = key_size_problem(
-            key, min_rsa_bits=self._options.min_rsa_bits, max_rsa_bits=self._options.max_rsa_bits
+        problem = size_problem(
+            size, min_rsa_bits=self._options.min_rsa_bits, max_rsa_bits=self._options.max_rsa_bits
         )
         if problem is not None:
             self._decide(c, problem.reason, f"key record at {where}: {problem.detail}")
             return
-        c.key = key
+        c.key, c.cost = key, size_cost(size)
 
     # -- stage 3: the body -----------------------------------------------------------
 
@@ -358,7 +359,7 @@ class Verification:
                 c, Reason.BODY_HASH_MISMATCH, "the body was changed after signing (body hash mismatch)"
             )
             return
-        cost = verify_cost(c.key)  # charged only when the public-key operation really runs
+        cost = c.cost  # charged only when the public-key operation really runs
         if self._work + cost > self._options.max_verify_work:
             self._decide(
                 c,
