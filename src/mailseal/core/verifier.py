@@ -136,12 +136,14 @@ class Verification:
         self._index = index_by_name(self._headers)
         self._author = author(self._headers)
         self._author_domain = self._author.domain
-        positions = [p for p, h in enumerate(self._headers) if h.key == SIGNATURE_FIELD]
+        positions = self._index.get(SIGNATURE_FIELD, ())  # bottom-most first
         self._fields = len(positions)
         # Bottom first: the field that was there first cannot be pushed out by fields added above it.
-        self._candidates = [self._parse(position) for position in reversed(positions[-MAX_SIGNATURE_FIELDS:])]
+        self._candidates = [self._parse(position) for position in positions[:MAX_SIGNATURE_FIELDS]]
         cap = self._options.max_signatures
-        pending = sorted((c for c in self._candidates if not c.decided), key=lambda c: (c.rank, -c.position))
+        pending = [c for c in self._candidates if not c.decided]
+        if len(pending) > 1:
+            pending.sort(key=lambda c: (c.rank, -c.position))
         for c in pending[cap:]:
             self._decide(c, Reason.NOT_EVALUATED, f"not evaluated: only {cap} signatures are checked")
         self._pending = pending[:cap]  # the evaluation order, for key lookups and crypto
@@ -165,10 +167,13 @@ class Verification:
             self._decide(candidate, problem.reason, problem.detail)
             return candidate
         candidate.signature = sig
-        chosen, _ = select(sig.signed_headers, self._index, exclude=position)
+        joined = ":".join(sig.signed_headers)  # h= names hold no ":" (they were split on it)
+        # One lower() for the usual ASCII list; others name by name (a Greek sigma lowers by context).
+        names = joined.lower().split(":") if joined.isascii() else [n.lower() for n in sig.signed_headers]
+        chosen, _ = select(names, self._index, exclude=position)
         candidate.chosen = tuple(chosen)
         froms_present = len(self._index.get("from", ()))
-        froms_signed = sum(1 for h in sig.signed_headers if h.lower() == "from")
+        froms_signed = names.count("from")
         align = alignment(sig.domain, self._author_domain)
         candidate.facts = _Facts(
             domain=sig.domain,
@@ -176,7 +181,7 @@ class Verification:
             algorithm=sig.algorithm.name,
             auid=sig.auid,
             canonicalization=sig.canonicalization,
-            signed_headers=tuple(self._headers[p].key for p in chosen),
+            signed_headers=tuple([self._headers[p].key for p in chosen]),
             body_length_limited=sig.body_length is not None,
             from_oversigned=froms_signed > froms_present,
             alignment=align,
@@ -185,7 +190,8 @@ class Verification:
             expiration=sig.expiration,
             signature_b=sig.signature_b64,
         )
-        if any(is_within(sig.domain, preferred) for preferred in self._options.preferred_domains):
+        preferred = self._options.preferred_domains
+        if preferred and any(is_within(sig.domain, name) for name in preferred):
             candidate.rank = 0
         elif align in (Alignment.EXACT, Alignment.ORGANIZATIONAL):
             candidate.rank = 1
@@ -298,19 +304,24 @@ class Verification:
             if not c.decided:
                 self._check(c)
         reported = self._reported()
-        budget = DiagnosisBudget()  # all failures of this message share it
-        results = tuple(
-            self._result(
-                c, None if c.reason is None else diagnose(self._failure_facts(c, body, body_start), budget)
-            )
-            for c in reported
-        )
+        budget: DiagnosisBudget | None = None  # all failures of this message share one
+        results = []
+        for c in reported:
+            diagnosis = None
+            if c.reason is not None:
+                budget = budget or DiagnosisBudget()
+                diagnosis = diagnose(self._failure_facts(c, body, body_start), budget)
+            results.append(self._result(c, diagnosis))
         return VerificationReport(
-            results, self._author_domain, self._author, left_out=self._fields - len(reported)
+            tuple(results), self._author_domain, self._author, left_out=self._fields - len(reported)
         )
 
     def _reported(self) -> list[_Candidate]:
         """The evaluated fields, then the others by rank, bottom first; shown top first."""
+        if len(self._pending) == len(self._candidates):  # the usual case: every field is evaluated
+            return (
+                sorted(self._pending, key=lambda c: c.position) if len(self._pending) > 1 else self._pending
+            )
         limit = max(self._options.max_signatures * REPORTED_PER_EVALUATED, len(self._pending))
         chosen = {id(c) for c in self._pending}
         rest = sorted(
@@ -345,8 +356,8 @@ class Verification:
         if c.key is None:
             self._decide(c, Reason.DNS_ERROR, f"no DNS answer was given for {sig.key_query_name}")
             return
-        body_length = self._body.canonical_length(sig.body_canon)
         if sig.body_length is not None:
+            body_length = self._body.canonical_length(sig.body_canon)
             if sig.body_length > body_length:
                 self._decide(
                     c,
@@ -408,9 +419,10 @@ class Verification:
         for key, positions in self._index.items():  # positions are bottom-most first
             if not key:
                 continue
-            top = next((p for p in reversed(positions) if p not in covered), None)
-            if top is not None:
-                found.append((top, key))
+            for top in reversed(positions):
+                if top not in covered:
+                    found.append((top, key))
+                    break
         found.sort()
         return tuple(key for _, key in found)
 
