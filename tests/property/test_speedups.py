@@ -267,3 +267,21 @@ def test_c_header_split_refuses_what_it_cannot_read() -> None:
         _canon.header_fields("From: a\r\n", HeaderField)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         _canon.header_fields(b"From: a\r\n", "HeaderField")  # type: ignore[arg-type]
+
+
+signature_values = st.one_of(
+    st.lists(
+        st.sampled_from([b"b", b"bh", b"B", b" ", b"\t", b"\r\n", b"=", b";", b"x", b"ab"]), max_size=30
+    ).map(b"".join),
+    raw_bytes(80),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=signature_values)
+def test_c_b_value_removal_agrees_with_python(value: bytes) -> None:
+    _require_speedups()
+    from mailseal.core import _canon
+    from mailseal.core.signature import without_b_value_py
+
+    assert _canon.without_b_value(value) == without_b_value_py(value)

@@ -476,6 +476,55 @@ error:
     return NULL;
 }
 
+static int
+is_fws_byte(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* The DKIM-Signature value with b='s value removed (RFC 6376 3.7), everything else
+ * byte-exact: the first ";"-separated piece whose name (before its first "=", FWS
+ * stripped) is "b" keeps its name and "=". The same as
+ * mailseal.core.signature.without_b_value_py. */
+static PyObject *
+without_b_value(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "without_b_value() takes bytes");
+        return NULL;
+    }
+    const char *s = PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    Py_ssize_t start = 0;
+    while (start <= n) {
+        const char *semi = memchr(s + start, ';', (size_t)(n - start));
+        Py_ssize_t end = semi ? semi - s : n;
+        const char *eqp = memchr(s + start, '=', (size_t)(end - start));
+        if (eqp != NULL) {
+            Py_ssize_t a = start, b = eqp - s;
+            while (a < b && is_fws_byte(s[a])) {
+                a++;
+            }
+            while (b > a && is_fws_byte(s[b - 1])) {
+                b--;
+            }
+            if (b - a == 1 && s[a] == 'b') {
+                Py_ssize_t keep = eqp - s + 1;
+                PyObject *out = PyBytes_FromStringAndSize(NULL, keep + (n - end));
+                if (out == NULL) {
+                    return NULL;
+                }
+                memcpy(PyBytes_AS_STRING(out), s, (size_t)keep);
+                memcpy(PyBytes_AS_STRING(out) + keep, s + end, (size_t)(n - end));
+                return out;
+            }
+        }
+        start = end + 1;
+    }
+    Py_INCREF(arg);
+    return arg;
+}
+
 static PyMethodDef canon_methods[] = {
     {"relaxed_header", relaxed_header, METH_O,
      "Relaxed header canonicalization of one raw field (RFC 6376 3.4.2)."},
@@ -483,6 +532,8 @@ static PyMethodDef canon_methods[] = {
      "Fast path of an RFC 6376 3.2 tag-list: a dict in order, or None to let the Python version decide."},
     {"relaxed_lines", relaxed_lines, METH_O,
      "Collapse SP/HTAB runs to one SP and drop them before CRLF (RFC 6376 3.4.4)."},
+    {"without_b_value", without_b_value, METH_O,
+     "The DKIM-Signature value with the b= value removed, everything else byte-exact (RFC 6376 3.7)."},
     {"header_fields", (PyCFunction)(void (*)(void))header_fields, METH_FASTCALL,
      "The header block as (fields, body offset); fields made as instances of cls (HeaderField)."},
     {NULL, NULL, 0, NULL},
