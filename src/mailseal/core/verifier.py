@@ -385,15 +385,17 @@ class Verification:
         digest = sig.algorithm.new_hash()
         canon = sig.header_canon
         headers = self._headers
-        if canon is Canon.RELAXED:  # one update of the joined fields: fewer calls per signature
-            digest.update(b"".join([relaxed_header(headers[position].raw) for position in c.chosen]))
-        else:
-            for position in c.chosen:
-                digest.update(canonicalize_header(headers[position], canon))
         raw = c.header.raw
         colon = raw.find(b":")
         stripped = raw[: colon + 1] + without_b_value(raw[colon + 1 :].removesuffix(b"\r\n"))
-        digest.update(relaxed_header(stripped)[:-2] if canon is Canon.RELAXED else stripped)
+        if canon is Canon.RELAXED:  # one update of the joined fields: fewer calls per signature
+            parts = [relaxed_header(headers[position].raw) for position in c.chosen]
+            parts.append(relaxed_header(stripped)[:-2])
+            digest.update(b"".join(parts))
+        else:
+            for position in c.chosen:
+                digest.update(canonicalize_header(headers[position], canon))
+            digest.update(stripped)
         if not verify_digest(sig.algorithm, c.key, sig.signature, digest):
             self._decide(
                 c, Reason.SIGNATURE_MISMATCH, "the signature does not match the signed header fields"
@@ -418,6 +420,10 @@ class Verification:
         found = []
         for key, positions in self._index.items():  # positions are bottom-most first
             if not key:
+                continue
+            if len(positions) == 1:  # the usual case: one field of this name
+                if positions[0] not in covered:
+                    found.append((positions[0], key))
                 continue
             for top in reversed(positions):
                 if top not in covered:
@@ -480,7 +486,10 @@ def _warnings(f: _Facts) -> tuple[str, ...]:
 
 
 def _pass_detail(sig: DKIMSignature, f: _Facts) -> str:
-    parts = [f"verified: {sig.domain} took responsibility for this message"]
+    verified = f"verified: {sig.domain} took responsibility for this message"
+    if not f.key_testing and not f.unsigned_body_bytes:
+        return verified
+    parts = [verified]
     if f.key_testing:
         parts.append("but its key is marked as testing (t=y)")
     if sig.body_length is not None and f.unsigned_body_bytes:
