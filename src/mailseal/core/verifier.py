@@ -159,23 +159,20 @@ class Verification:
 
     def _parse(self, position: int) -> _Candidate:
         header = self._headers[position]
-        candidate = _Candidate(position, header, _Facts())
         try:
             sig = DKIMSignature.from_header(header.value)
         except SyntaxProblem as problem:
-            candidate.facts = _loose_facts(header)
+            candidate = _Candidate(position, header, _loose_facts(header))
             self._decide(candidate, problem.reason, problem.detail)
             return candidate
-        candidate.signature = sig
         joined = ":".join(sig.signed_headers)  # h= names hold no ":" (they were split on it)
         # One lower() for the usual ASCII list; others name by name (a Greek sigma lowers by context).
         names = joined.lower().split(":") if joined.isascii() else [n.lower() for n in sig.signed_headers]
         chosen, _ = select(names, self._index, exclude=position)
-        candidate.chosen = tuple(chosen)
         froms_present = len(self._index.get("from", ()))
         froms_signed = names.count("from")
         align = alignment(sig.domain, self._author_domain)
-        candidate.facts = _Facts(
+        facts = _Facts(
             domain=sig.domain,
             selector=sig.selector,
             algorithm=sig.algorithm.name,
@@ -190,6 +187,7 @@ class Verification:
             expiration=sig.expiration,
             signature_b=sig.signature_b64,
         )
+        candidate = _Candidate(position, header, facts, sig, chosen=tuple(chosen))
         preferred = self._options.preferred_domains
         if preferred and any(is_within(sig.domain, name) for name in preferred):
             candidate.rank = 0
