@@ -122,6 +122,7 @@ class _Candidate:
     cost: int = 0  # crypto units for key (keypolicy.size_cost), read with it
     chosen: tuple[int, ...] = ()
     rank: int = 2
+    query: str = ""  # where its key lives, lower-cased (the DNS name to ask for and to match answers by)
 
 
 class Verification:
@@ -187,7 +188,9 @@ class Verification:
             expiration=sig.expiration,
             signature_b=sig.signature_b64,
         )
-        candidate = _Candidate(position, header, facts, sig, chosen=tuple(chosen))
+        candidate = _Candidate(
+            position, header, facts, sig, chosen=tuple(chosen), query=sig.key_query_name.lower()
+        )
         preferred = self._options.preferred_domains
         if preferred and any(is_within(sig.domain, name) for name in preferred):
             candidate.rank = 0
@@ -211,7 +214,7 @@ class Verification:
         names: dict[str, None] = {}
         for c in self._pending:
             if c.signature is not None and not c.decided and c.key is None:
-                names[c.signature.key_query_name.lower()] = None
+                names[c.query] = None
         return tuple(names)
 
     def add_key_answer(self, name: str, answer: TxtAnswer) -> None:
@@ -219,7 +222,7 @@ class Verification:
         name = name.lower().removesuffix(".")
         for c in self._pending:
             sig = c.signature
-            if sig is None or c.decided or sig.key_query_name.lower() != name:
+            if sig is None or c.decided or c.query != name:
                 continue
             c.facts.dnssec = answer.authenticated if answer.status is TxtStatus.FOUND else None
             self._take_key(c, sig, answer)
@@ -427,8 +430,10 @@ class Verification:
                 if top not in covered:
                     found.append((top, key))
                     break
+        if not found:
+            return ()
         found.sort()
-        return tuple(key for _, key in found)
+        return tuple([key for _, key in found])
 
     def _decide(self, c: _Candidate, reason: Reason | None, detail: str) -> None:
         c.reason, c.detail, c.decided = reason, detail, True
