@@ -359,7 +359,14 @@ make_field(PyTypeObject *cls, const char *s, Py_ssize_t a, Py_ssize_t text_end, 
                 upper = 1;
             }
         }
-        name = PyUnicode_DecodeUTF8(s + a, name_end - a, "replace");
+        if (ascii) { /* the usual case: a plain copy, no decoder */
+            name = PyUnicode_New(name_end - a, 127);
+            if (name != NULL) {
+                memcpy(PyUnicode_1BYTE_DATA(name), s + a, (size_t)(name_end - a));
+            }
+        } else {
+            name = PyUnicode_DecodeUTF8(s + a, name_end - a, "replace");
+        }
         if (name == NULL) {
             return NULL;
         }
