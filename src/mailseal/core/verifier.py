@@ -81,40 +81,28 @@ _DNS_REASONS = {
 
 
 @dataclass(slots=True)
-class _Facts:
-    """What is known about one signature and what it covers; typed, so mypy sees every field.
-
-    Filled as far as the signature could be parsed and its key fetched, then
-    copied field by field into the :class:`SignatureResult`.
-    """
+class _Loose:
+    """d=, s=, a=, i= read leniently from a signature that did not parse: for the report only."""
 
     domain: str | None = None
     selector: str | None = None
     algorithm: str | None = None
     auid: str | None = None
-    canonicalization: str | None = None
-    signed_headers: tuple[str, ...] = ()
-    body_length_limited: bool = False
-    unsigned_body_bytes: int | None = None
-    from_oversigned: bool = False
-    key_bits: int | None = None
-    key_testing: bool = False
-    aligned: bool | None = None
-    alignment: Alignment = Alignment.UNKNOWN
-    dnssec: bool | None = None
-    timestamp: int | None = None
-    expiration: int | None = None
-    signature_b: str | None = None
 
 
 @dataclass(slots=True)
 class _Candidate:
-    """One DKIM-Signature field and what we have learnt about it so far."""
+    """One DKIM-Signature field and what we have learnt about it so far.
+
+    What the signature says is read from ``signature`` when the result is
+    built; the fields below it are what the message, the key and the body
+    added (typed, so mypy sees every field of the result).
+    """
 
     position: int
     header: HeaderField
-    facts: _Facts
     signature: DKIMSignature | None = None
+    loose: _Loose | None = None  # only when ``signature`` is None
     reason: Reason | None = None
     detail: str = ""
     decided: bool = False
@@ -123,6 +111,13 @@ class _Candidate:
     chosen: tuple[int, ...] = ()
     rank: int = 2
     query: str = ""  # where its key lives, lower-cased (the DNS name to ask for and to match answers by)
+    signed_headers: tuple[str, ...] = ()
+    from_oversigned: bool = False
+    alignment: Alignment = Alignment.UNKNOWN
+    key_bits: int | None = None
+    key_testing: bool = False
+    dnssec: bool | None = None
+    unsigned_body_bytes: int | None = None
 
 
 class Verification:
@@ -163,7 +158,7 @@ class Verification:
         try:
             sig = DKIMSignature.from_header(header.value)
         except SyntaxProblem as problem:
-            candidate = _Candidate(position, header, _loose_facts(header))
+            candidate = _Candidate(position, header, loose=_loose_facts(header))
             self._decide(candidate, problem.reason, problem.detail)
             return candidate
         joined = ":".join(sig.signed_headers)  # h= names hold no ":" (they were split on it)
@@ -173,23 +168,15 @@ class Verification:
         froms_present = len(self._index.get("from", ()))
         froms_signed = names.count("from")
         align = alignment(sig.domain, self._author_domain)
-        facts = _Facts(
-            domain=sig.domain,
-            selector=sig.selector,
-            algorithm=sig.algorithm.name,
-            auid=sig.auid,
-            canonicalization=sig.canonicalization,
+        candidate = _Candidate(
+            position,
+            header,
+            sig,
+            chosen=tuple(chosen),
+            query=sig.key_query_name.lower(),
             signed_headers=tuple([self._headers[p].key for p in chosen]),
-            body_length_limited=sig.body_length is not None,
             from_oversigned=froms_signed > froms_present,
             alignment=align,
-            aligned=None if align is Alignment.UNKNOWN else align is not Alignment.NONE,
-            timestamp=sig.timestamp,
-            expiration=sig.expiration,
-            signature_b=sig.signature_b64,
-        )
-        candidate = _Candidate(
-            position, header, facts, sig, chosen=tuple(chosen), query=sig.key_query_name.lower()
         )
         preferred = self._options.preferred_domains
         if preferred and any(is_within(sig.domain, name) for name in preferred):
@@ -224,7 +211,7 @@ class Verification:
             sig = c.signature
             if sig is None or c.decided or c.query != name:
                 continue
-            c.facts.dnssec = answer.authenticated if answer.status is TxtStatus.FOUND else None
+            c.dnssec = answer.authenticated if answer.status is TxtStatus.FOUND else None
             self._take_key(c, sig, answer)
 
     def _take_key(self, c: _Candidate, sig: DKIMSignature, answer: TxtAnswer) -> None:
@@ -274,8 +261,8 @@ class Verification:
         except SyntaxProblem as bad:
             self._decide(c, bad.reason, f"key record at {where}: {bad.detail}")
             return
-        c.facts.key_bits = size.bits
-        c.facts.key_testing = record.testing
+        c.key_bits = size.bits
+        c.key_testing = record.testing
         problem = size_problem(
             size, min_rsa_bits=self._options.min_rsa_bits, max_rsa_bits=self._options.max_rsa_bits
         )
@@ -344,7 +331,7 @@ class Verification:
             headers=self._headers,
             position=c.position,
             key=c.key,
-            key_bits=c.facts.key_bits,
+            key_bits=c.key_bits,
             now=self._now,
             min_rsa_bits=self._options.min_rsa_bits,
             body=whole if whole is not None else self._kept.body(),
@@ -366,7 +353,7 @@ class Verification:
                     f"l={sig.body_length} is longer than the {body_length}-byte canonical body",
                 )
                 return
-            c.facts.unsigned_body_bytes = body_length - sig.body_length
+            c.unsigned_body_bytes = body_length - sig.body_length
         spec = (sig.body_canon, sig.algorithm.hash_name, sig.body_length)
         if self._body.digest(spec) != sig.body_hash:
             self._decide(
@@ -409,7 +396,7 @@ class Verification:
                 "the rsa-sha1 signature verifies, but rsa-sha1 is not accepted (RFC 8301)",
             )
             return
-        self._decide(c, None, _pass_detail(sig, c.facts))
+        self._decide(c, None, _pass_detail(sig, c))
 
     def _unsigned(self, c: _Candidate) -> tuple[str, ...]:
         """Names with an instance this signature does not cover, in order of the topmost such instance.
@@ -440,55 +427,68 @@ class Verification:
 
     def _result(self, c: _Candidate, diagnosis: Diagnosis | None) -> SignatureResult:
         """The candidate's verdict as a value; its result word comes from the one reason table."""
-        f = c.facts
         result = DKIMResult.PASS if c.reason is None else REASON_RESULT[c.reason]
-        unsigned = self._unsigned(c) if c.signature is not None else ()
+        sig = c.signature
+        if sig is None:
+            loose = c.loose or _Loose()
+            return SignatureResult(
+                result,
+                c.reason,
+                c.detail,
+                domain=loose.domain,
+                selector=loose.selector,
+                algorithm=loose.algorithm,
+                auid=loose.auid,
+                diagnosis=diagnosis,
+            )
+        align = c.alignment
+        aligned = None if align is Alignment.UNKNOWN else align is not Alignment.NONE
         return SignatureResult(
             result,
             c.reason,
             c.detail,
-            domain=f.domain,
-            selector=f.selector,
-            algorithm=f.algorithm,
-            auid=f.auid,
-            canonicalization=f.canonicalization,
-            signed_headers=f.signed_headers,
-            unsigned_headers=unsigned,
-            body_length_limited=f.body_length_limited,
-            unsigned_body_bytes=f.unsigned_body_bytes,
-            from_oversigned=f.from_oversigned,
-            key_bits=f.key_bits,
-            key_testing=f.key_testing,
-            aligned=f.aligned,
-            alignment=f.alignment,
-            dnssec=f.dnssec,
-            timestamp=f.timestamp,
-            expiration=f.expiration,
-            signature_b=f.signature_b,
-            warnings=_warnings(f) if result is DKIMResult.PASS else (),
+            domain=sig.domain,
+            selector=sig.selector,
+            algorithm=sig.algorithm.name,
+            auid=sig.auid,
+            canonicalization=sig.canonicalization,
+            signed_headers=c.signed_headers,
+            unsigned_headers=self._unsigned(c),
+            body_length_limited=sig.body_length is not None,
+            unsigned_body_bytes=c.unsigned_body_bytes,
+            from_oversigned=c.from_oversigned,
+            key_bits=c.key_bits,
+            key_testing=c.key_testing,
+            aligned=aligned,
+            alignment=align,
+            dnssec=c.dnssec,
+            timestamp=sig.timestamp,
+            expiration=sig.expiration,
+            signature_b=sig.signature_b64,
+            warnings=_warnings(c, sig, aligned) if result is DKIMResult.PASS else (),
             diagnosis=diagnosis,
         )
 
 
-def _warnings(f: _Facts) -> tuple[str, ...]:
+def _warnings(c: _Candidate, sig: DKIMSignature, aligned: bool | None) -> tuple[str, ...]:
     """What a pass does not cover, as short stable phrases (for JSON and A-R readers)."""
     out = []
-    if f.key_bits is not None and (f.algorithm or "").startswith("rsa") and f.key_bits < WEAK_RSA_BITS:
-        out.append(f"weak-key: {f.key_bits}-bit RSA")
-    if f.key_testing:
+    if c.key_bits is not None and sig.algorithm.name.startswith("rsa") and c.key_bits < WEAK_RSA_BITS:
+        out.append(f"weak-key: {c.key_bits}-bit RSA")
+    if c.key_testing:
         out.append("testing: the key record has t=y")
-    if f.body_length_limited:
-        out.append(f"partial-body: {f.unsigned_body_bytes or 0} body bytes after l= are unsigned")
-    if not f.from_oversigned:
+    if sig.body_length is not None:
+        out.append(f"partial-body: {c.unsigned_body_bytes or 0} body bytes after l= are unsigned")
+    if not c.from_oversigned:
         out.append("from-not-oversigned: a From field added above would not break the signature")
-    if f.aligned is False:
+    if aligned is False:
         out.append("not-aligned: d= is not the From domain")
-    if f.dnssec is False:
+    if c.dnssec is False:
         out.append("no-dnssec: the key was not DNSSEC-validated")
     return tuple(out)
 
 
-def _pass_detail(sig: DKIMSignature, f: _Facts) -> str:
+def _pass_detail(sig: DKIMSignature, f: _Candidate) -> str:
     verified = f"verified: {sig.domain} took responsibility for this message"
     if not f.key_testing and not f.unsigned_body_bytes:
         return verified
@@ -501,7 +501,7 @@ def _pass_detail(sig: DKIMSignature, f: _Facts) -> str:
     return "; ".join(parts)
 
 
-def _loose_facts(header: HeaderField) -> _Facts:
+def _loose_facts(header: HeaderField) -> _Loose:
     """d=, s=, a=, i= read leniently from an unparseable signature, for the report."""
     found: dict[str, str] = {}
     for match in _LOOSE_TAG.finditer(header.value):
@@ -509,6 +509,6 @@ def _loose_facts(header: HeaderField) -> _Facts:
         if not _LOOSE_VALUE.match(value):
             continue  # never echo control characters or odd bytes from a broken field
         found.setdefault(match.group(1).decode(), value)
-    return _Facts(
+    return _Loose(
         domain=found.get("d"), selector=found.get("s"), algorithm=found.get("a"), auid=found.get("i")
     )
