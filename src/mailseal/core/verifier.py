@@ -465,12 +465,12 @@ class Verification:
             timestamp=sig.timestamp,
             expiration=sig.expiration,
             signature_b=sig.signature_b64,
-            warnings=_warnings(c, sig, aligned) if result is DKIMResult.PASS else (),
+            warnings=_warnings(c, sig, aligned=aligned) if result is DKIMResult.PASS else (),
             diagnosis=diagnosis,
         )
 
 
-def _warnings(c: _Candidate, sig: DKIMSignature, aligned: bool | None) -> tuple[str, ...]:
+def _warnings(c: _Candidate, sig: DKIMSignature, *, aligned: bool | None) -> tuple[str, ...]:
     """What a pass does not cover, as short stable phrases (for JSON and A-R readers)."""
     out = []
     if c.key_bits is not None and sig.algorithm.name.startswith("rsa") and c.key_bits < WEAK_RSA_BITS:
