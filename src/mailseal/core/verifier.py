@@ -254,10 +254,8 @@ class Verification:
         if problem is not None:
             self._decide(c, problem.reason, problem.detail)
             return
-        try:
-            key, size = (
-                record.public_key_sized()
-            )  # memoized with its size: read once per key, not per message
+        try:  # memoized with its size: read once per key, not per message
+            key, size = record.public_key_sized()
         except SyntaxProblem as bad:
             self._decide(c, bad.reason, f"key record at {where}: {bad.detail}")
             return
