@@ -208,10 +208,80 @@ header_lines = st.lists(
 @settings(max_examples=400, deadline=None)
 @given(data=st.one_of(header_lines, header_lines.map(lambda b: b + b"\r\n\r\nbody"), raw_bytes(80)))
 def test_header_block_split_matches_line_by_line_unfolding(data: bytes) -> None:
-    from mailseal.core.message import parse_header_block
+    from mailseal.core.message import parse_header_block, parse_header_block_py
 
-    fields, offset = parse_header_block(data)
-    assert ([(f.name, f.raw) for f in fields], offset) == (
-        list(header_block_by_lines(data)[0]),
-        header_block_by_lines(data)[1],
-    )
+    expected = (list(header_block_by_lines(data)[0]), header_block_by_lines(data)[1])
+    for parse in (parse_header_block, parse_header_block_py):  # the C twin when built, and Python
+        fields, offset = parse(data)
+        assert ([(f.name, f.raw) for f in fields], offset) == expected
+
+
+# Header blocks rich in what the split looks at: CR, LF, SP/HTAB after a CRLF, colons,
+# upper case, 8-bit names (valid and invalid UTF-8, ones whose lower() changes length).
+header_pieces = st.sampled_from(
+    [
+        b"\r\n",
+        b"\r\n",
+        b"\r",
+        b"\n",
+        b" ",
+        b"\t",
+        b":",
+        b"From",
+        b"X-A",
+        b"\xc3\x84",
+        b"\xc4\xb0",
+        b"\xff",
+        b"v",
+    ]
+)
+header_blocks = st.one_of(
+    st.lists(header_pieces, max_size=40).map(b"".join),
+    header_lines,
+    header_lines.map(lambda b: b + b"\r\n\r\nbody\r\n\r\n"),
+    raw_bytes(120),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(data=header_blocks)
+def test_c_header_split_agrees_with_python(data: bytes) -> None:
+    """Same fields (name, raw bytes, lower-cased key, in order) and the same body offset."""
+    _require_speedups()
+    from mailseal.core import _canon
+    from mailseal.core.message import HeaderField, parse_header_block_py
+
+    fields, offset = _canon.header_fields(data, HeaderField)
+    expected, expected_offset = parse_header_block_py(data)
+    assert offset == expected_offset
+    assert [(f.name, f.raw, f.key) for f in fields] == [(f.name, f.raw, f.key) for f in expected]
+    assert all(type(f) is HeaderField and type(f.raw) is bytes for f in fields)
+
+
+def test_c_header_split_refuses_what_it_cannot_read() -> None:
+    _require_speedups()
+    from mailseal.core import _canon
+    from mailseal.core.message import HeaderField
+
+    with pytest.raises(TypeError):
+        _canon.header_fields("From: a\r\n", HeaderField)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _canon.header_fields(b"From: a\r\n", "HeaderField")  # type: ignore[arg-type]
+
+
+signature_values = st.one_of(
+    st.lists(
+        st.sampled_from([b"b", b"bh", b"B", b" ", b"\t", b"\r\n", b"=", b";", b"x", b"ab"]), max_size=30
+    ).map(b"".join),
+    raw_bytes(80),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=signature_values)
+def test_c_b_value_removal_agrees_with_python(value: bytes) -> None:
+    _require_speedups()
+    from mailseal.core import _canon
+    from mailseal.core.signature import without_b_value_py
+
+    assert _canon.without_b_value(value) == without_b_value_py(value)

@@ -312,6 +312,226 @@ fallback:
     Py_RETURN_NONE;
 }
 
+/* The header block split into fields (mailseal.core.message.parse_header_block_py).
+ *
+ * The header ends at the first empty line (CRLF CRLF); a message without one is
+ * all header. A field ends at every CRLF not followed by SP or HTAB. Its name is
+ * what precedes the first colon, unless a CRLF comes before that colon (then the
+ * field is nameless and can never be selected). Fields are made as instances of
+ * ``cls`` (HeaderField) with name, raw and the lower-cased key set directly: that
+ * object creation was most of the cost of the Python version. */
+static PyObject *str_name, *str_raw, *str_key, *str_lower;
+
+static PyObject *
+make_field(PyTypeObject *cls, const char *s, Py_ssize_t a, Py_ssize_t text_end, Py_ssize_t raw_end)
+{
+    PyObject *name = NULL, *key = NULL, *raw = NULL, *field = NULL;
+    const char *colon = memchr(s + a, ':', (size_t)(text_end - a));
+    Py_ssize_t name_end = -1;
+    if (colon != NULL) {
+        name_end = colon - s;
+        for (Py_ssize_t i = a; i + 2 <= name_end; i++) {
+            if (s[i] == '\r' && s[i + 1] == '\n') {
+                name_end = -1; /* the colon is on a continuation line: no name */
+                break;
+            }
+        }
+    }
+    if (name_end < 0) {
+        name = PyUnicode_New(0, 0);
+        if (name == NULL) {
+            return NULL;
+        }
+        Py_INCREF(name);
+        key = name;
+    } else {
+        while (name_end > a && (s[name_end - 1] == ' ' || s[name_end - 1] == '\t')) {
+            name_end--;
+        }
+        int ascii = 1, upper = 0;
+        for (Py_ssize_t i = a; i < name_end; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c >= 0x80) {
+                ascii = 0;
+                break;
+            }
+            if (c >= 'A' && c <= 'Z') {
+                upper = 1;
+            }
+        }
+        if (ascii) { /* the usual case: a plain copy, no decoder */
+            name = PyUnicode_New(name_end - a, 127);
+            if (name != NULL) {
+                memcpy(PyUnicode_1BYTE_DATA(name), s + a, (size_t)(name_end - a));
+            }
+        } else {
+            name = PyUnicode_DecodeUTF8(s + a, name_end - a, "replace");
+        }
+        if (name == NULL) {
+            return NULL;
+        }
+        if (!ascii) {
+            key = PyObject_CallMethodNoArgs(name, str_lower);
+        } else if (!upper) {
+            Py_INCREF(name);
+            key = name;
+        } else {
+            key = PyUnicode_New(name_end - a, 127);
+            if (key != NULL) {
+                Py_UCS1 *out = PyUnicode_1BYTE_DATA(key);
+                for (Py_ssize_t i = a; i < name_end; i++) {
+                    unsigned char c = (unsigned char)s[i];
+                    out[i - a] = (Py_UCS1)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+                }
+            }
+        }
+        if (key == NULL) {
+            Py_DECREF(name);
+            return NULL;
+        }
+    }
+    raw = PyBytes_FromStringAndSize(s + a, raw_end - a);
+    if (raw == NULL) {
+        goto done;
+    }
+    field = cls->tp_alloc(cls, 0);
+    if (field == NULL) {
+        goto done;
+    }
+    if (PyObject_SetAttr(field, str_name, name) < 0 || PyObject_SetAttr(field, str_raw, raw) < 0
+        || PyObject_SetAttr(field, str_key, key) < 0) {
+        Py_CLEAR(field);
+    }
+done:
+    Py_XDECREF(name);
+    Py_XDECREF(key);
+    Py_XDECREF(raw);
+    return field;
+}
+
+static PyObject *
+header_fields(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyType_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "header_fields(data, cls) takes bytes and a class");
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)args[1];
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    const char *s = (const char *)view.buf;
+    Py_ssize_t n = view.len;
+    PyObject *fields = NULL, *result = NULL;
+    if (n >= 2 && s[0] == '\r' && s[1] == '\n') {
+        fields = PyTuple_New(0);
+        result = fields == NULL ? NULL : Py_BuildValue("(Nn)", fields, (Py_ssize_t)2);
+        PyBuffer_Release(&view);
+        return result;
+    }
+    Py_ssize_t block = n, offset = n; /* the header block s[:block] and where the body starts */
+    for (const char *p = s; (p = memchr(p, '\r', (size_t)(s + n - p))) != NULL; p++) {
+        if (p + 4 <= s + n && p[1] == '\n' && p[2] == '\r' && p[3] == '\n') {
+            block = p - s + 2;
+            offset = p - s + 4;
+            break;
+        }
+    }
+    PyObject *list = PyList_New(0);
+    if (list == NULL) {
+        goto error;
+    }
+    Py_ssize_t start = 0;
+    for (Py_ssize_t i = 0; i + 1 < block;) {
+        const char *cr = memchr(s + i, '\r', (size_t)(block - 1 - i));
+        if (cr == NULL) {
+            break;
+        }
+        i = cr - s;
+        if (s[i + 1] == '\n' && (i + 2 >= block || (s[i + 2] != ' ' && s[i + 2] != '\t'))) {
+            PyObject *field = make_field(cls, s, start, i, i + 2);
+            if (field == NULL || PyList_Append(list, field) < 0) {
+                Py_XDECREF(field);
+                goto error;
+            }
+            Py_DECREF(field);
+            start = i + 2;
+            i += 2;
+        } else {
+            i++;
+        }
+    }
+    if (start < block) { /* a last field without a CRLF */
+        PyObject *field = make_field(cls, s, start, block, block);
+        if (field == NULL || PyList_Append(list, field) < 0) {
+            Py_XDECREF(field);
+            goto error;
+        }
+        Py_DECREF(field);
+    }
+    fields = PyList_AsTuple(list);
+    Py_CLEAR(list);
+    if (fields != NULL) {
+        result = Py_BuildValue("(Nn)", fields, offset);
+    }
+    PyBuffer_Release(&view);
+    return result;
+error:
+    Py_XDECREF(list);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+static int
+is_fws_byte(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* The DKIM-Signature value with b='s value removed (RFC 6376 3.7), everything else
+ * byte-exact: the first ";"-separated piece whose name (before its first "=", FWS
+ * stripped) is "b" keeps its name and "=". The same as
+ * mailseal.core.signature.without_b_value_py. */
+static PyObject *
+without_b_value(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "without_b_value() takes bytes");
+        return NULL;
+    }
+    const char *s = PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    Py_ssize_t start = 0;
+    while (start <= n) {
+        const char *semi = memchr(s + start, ';', (size_t)(n - start));
+        Py_ssize_t end = semi ? semi - s : n;
+        const char *eqp = memchr(s + start, '=', (size_t)(end - start));
+        if (eqp != NULL) {
+            Py_ssize_t a = start, b = eqp - s;
+            while (a < b && is_fws_byte(s[a])) {
+                a++;
+            }
+            while (b > a && is_fws_byte(s[b - 1])) {
+                b--;
+            }
+            if (b - a == 1 && s[a] == 'b') {
+                Py_ssize_t keep = eqp - s + 1;
+                PyObject *out = PyBytes_FromStringAndSize(NULL, keep + (n - end));
+                if (out == NULL) {
+                    return NULL;
+                }
+                memcpy(PyBytes_AS_STRING(out), s, (size_t)keep);
+                memcpy(PyBytes_AS_STRING(out) + keep, s + end, (size_t)(n - end));
+                return out;
+            }
+        }
+        start = end + 1;
+    }
+    Py_INCREF(arg);
+    return arg;
+}
+
 static PyMethodDef canon_methods[] = {
     {"relaxed_header", relaxed_header, METH_O,
      "Relaxed header canonicalization of one raw field (RFC 6376 3.4.2)."},
@@ -319,16 +539,27 @@ static PyMethodDef canon_methods[] = {
      "Fast path of an RFC 6376 3.2 tag-list: a dict in order, or None to let the Python version decide."},
     {"relaxed_lines", relaxed_lines, METH_O,
      "Collapse SP/HTAB runs to one SP and drop them before CRLF (RFC 6376 3.4.4)."},
+    {"without_b_value", without_b_value, METH_O,
+     "The DKIM-Signature value with the b= value removed, everything else byte-exact (RFC 6376 3.7)."},
+    {"header_fields", (PyCFunction)(void (*)(void))header_fields, METH_FASTCALL,
+     "The header block as (fields, body offset); fields made as instances of cls (HeaderField)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef canon_module = {
     PyModuleDef_HEAD_INIT, "mailseal.core._canon",
-    "C speedups: relaxed canonicalization and tag-list parsing.", -1, canon_methods,
+    "C speedups: relaxed canonicalization, tag-list parsing and the header-block split.", -1, canon_methods,
 };
 
 PyMODINIT_FUNC
 PyInit__canon(void)
 {
+    str_name = PyUnicode_InternFromString("name");
+    str_raw = PyUnicode_InternFromString("raw");
+    str_key = PyUnicode_InternFromString("key");
+    str_lower = PyUnicode_InternFromString("lower");
+    if (str_name == NULL || str_raw == NULL || str_key == NULL || str_lower == NULL) {
+        return NULL;
+    }
     return PyModule_Create(&canon_module);
 }

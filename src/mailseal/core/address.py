@@ -36,6 +36,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Final
 
 from mailseal.core.message import HeaderField
@@ -148,9 +149,25 @@ def parse_address_list(value: bytes | str) -> tuple[Mailbox, ...]:
     return _parse_tokens(_tokens(text))
 
 
+MAX_CACHED_FROM: Final = 512
+"""From fields up to this size are memoized (senders recur; a hostile size never fills the cache)."""
+
+
 def author(headers: Iterable[HeaderField]) -> Author:
     """Who the message says it is from, or why that cannot be told; never raises."""
     fields = [h for h in headers if h.key == "from"]
+    if len(fields) == 1 and len(fields[0].raw) <= MAX_CACHED_FROM:
+        return _one_from(fields[0].raw)
+    return _author(fields)
+
+
+@lru_cache(maxsize=4096)
+def _one_from(raw: bytes) -> Author:
+    """The author of a message with this one From field: a pure function of its bytes, so memoized."""
+    return _author([HeaderField("From", raw)])
+
+
+def _author(fields: list[HeaderField]) -> Author:
     if len(fields) == 1 and len(fields[0].raw) <= MAX_FROM_BYTES:  # the usual case, kept short
         try:
             found = parse_address_list(fields[0].value)

@@ -25,7 +25,7 @@ from mailseal.core.algorithms import (
     key_bits,
     key_type_of,
 )
-from mailseal.core.keypolicy import DEFAULT_MAX_RSA_BITS, MIN_RSA_BITS
+from mailseal.core.keypolicy import DEFAULT_MAX_RSA_BITS, MIN_RSA_BITS, KeySize, key_size
 from mailseal.errors import KeyFileError, UsageError
 
 DEFAULT_RSA_BITS = 2048
@@ -118,14 +118,21 @@ MAX_CACHED_KEY = 2048  # bytes of DER; an RSA-8192 key is about 1.1 KB, so real 
 
 def parse_public_key(key_type: KeyType, der: bytes) -> PublicKey:
     """Decode p= bytes, memoized for key-sized inputs only (the cache cannot be bloated)."""
+    return parse_public_key_sized(key_type, der)[0]
+
+
+def parse_public_key_sized(key_type: KeyType, der: bytes) -> tuple[PublicKey, KeySize]:
+    """:func:`parse_public_key` plus the numbers the size rules read, both memoized together."""
     if len(der) <= MAX_CACHED_KEY:
         return _parse_public_key_cached(key_type, der)
-    return _parse_public_key(key_type, der)
+    key = _parse_public_key(key_type, der)
+    return key, key_size(key)
 
 
 @lru_cache(maxsize=4096)
-def _parse_public_key_cached(key_type: KeyType, der: bytes) -> PublicKey:
-    return _parse_public_key(key_type, der)
+def _parse_public_key_cached(key_type: KeyType, der: bytes) -> tuple[PublicKey, KeySize]:
+    key = _parse_public_key(key_type, der)
+    return key, key_size(key)
 
 
 def _parse_public_key(key_type: KeyType, der: bytes) -> PublicKey:

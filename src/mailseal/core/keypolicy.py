@@ -25,6 +25,7 @@ Sizes, and why:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from mailseal.core.algorithms import Algorithm, KeyType, PublicKey, key_bits, key_type_of, rsa_exponent
@@ -53,11 +54,37 @@ def max_key_der_bytes(max_rsa_bits: int) -> int:
     return (max_rsa_bits + MAX_RSA_EXPONENT_BITS) // 8 + 64
 
 
+@dataclass(frozen=True, slots=True)
+class KeySize:
+    """What the size rules read from a public key: read once per key, not per message.
+
+    ``public_numbers()`` builds the modulus as a Python int and the key
+    classes are ABCs (each isinstance check walks the registry): reading
+    these per signature cost more than hashing a 2 KB message.
+    """
+
+    rsa: bool
+    bits: int
+    exponent: int  # 0 for Ed25519
+
+
+def key_size(key: PublicKey) -> KeySize:
+    """The type, size and (RSA) public exponent of ``key``."""
+    if key_type_of(key) is not KeyType.RSA:
+        return KeySize(rsa=False, bits=key_bits(key), exponent=0)
+    return KeySize(rsa=True, bits=key_bits(key), exponent=rsa_exponent(key))
+
+
 def key_size_problem(key: PublicKey, *, min_rsa_bits: int, max_rsa_bits: int) -> SyntaxProblem | None:
     """Is this RSA key inside the floor and the caps? Ed25519 keys always are."""
-    if key_type_of(key) is not KeyType.RSA:
+    return size_problem(key_size(key), min_rsa_bits=min_rsa_bits, max_rsa_bits=max_rsa_bits)
+
+
+def size_problem(size: KeySize, *, min_rsa_bits: int, max_rsa_bits: int) -> SyntaxProblem | None:
+    """:func:`key_size_problem` for a key whose :class:`KeySize` was read already."""
+    if not size.rsa:
         return None
-    bits = key_bits(key)
+    bits = size.bits
     if bits < min_rsa_bits:
         return SyntaxProblem(
             Reason.KEY_TOO_SMALL,
@@ -68,7 +95,7 @@ def key_size_problem(key: PublicKey, *, min_rsa_bits: int, max_rsa_bits: int) ->
             Reason.KEY_TOO_LARGE,
             f"the RSA key has {bits} bits; at most {min(max_rsa_bits, RSA_BITS_LIMIT)} are accepted",
         )
-    exponent = rsa_exponent(key)
+    exponent = size.exponent
     if exponent.bit_length() > MAX_RSA_EXPONENT_BITS:
         return SyntaxProblem(
             Reason.KEY_TOO_LARGE,
@@ -83,19 +110,23 @@ def key_size_problem(key: PublicKey, *, min_rsa_bits: int, max_rsa_bits: int) ->
 
 
 def verify_cost(key: PublicKey) -> int:
-    """Units of work (one RSA-2048, e=65537 verification each) to check one signature with ``key``.
+    """Units of work (one RSA-2048, e=65537 verification each) to check one signature with ``key``."""
+    return size_cost(key_size(key))
+
+
+def size_cost(size: KeySize) -> int:
+    """:func:`verify_cost` for a key whose :class:`KeySize` was read already.
 
     RSA costs grow with the square of the modulus and linearly with the
     exponent's length (square-and-multiply), so the cost of a key inside the
     caps is bounded (at most 16 * 3.6 = 58 units at 8192 bits and 32 bits).
     """
-    if key_type_of(key) is not KeyType.RSA:
+    if not size.rsa:
         return ED25519_VERIFY_COST
-    bits = key_bits(key)
-    exponent = rsa_exponent(key)
+    bits, exponent = size.bits, size.exponent
     ops = exponent.bit_length() + exponent.bit_count() - 1
-    size = (bits * bits) / (REFERENCE_RSA_BITS * REFERENCE_RSA_BITS)
-    return max(1, round(size * ops / _REFERENCE_EXPONENT_OPS))
+    scale = (bits * bits) / (REFERENCE_RSA_BITS * REFERENCE_RSA_BITS)
+    return max(1, round(scale * ops / _REFERENCE_EXPONENT_OPS))
 
 
 def allows_email(record: KeyRecord) -> bool:

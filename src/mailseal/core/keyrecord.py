@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from mailseal.core.algorithms import KeyType, PublicKey
-from mailseal.core.keymaterial import PublicKeyError, parse_public_key
+from mailseal.core.keymaterial import PublicKeyError, parse_public_key_sized
+from mailseal.core.keypolicy import KeySize
 from mailseal.core.problems import SyntaxProblem
 from mailseal.core.results import Reason
 from mailseal.core.taglist import parse_tag_list, strip_fws
@@ -76,14 +77,13 @@ class KeyRecord:
 
     def public_key(self) -> PublicKey:
         """Decode p= into a key object; raises ``SyntaxProblem`` if it is unusable."""
-        try:
-            der = base64.b64decode(self.public_key_b64, validate=True)
-        except binascii.Error:
-            raise SyntaxProblem(Reason.KEY_BAD_BASE64, "p= is not valid base64") from None
-        try:
-            return parse_public_key(self.key_type, der)
-        except PublicKeyError as exc:
-            raise SyntaxProblem(Reason.KEY_INVALID, str(exc)) from None
+        return self.public_key_sized()[0]
+
+    def public_key_sized(self) -> tuple[PublicKey, KeySize]:
+        """:meth:`public_key` and the numbers the size rules read; memoized by p= for key-sized values."""
+        if len(self.public_key_b64) <= MAX_CACHED_P:
+            return _decode_public_key_cached(self.key_type, self.public_key_b64)
+        return _decode_public_key(self.key_type, self.public_key_b64)
 
     @classmethod
     def for_key(cls, key_type: KeyType, public_key_b64: str, *, flags: tuple[str, ...] = ()) -> KeyRecord:
@@ -105,6 +105,26 @@ class KeyRecord:
     def to_txt_strings(self) -> tuple[str, ...]:
         """The record split into DNS character-strings of at most 255 bytes."""
         return split_txt(self.to_text())
+
+
+MAX_CACHED_P = 2048  # base64 characters; an RSA-8192 key's p= is about 1.5 KB
+
+
+@lru_cache(maxsize=1024)
+def _decode_public_key_cached(key_type: KeyType, p: str) -> tuple[PublicKey, KeySize]:
+    """Memoized: the same few keys sign most mail, and decoding costs more than the rest of a key check."""
+    return _decode_public_key(key_type, p)
+
+
+def _decode_public_key(key_type: KeyType, p: str) -> tuple[PublicKey, KeySize]:
+    try:
+        der = base64.b64decode(p, validate=True)
+    except binascii.Error:
+        raise SyntaxProblem(Reason.KEY_BAD_BASE64, "p= is not valid base64") from None
+    try:
+        return parse_public_key_sized(key_type, der)
+    except PublicKeyError as exc:
+        raise SyntaxProblem(Reason.KEY_INVALID, str(exc)) from None
 
 
 MAX_CACHED_RECORD = 4096  # an RSA-8192 record is about 1.5 KB; larger TXT data is not a key

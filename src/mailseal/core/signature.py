@@ -8,6 +8,7 @@ with a precise reason. Writing a field is the signer's job
 from __future__ import annotations
 
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -127,10 +128,11 @@ class DKIMSignature:
         )
 
 
-def without_b_value(raw_value: bytes) -> bytes:
+def without_b_value_py(raw_value: bytes) -> bytes:
     """The field value with b='s value removed, everything else byte-exact (3.7).
 
-    Same result as substituting ``(^|;)FWS b FWS = [^;]*`` once, at a third of the cost.
+    Same result as substituting ``(^|;)FWS b FWS = [^;]*`` once, at a third of
+    the cost. The reference for the C twin :func:`without_b_value` uses when built.
     """
     parts = raw_value.split(b";")
     for i, part in enumerate(parts):
@@ -139,6 +141,15 @@ def without_b_value(raw_value: bytes) -> bytes:
             parts[i] = name + b"="
             return b";".join(parts)
     return raw_value
+
+
+without_b_value: Callable[[bytes], bytes]
+try:  # the C twin (one pass, no list of pieces), built when a compiler was present
+    from mailseal.core import _canon
+except ImportError:  # pragma: no cover - installs without a C compiler
+    without_b_value = without_b_value_py
+else:
+    without_b_value = _canon.without_b_value
 
 
 def _key_name_problem(domain: str, selector: str) -> tuple[Reason, str] | None:

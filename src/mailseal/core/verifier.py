@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailseal.core.address import author
-from mailseal.core.algorithms import PublicKey, key_bits, verify_digest
+from mailseal.core.algorithms import PublicKey, verify_digest
 from mailseal.core.alignment import alignment
 from mailseal.core.bodyhash import BodyHasher
 from mailseal.core.canonicalization import Canon, canonicalize_header, relaxed_header
@@ -43,10 +43,10 @@ from mailseal.core.diagnosis import BodyKeeper, Diagnosis, DiagnosisBudget, Fail
 from mailseal.core.identity import is_within
 from mailseal.core.keypolicy import (
     WEAK_RSA_BITS,
-    key_size_problem,
     max_key_der_bytes,
+    size_cost,
+    size_problem,
     usage_problem,
-    verify_cost,
 )
 from mailseal.core.keyrecord import KeyRecord, parse_key_record
 from mailseal.core.message import HeaderField
@@ -81,46 +81,43 @@ _DNS_REASONS = {
 
 
 @dataclass(slots=True)
-class _Facts:
-    """What is known about one signature and what it covers; typed, so mypy sees every field.
-
-    Filled as far as the signature could be parsed and its key fetched, then
-    copied field by field into the :class:`SignatureResult`.
-    """
+class _Loose:
+    """d=, s=, a=, i= read leniently from a signature that did not parse: for the report only."""
 
     domain: str | None = None
     selector: str | None = None
     algorithm: str | None = None
     auid: str | None = None
-    canonicalization: str | None = None
-    signed_headers: tuple[str, ...] = ()
-    body_length_limited: bool = False
-    unsigned_body_bytes: int | None = None
-    from_oversigned: bool = False
-    key_bits: int | None = None
-    key_testing: bool = False
-    aligned: bool | None = None
-    alignment: Alignment = Alignment.UNKNOWN
-    dnssec: bool | None = None
-    timestamp: int | None = None
-    expiration: int | None = None
-    signature_b: str | None = None
 
 
 @dataclass(slots=True)
 class _Candidate:
-    """One DKIM-Signature field and what we have learnt about it so far."""
+    """One DKIM-Signature field and what we have learnt about it so far.
+
+    What the signature says is read from ``signature`` when the result is
+    built; the fields below it are what the message, the key and the body
+    added (typed, so mypy sees every field of the result).
+    """
 
     position: int
     header: HeaderField
-    facts: _Facts
     signature: DKIMSignature | None = None
+    loose: _Loose | None = None  # only when ``signature`` is None
     reason: Reason | None = None
     detail: str = ""
     decided: bool = False
     key: PublicKey | None = None
+    cost: int = 0  # crypto units for key (keypolicy.size_cost), read with it
     chosen: tuple[int, ...] = ()
     rank: int = 2
+    query: str = ""  # where its key lives, lower-cased (the DNS name to ask for and to match answers by)
+    signed_headers: tuple[str, ...] = ()
+    from_oversigned: bool = False
+    alignment: Alignment = Alignment.UNKNOWN
+    key_bits: int | None = None
+    key_testing: bool = False
+    dnssec: bool | None = None
+    unsigned_body_bytes: int | None = None
 
 
 class Verification:
@@ -135,12 +132,14 @@ class Verification:
         self._index = index_by_name(self._headers)
         self._author = author(self._headers)
         self._author_domain = self._author.domain
-        positions = [p for p, h in enumerate(self._headers) if h.key == SIGNATURE_FIELD]
+        positions = self._index.get(SIGNATURE_FIELD, ())  # bottom-most first
         self._fields = len(positions)
         # Bottom first: the field that was there first cannot be pushed out by fields added above it.
-        self._candidates = [self._parse(position) for position in reversed(positions[-MAX_SIGNATURE_FIELDS:])]
+        self._candidates = [self._parse(position) for position in positions[:MAX_SIGNATURE_FIELDS]]
         cap = self._options.max_signatures
-        pending = sorted((c for c in self._candidates if not c.decided), key=lambda c: (c.rank, -c.position))
+        pending = [c for c in self._candidates if not c.decided]
+        if len(pending) > 1:
+            pending.sort(key=lambda c: (c.rank, -c.position))
         for c in pending[cap:]:
             self._decide(c, Reason.NOT_EVALUATED, f"not evaluated: only {cap} signatures are checked")
         self._pending = pending[:cap]  # the evaluation order, for key lookups and crypto
@@ -156,35 +155,31 @@ class Verification:
 
     def _parse(self, position: int) -> _Candidate:
         header = self._headers[position]
-        candidate = _Candidate(position, header, _Facts())
         try:
             sig = DKIMSignature.from_header(header.value)
         except SyntaxProblem as problem:
-            candidate.facts = _loose_facts(header)
+            candidate = _Candidate(position, header, loose=_loose_facts(header))
             self._decide(candidate, problem.reason, problem.detail)
             return candidate
-        candidate.signature = sig
-        chosen, _ = select(sig.signed_headers, self._index, exclude=position)
-        candidate.chosen = tuple(chosen)
+        joined = ":".join(sig.signed_headers)  # h= names hold no ":" (they were split on it)
+        # One lower() for the usual ASCII list; others name by name (a Greek sigma lowers by context).
+        names = joined.lower().split(":") if joined.isascii() else [n.lower() for n in sig.signed_headers]
+        chosen, _ = select(names, self._index, exclude=position)
         froms_present = len(self._index.get("from", ()))
-        froms_signed = sum(1 for h in sig.signed_headers if h.lower() == "from")
+        froms_signed = names.count("from")
         align = alignment(sig.domain, self._author_domain)
-        candidate.facts = _Facts(
-            domain=sig.domain,
-            selector=sig.selector,
-            algorithm=sig.algorithm.name,
-            auid=sig.auid,
-            canonicalization=sig.canonicalization,
-            signed_headers=tuple(self._headers[p].key for p in chosen),
-            body_length_limited=sig.body_length is not None,
+        candidate = _Candidate(
+            position,
+            header,
+            sig,
+            chosen=tuple(chosen),
+            query=sig.key_query_name.lower(),
+            signed_headers=tuple([self._headers[p].key for p in chosen]),
             from_oversigned=froms_signed > froms_present,
             alignment=align,
-            aligned=None if align is Alignment.UNKNOWN else align is not Alignment.NONE,
-            timestamp=sig.timestamp,
-            expiration=sig.expiration,
-            signature_b=sig.signature_b64,
         )
-        if any(is_within(sig.domain, preferred) for preferred in self._options.preferred_domains):
+        preferred = self._options.preferred_domains
+        if preferred and any(is_within(sig.domain, name) for name in preferred):
             candidate.rank = 0
         elif align in (Alignment.EXACT, Alignment.ORGANIZATIONAL):
             candidate.rank = 1
@@ -206,7 +201,7 @@ class Verification:
         names: dict[str, None] = {}
         for c in self._pending:
             if c.signature is not None and not c.decided and c.key is None:
-                names[c.signature.key_query_name.lower()] = None
+                names[c.query] = None
         return tuple(names)
 
     def add_key_answer(self, name: str, answer: TxtAnswer) -> None:
@@ -214,9 +209,9 @@ class Verification:
         name = name.lower().removesuffix(".")
         for c in self._pending:
             sig = c.signature
-            if sig is None or c.decided or sig.key_query_name.lower() != name:
+            if sig is None or c.decided or c.query != name:
                 continue
-            c.facts.dnssec = answer.authenticated if answer.status is TxtStatus.FOUND else None
+            c.dnssec = answer.authenticated if answer.status is TxtStatus.FOUND else None
             self._take_key(c, sig, answer)
 
     def _take_key(self, c: _Candidate, sig: DKIMSignature, answer: TxtAnswer) -> None:
@@ -259,20 +254,20 @@ class Verification:
         if problem is not None:
             self._decide(c, problem.reason, problem.detail)
             return
-        try:
-            key = record.public_key()
+        try:  # memoized with its size: read once per key, not per message
+            key, size = record.public_key_sized()
         except SyntaxProblem as bad:
             self._decide(c, bad.reason, f"key record at {where}: {bad.detail}")
             return
-        c.facts.key_bits = key_bits(key)
-        c.facts.key_testing = record.testing
-        problem = key_size_problem(
-            key, min_rsa_bits=self._options.min_rsa_bits, max_rsa_bits=self._options.max_rsa_bits
+        c.key_bits = size.bits
+        c.key_testing = record.testing
+        problem = size_problem(
+            size, min_rsa_bits=self._options.min_rsa_bits, max_rsa_bits=self._options.max_rsa_bits
         )
         if problem is not None:
             self._decide(c, problem.reason, f"key record at {where}: {problem.detail}")
             return
-        c.key = key
+        c.key, c.cost = key, size_cost(size)
 
     # -- stage 3: the body -----------------------------------------------------------
 
@@ -295,19 +290,24 @@ class Verification:
             if not c.decided:
                 self._check(c)
         reported = self._reported()
-        budget = DiagnosisBudget()  # all failures of this message share it
-        results = tuple(
-            self._result(
-                c, None if c.reason is None else diagnose(self._failure_facts(c, body, body_start), budget)
-            )
-            for c in reported
-        )
+        budget: DiagnosisBudget | None = None  # all failures of this message share one
+        results = []
+        for c in reported:
+            diagnosis = None
+            if c.reason is not None:
+                budget = budget or DiagnosisBudget()
+                diagnosis = diagnose(self._failure_facts(c, body, body_start), budget)
+            results.append(self._result(c, diagnosis))
         return VerificationReport(
-            results, self._author_domain, self._author, left_out=self._fields - len(reported)
+            tuple(results), self._author_domain, self._author, left_out=self._fields - len(reported)
         )
 
     def _reported(self) -> list[_Candidate]:
         """The evaluated fields, then the others by rank, bottom first; shown top first."""
+        if len(self._pending) == len(self._candidates):  # the usual case: every field is evaluated
+            return (
+                sorted(self._pending, key=lambda c: c.position) if len(self._pending) > 1 else self._pending
+            )
         limit = max(self._options.max_signatures * REPORTED_PER_EVALUATED, len(self._pending))
         chosen = {id(c) for c in self._pending}
         rest = sorted(
@@ -329,7 +329,7 @@ class Verification:
             headers=self._headers,
             position=c.position,
             key=c.key,
-            key_bits=c.facts.key_bits,
+            key_bits=c.key_bits,
             now=self._now,
             min_rsa_bits=self._options.min_rsa_bits,
             body=whole if whole is not None else self._kept.body(),
@@ -342,8 +342,8 @@ class Verification:
         if c.key is None:
             self._decide(c, Reason.DNS_ERROR, f"no DNS answer was given for {sig.key_query_name}")
             return
-        body_length = self._body.canonical_length(sig.body_canon)
         if sig.body_length is not None:
+            body_length = self._body.canonical_length(sig.body_canon)
             if sig.body_length > body_length:
                 self._decide(
                     c,
@@ -351,14 +351,14 @@ class Verification:
                     f"l={sig.body_length} is longer than the {body_length}-byte canonical body",
                 )
                 return
-            c.facts.unsigned_body_bytes = body_length - sig.body_length
+            c.unsigned_body_bytes = body_length - sig.body_length
         spec = (sig.body_canon, sig.algorithm.hash_name, sig.body_length)
         if self._body.digest(spec) != sig.body_hash:
             self._decide(
                 c, Reason.BODY_HASH_MISMATCH, "the body was changed after signing (body hash mismatch)"
             )
             return
-        cost = verify_cost(c.key)  # charged only when the public-key operation really runs
+        cost = c.cost  # charged only when the public-key operation really runs
         if self._work + cost > self._options.max_verify_work:
             self._decide(
                 c,
@@ -371,15 +371,17 @@ class Verification:
         digest = sig.algorithm.new_hash()
         canon = sig.header_canon
         headers = self._headers
-        if canon is Canon.RELAXED:  # one update of the joined fields: fewer calls per signature
-            digest.update(b"".join([relaxed_header(headers[position].raw) for position in c.chosen]))
-        else:
-            for position in c.chosen:
-                digest.update(canonicalize_header(headers[position], canon))
         raw = c.header.raw
         colon = raw.find(b":")
         stripped = raw[: colon + 1] + without_b_value(raw[colon + 1 :].removesuffix(b"\r\n"))
-        digest.update(relaxed_header(stripped)[:-2] if canon is Canon.RELAXED else stripped)
+        if canon is Canon.RELAXED:  # one update of the joined fields: fewer calls per signature
+            parts = [relaxed_header(headers[position].raw) for position in c.chosen]
+            parts.append(relaxed_header(stripped)[:-2])
+            digest.update(b"".join(parts))
+        else:
+            for position in c.chosen:
+                digest.update(canonicalize_header(headers[position], canon))
+            digest.update(stripped)
         if not verify_digest(sig.algorithm, c.key, sig.signature, digest):
             self._decide(
                 c, Reason.SIGNATURE_MISMATCH, "the signature does not match the signed header fields"
@@ -392,7 +394,7 @@ class Verification:
                 "the rsa-sha1 signature verifies, but rsa-sha1 is not accepted (RFC 8301)",
             )
             return
-        self._decide(c, None, _pass_detail(sig, c.facts))
+        self._decide(c, None, _pass_detail(sig, c))
 
     def _unsigned(self, c: _Candidate) -> tuple[str, ...]:
         """Names with an instance this signature does not cover, in order of the topmost such instance.
@@ -405,67 +407,90 @@ class Verification:
         for key, positions in self._index.items():  # positions are bottom-most first
             if not key:
                 continue
-            top = next((p for p in reversed(positions) if p not in covered), None)
-            if top is not None:
-                found.append((top, key))
+            if len(positions) == 1:  # the usual case: one field of this name
+                if positions[0] not in covered:
+                    found.append((positions[0], key))
+                continue
+            for top in reversed(positions):
+                if top not in covered:
+                    found.append((top, key))
+                    break
+        if not found:
+            return ()
         found.sort()
-        return tuple(key for _, key in found)
+        return tuple([key for _, key in found])
 
     def _decide(self, c: _Candidate, reason: Reason | None, detail: str) -> None:
         c.reason, c.detail, c.decided = reason, detail, True
 
     def _result(self, c: _Candidate, diagnosis: Diagnosis | None) -> SignatureResult:
         """The candidate's verdict as a value; its result word comes from the one reason table."""
-        f = c.facts
         result = DKIMResult.PASS if c.reason is None else REASON_RESULT[c.reason]
-        unsigned = self._unsigned(c) if c.signature is not None else ()
+        sig = c.signature
+        if sig is None:
+            loose = c.loose or _Loose()
+            return SignatureResult(
+                result,
+                c.reason,
+                c.detail,
+                domain=loose.domain,
+                selector=loose.selector,
+                algorithm=loose.algorithm,
+                auid=loose.auid,
+                diagnosis=diagnosis,
+            )
+        align = c.alignment
+        aligned = None if align is Alignment.UNKNOWN else align is not Alignment.NONE
         return SignatureResult(
             result,
             c.reason,
             c.detail,
-            domain=f.domain,
-            selector=f.selector,
-            algorithm=f.algorithm,
-            auid=f.auid,
-            canonicalization=f.canonicalization,
-            signed_headers=f.signed_headers,
-            unsigned_headers=unsigned,
-            body_length_limited=f.body_length_limited,
-            unsigned_body_bytes=f.unsigned_body_bytes,
-            from_oversigned=f.from_oversigned,
-            key_bits=f.key_bits,
-            key_testing=f.key_testing,
-            aligned=f.aligned,
-            alignment=f.alignment,
-            dnssec=f.dnssec,
-            timestamp=f.timestamp,
-            expiration=f.expiration,
-            signature_b=f.signature_b,
-            warnings=_warnings(f) if result is DKIMResult.PASS else (),
+            domain=sig.domain,
+            selector=sig.selector,
+            algorithm=sig.algorithm.name,
+            auid=sig.auid,
+            canonicalization=sig.canonicalization,
+            signed_headers=c.signed_headers,
+            unsigned_headers=self._unsigned(c),
+            body_length_limited=sig.body_length is not None,
+            unsigned_body_bytes=c.unsigned_body_bytes,
+            from_oversigned=c.from_oversigned,
+            key_bits=c.key_bits,
+            key_testing=c.key_testing,
+            aligned=aligned,
+            alignment=align,
+            dnssec=c.dnssec,
+            timestamp=sig.timestamp,
+            expiration=sig.expiration,
+            signature_b=sig.signature_b64,
+            warnings=_warnings(c, sig, aligned=aligned) if result is DKIMResult.PASS else (),
             diagnosis=diagnosis,
         )
 
 
-def _warnings(f: _Facts) -> tuple[str, ...]:
+def _warnings(c: _Candidate, sig: DKIMSignature, *, aligned: bool | None) -> tuple[str, ...]:
     """What a pass does not cover, as short stable phrases (for JSON and A-R readers)."""
     out = []
-    if f.key_bits is not None and (f.algorithm or "").startswith("rsa") and f.key_bits < WEAK_RSA_BITS:
-        out.append(f"weak-key: {f.key_bits}-bit RSA")
-    if f.key_testing:
+    if c.key_bits is not None and sig.algorithm.name.startswith("rsa") and c.key_bits < WEAK_RSA_BITS:
+        out.append(f"weak-key: {c.key_bits}-bit RSA")
+    if c.key_testing:
         out.append("testing: the key record has t=y")
-    if f.body_length_limited:
-        out.append(f"partial-body: {f.unsigned_body_bytes or 0} body bytes after l= are unsigned")
-    if not f.from_oversigned:
+    if sig.body_length is not None:
+        out.append(f"partial-body: {c.unsigned_body_bytes or 0} body bytes after l= are unsigned")
+    if not c.from_oversigned:
         out.append("from-not-oversigned: a From field added above would not break the signature")
-    if f.aligned is False:
+    if aligned is False:
         out.append("not-aligned: d= is not the From domain")
-    if f.dnssec is False:
+    if c.dnssec is False:
         out.append("no-dnssec: the key was not DNSSEC-validated")
     return tuple(out)
 
 
-def _pass_detail(sig: DKIMSignature, f: _Facts) -> str:
-    parts = [f"verified: {sig.domain} took responsibility for this message"]
+def _pass_detail(sig: DKIMSignature, f: _Candidate) -> str:
+    verified = f"verified: {sig.domain} took responsibility for this message"
+    if not f.key_testing and not f.unsigned_body_bytes:
+        return verified
+    parts = [verified]
     if f.key_testing:
         parts.append("but its key is marked as testing (t=y)")
     if sig.body_length is not None and f.unsigned_body_bytes:
@@ -474,7 +499,7 @@ def _pass_detail(sig: DKIMSignature, f: _Facts) -> str:
     return "; ".join(parts)
 
 
-def _loose_facts(header: HeaderField) -> _Facts:
+def _loose_facts(header: HeaderField) -> _Loose:
     """d=, s=, a=, i= read leniently from an unparseable signature, for the report."""
     found: dict[str, str] = {}
     for match in _LOOSE_TAG.finditer(header.value):
@@ -482,6 +507,6 @@ def _loose_facts(header: HeaderField) -> _Facts:
         if not _LOOSE_VALUE.match(value):
             continue  # never echo control characters or odd bytes from a broken field
         found.setdefault(match.group(1).decode(), value)
-    return _Facts(
+    return _Loose(
         domain=found.get("d"), selector=found.get("s"), algorithm=found.get("a"), auid=found.get("i")
     )

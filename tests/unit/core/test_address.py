@@ -203,3 +203,17 @@ def test_sign_accepts_a_hostile_from_without_recursion(rsa_key: PrivateKey) -> N
     assert author(Message.from_bytes(message).headers).status is AuthorStatus.UNREADABLE
     field = mailseal.sign(message, key=rsa_key, domain="example.com", selector="sel", now=FIXED_NOW)
     assert field.startswith(b"DKIM-Signature:")  # the library signs what it is given; the milter decides
+
+
+def test_the_author_memo_holds_only_ordinary_sized_from_fields() -> None:
+    """Memoized by the field's bytes, so a hostile From cannot grow the memo past its bound."""
+    from mailseal.core.address import MAX_CACHED_FROM, _one_from, author
+
+    small = HeaderField("From", b"From: Alice <alice@example.com>\r\n")
+    big = HeaderField("From", b"From: " + b"x" * MAX_CACHED_FROM + b"@example.com\r\n")
+    _one_from.cache_clear()
+    assert author([small]) == author([small]) == _one_from.__wrapped__(small.raw)
+    assert _one_from.cache_info().currsize == 1
+    assert author([big]).domain == "example.com"
+    assert _one_from.cache_info().currsize == 1  # the large field was read, not remembered
+    assert _one_from.cache_info().maxsize == 4096

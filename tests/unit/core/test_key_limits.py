@@ -131,3 +131,23 @@ def test_the_budget_pays_for_public_key_operations_only(rsa_key: PrivateKey) -> 
     }
     report = _verify(message, records, max_verify_work=1)
     assert [s.reason for s in report.signatures] == [None] + [Reason.BODY_HASH_MISMATCH] * 4
+
+
+def test_a_key_is_decoded_and_sized_once_and_huge_p_values_are_not_remembered(rsa_key: PrivateKey) -> None:
+    from mailseal.core import keyrecord
+    from mailseal.core.keypolicy import key_size, size_cost, size_problem
+    from mailseal.core.problems import SyntaxProblem
+
+    record = keyrecord.KeyRecord.for_key(KeyType.RSA, rsa_key.public_key_b64())
+    key, size = record.public_key_sized()
+    again, same = record.public_key_sized()
+    assert again is key and same is size  # the memo: one decode and one public_numbers() per key
+    assert size == key_size(key) and size.rsa and size.bits == 2048 and size.exponent == 65537
+    assert size_cost(size) == verify_cost(key) == 1
+    assert size_problem(size, min_rsa_bits=1024, max_rsa_bits=8192) is None
+    assert size_problem(size, min_rsa_bits=4096, max_rsa_bits=8192) is not None
+    before = keyrecord._decode_public_key_cached.cache_info().currsize
+    huge = keyrecord.KeyRecord.for_key(KeyType.RSA, "A" * (keyrecord.MAX_CACHED_P + 4))
+    with pytest.raises(SyntaxProblem):
+        huge.public_key_sized()
+    assert keyrecord._decode_public_key_cached.cache_info().currsize == before
