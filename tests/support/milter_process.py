@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -23,10 +23,16 @@ class MilterProcess:
     """One ``python -m mailseal milter`` process; ``address`` is parsed from its first log line."""
 
     def __init__(
-        self, args: Sequence[str], *, startup: float = 20.0, nofile: tuple[int, int] | None = None
+        self,
+        args: Sequence[str],
+        *,
+        startup: float = 20.0,
+        nofile: tuple[int, int] | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
-        """``nofile``: the (soft, hard) descriptor limit the process starts with."""
+        """``nofile``: the (soft, hard) descriptor limit the process starts with; ``extra_env``: added variables."""
         env = dict(os.environ, PYTHONPATH=SOURCE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.update(extra_env or {})
 
         def limit() -> None:
             if nofile is not None:

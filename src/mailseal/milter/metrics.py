@@ -11,6 +11,7 @@ series without bound.
 
 from __future__ import annotations
 
+import glob
 import importlib
 import os
 from collections.abc import Iterable
@@ -118,14 +119,44 @@ class PrometheusMetrics:
         self._errors.labels(kind).inc()
 
 
+_WRITTEN: Final = 8
+"""Bytes a shared metrics file has once its worker has written its header (the used-size word and padding)."""
+
+
+def _written(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= _WRITTEN
+    except OSError:  # removed since the listing (a worker marked dead)
+        return False
+
+
+class _WrittenFiles:
+    """The workers' shared metrics files, less one a worker is creating at this moment.
+
+    prometheus_client creates a worker's file empty and writes its header a
+    moment later; merging it in between raises ``struct.error``, which failed
+    the scrape (and, before ``http_response`` caught it, stopped the supervisor).
+    """
+
+    def __init__(self, directory: str) -> None:
+        """Collect from the ``*.db`` files in ``directory``."""
+        self._directory = directory
+
+    def collect(self) -> Any:
+        """The merged samples of every written file."""
+        multiprocess = importlib.import_module("prometheus_client.multiprocess")
+        files = [path for path in glob.glob(os.path.join(self._directory, "*.db")) if _written(path)]
+        return multiprocess.MultiProcessCollector.merge(files, accumulate=True)
+
+
 def exposition(registry: Any = None) -> tuple[bytes, str]:
     """The text exposition of ``registry`` (or of every worker, in multiprocess mode) and its type."""
     client = _client()
     if registry is None:
-        if os.environ.get(_ENV):
-            multiprocess = importlib.import_module("prometheus_client.multiprocess")
+        directory = os.environ.get(_ENV)
+        if directory:
             registry = client.CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            registry.register(_WrittenFiles(directory))
         else:
             registry = client.REGISTRY
     return client.generate_latest(registry), client.CONTENT_TYPE_LATEST

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from typing import Final
 
+from mailseal.milter.logline import throttle
 from mailseal.milter.metrics import Metrics
 
 METRICS_DEADLINE: Final = 5.0
@@ -24,6 +25,7 @@ MAX_METRICS_CLIENTS: Final = 16
 """Metrics clients served at once; more are closed at once (scrapers make one request at a time)."""
 _active = 0  # metrics clients being served by this process's event loop
 _TOO_LARGE: Final = b"HTTP/1.0 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n"
+_UNAVAILABLE: Final = b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
 
 
 class MetricsRequest:
@@ -84,7 +86,13 @@ def http_response(head: bytes) -> bytes:
         return b"HTTP/1.0 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n"
     if request[1].split(b"?")[0] not in (b"/", b"/metrics"):
         return b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"
-    body, content_type = exposition()
+    try:
+        body, content_type = exposition()
+    except Exception as exc:  # noqa: BLE001 - the one boundary: a scrape must never stop the filter
+        throttle.warning(
+            "metrics-unavailable", "could not collect the metrics (%s); answered 503", type(exc).__name__
+        )
+        return _UNAVAILABLE
     head_out = f"HTTP/1.0 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
     return head_out.encode("ascii") + (body if request[0] == b"GET" else b"")
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from mailseal.core.results import DKIMResult, Reason, SignatureResult, VerificationReport
@@ -67,3 +71,33 @@ def test_http_endpoint_answers_only_get_metrics() -> None:
     assert http_response(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.0 200 OK\r\n")
     assert http_response(b"GET /other HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.0 404")
     assert http_response(b"POST /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.0 405")
+
+
+def test_metrics_that_cannot_be_collected_are_a_503_not_an_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the collection raises stays inside the answer: the supervisor's loop serves it."""
+    import mailseal.milter.metrics as metrics
+
+    def broken() -> tuple[bytes, str]:
+        raise struct.error("unpack_from requires a buffer of at least 4 bytes")
+
+    monkeypatch.setattr(metrics, "exposition", broken)
+    answer = http_response(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 503 ")
+    assert b"Retry-After: 1\r\n" in answer
+
+
+def test_shared_metrics_skip_a_file_still_being_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty worker file (created, header not yet written) is left out; the written ones are read."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    import mailseal.milter.metrics as metrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    written = MmapedDict(str(tmp_path / "counter_4193999.db"))  # type: ignore[no-untyped-call]  # a worker's, once it counted
+    written.write_value(mmap_key("mailseal_probe", "mailseal_probe_total", [], [], "probe"), 3.0, 0.0)  # type: ignore[no-untyped-call]
+    written.close()  # type: ignore[no-untyped-call]
+    (tmp_path / "counter_4194000.db").touch()
+    text, _ = metrics.exposition()
+    assert b"mailseal_probe_total 3.0" in text

@@ -129,6 +129,36 @@ def test_worker_processes_share_the_socket_and_the_signals(tmp_path: Path, keys:
     assert_clean(process)
 
 
+def test_a_scrape_while_a_worker_creates_its_metrics_file_never_stops_the_filter(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """A worker creates its shared metrics file empty and fills it a moment later.
+
+    A scrape in that moment made prometheus_client raise ``struct.error`` in the
+    supervisor's loop, which stopped the whole filter (seen once in a loaded run).
+    Here the empty file is made on purpose: the scrape is answered and mail flows.
+    """
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    path = config(tmp_path, keys, 'metrics = "127.0.0.1:0"')
+    with MilterProcess(
+        ["--config", str(path), "--workers", "2"], extra_env={"TMPDIR": str(scratch)}
+    ) as process:
+        metrics_line = process.wait_for(r"metrics on http://(\S+)/metrics", 60)
+        assert metrics_line is not None
+        url = metrics_line.split("metrics on ", 1)[1]
+        (shared,) = scratch.glob("mailseal-metrics-*")
+        (shared / "counter_4194000.db").touch()  # a worker's file, caught between creation and first write
+        client = connect(process.address)
+        assert signatures(client) == 2
+        text = urllib.request.urlopen(url, timeout=10).read().decode()  # noqa: S310 - our own loopback endpoint
+        assert 'mailseal_messages_total{action="accept",mode="sign"} 1.0' in text
+        assert signatures(client) == 2  # still filtering after the scrape
+        client.close()
+        assert process.stop() == 0
+    assert_clean(process)
+
+
 def test_a_missing_key_at_start_is_logged_and_tempfails(tmp_path: Path, keys: Keys) -> None:
     path = config(tmp_path, {"rsa": (None, "example.com", "rsa2026")})
     with MilterProcess(["--config", str(path), "--workers", "1"]) as process:
