@@ -168,4 +168,7 @@ def forget_processes(pids: Iterable[int]) -> None:
         return
     multiprocess = importlib.import_module("prometheus_client.multiprocess")
     for pid in pids:
-        multiprocess.mark_process_dead(pid)
+        try:
+            multiprocess.mark_process_dead(pid)
+        except OSError:  # a file already gone: nothing lingers, and the supervisor must go on
+            continue
