@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import mailseal
+from bench_core import NOW, make_message  # the same message as the verify benchmark
 from mailseal.core.algorithms import KeyType
 from mailseal.core.diagnosis import Cause
 
@@ -28,25 +29,8 @@ try:
 except ImportError:  # pragma: no cover - the benchmark still runs without the peer
     dkim = None
 
-NOW = 1_767_225_600
 SIZES = {"2 KB": 2_000, "20 KB": 20_000, "200 KB": 200_000, "1 MB": 1_000_000}
 FOOTER = b"-- \r\nteam mailing list\r\nhttps://lists.example.org/team\r\n"
-
-
-def make_message(size: int) -> bytes:
-    """A text message of about ``size`` bytes."""
-    header = (
-        b"From: Alice Example <alice@example.com>\r\nTo: Bob <bob@example.net>\r\n"
-        b"Subject: Quarterly report and notes\r\nDate: Thu, 1 Jan 2026 10:00:00 +0000\r\n"
-        b"Message-ID: <report-1@example.com>\r\nMIME-Version: 1.0\r\n"
-        b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
-    )
-    lines: list[bytes] = []
-    total = len(header)
-    while total < size:
-        lines.append(b"Line %d of the report: figures, remarks and  a few words more.\r\n" % len(lines))
-        total += len(lines[-1])
-    return header + b"".join(lines)
 
 
 def seconds(fn: Callable[[], object], repeats: int) -> float:
