@@ -26,6 +26,7 @@ from mailseal import PrivateKey
 from mailseal.core.diagnosis import Cause
 from mailseal.dns.memory import InMemoryResolver
 from support import peers
+from support.messages import list_post
 from support.postfix import PostfixInstance, postfix_available
 from support.required import needs
 
@@ -47,20 +48,7 @@ pytestmark = [
     ),
 ]
 
-MESSAGE = (
-    b"From: Alice <alice@example.com>\r\n"
-    b"To: team@lists.example.org\r\n"
-    b"Subject: Meeting notes for Thursday\r\n"
-    b"Date: Thu, 1 Jan 2026 10:00:00 +0000\r\n"
-    b"Message-ID: <notes-1@example.com>\r\n"
-    b"MIME-Version: 1.0\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Transfer-Encoding: 8bit\r\n"
-    b"\r\n"
-    b"Hello all,\r\n"
-    b"\r\n" + "Zoë will chair — see you at 10.\r\n".encode() + b"\r\n"
-    b"Alice\r\n"
-)
+MESSAGE = list_post("team")
 
 
 def _records(key: PrivateKey, *selectors: str) -> dict[str, str]:

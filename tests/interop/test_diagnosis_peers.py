@@ -18,24 +18,12 @@ from mailseal.core.algorithms import KeyType
 from mailseal.core.diagnosis import Cause
 from mailseal.dns.memory import InMemoryResolver
 from support import peers
+from support.messages import list_post
 from support.required import need
 
 pytestmark = pytest.mark.interop
 
-MESSAGE = (
-    b"From: Alice <alice@example.com>\r\n"
-    b"To: list@lists.example.org\r\n"
-    b"Subject: Meeting notes for Thursday\r\n"
-    b"Date: Thu, 1 Jan 2026 10:00:00 +0000\r\n"
-    b"Message-ID: <notes-1@example.com>\r\n"
-    b"MIME-Version: 1.0\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Transfer-Encoding: 8bit\r\n"
-    b"\r\n"
-    b"Hello all,\r\n"
-    b"\r\n" + "Zoë will chair — see you at 10.\r\n".encode() + b"\r\n"
-    b"Alice\r\n"
-)
+MESSAGE = list_post()
 FOOTER = b"-- \r\nlist mailing list -- https://lists.example.org/list\r\n"
 
 SIGNERS: dict[str, tuple[Callable[[], bool], str]] = {

@@ -22,6 +22,28 @@ SAMPLE = (
 )
 
 
+def list_post(to: str = "list", opening: str = "") -> bytes:
+    """Alice's meeting notes to a mailing list at lists.example.org: what lists and forwarders change.
+
+    8bit UTF-8 text (a re-encoding target), a Subject a list can tag; ``opening``
+    goes before the body's second line.
+    """
+    return (
+        b"From: Alice <alice@example.com>\r\n"
+        + f"To: {to}@lists.example.org\r\n".encode()
+        + b"Subject: Meeting notes for Thursday\r\n"
+        b"Date: Thu, 1 Jan 2026 10:00:00 +0000\r\n"
+        b"Message-ID: <notes-1@example.com>\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n"
+        b"\r\n"
+        b"Hello all,\r\n"
+        b"\r\n" + f"{opening}Zoë will chair — see you at 10.\r\n".encode() + b"\r\n"
+        b"Alice\r\n"
+    )
+
+
 def chunkings(data: bytes) -> Iterator[list[bytes]]:
     """The same bytes whole, byte by byte, in threes, and split inside every CRLF."""
     yield [data]

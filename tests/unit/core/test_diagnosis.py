@@ -36,24 +36,11 @@ from mailseal.core.txtanswer import TxtAnswer, TxtStatus
 from mailseal.core.verifier import Verification
 from mailseal.dns.memory import InMemoryResolver
 from support.clock import FIXED_NOW
-from support.messages import SAMPLE
+from support.messages import SAMPLE, list_post
 
 CANONS = ["simple/simple", "simple/relaxed", "relaxed/simple", "relaxed/relaxed"]
 
-PLAIN = (
-    b"From: Alice <alice@example.com>\r\n"
-    b"To: list@lists.example.org\r\n"
-    b"Subject: Meeting notes for Thursday\r\n"
-    b"Date: Thu, 1 Jan 2026 10:00:00 +0000\r\n"
-    b"Message-ID: <notes-1@example.com>\r\n"
-    b"MIME-Version: 1.0\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Transfer-Encoding: 8bit\r\n"
-    b"\r\n"
-    b"Hello all,\r\n"
-    b"\r\n" + "the notes are attached. Zoë will chair — see you at 10.\r\n".encode() + b"\r\n"
-    b"Alice\r\n"
-)
+PLAIN = list_post(opening="the notes are attached. ")
 
 MULTIPART = (
     b"From: Alice <alice@example.com>\r\n"
