@@ -41,26 +41,17 @@ import dns.message
 import dns.rrset
 
 import mailseal
-from bench_milter_loopback import DOMAIN, SELECTOR, message, run
+from bench_milter_loopback import DOMAIN, SELECTOR, bench_config, message, run
 from mailseal.core.algorithms import KeyType
 from mailseal.core.keymaterial import PrivateKey, generate_private_key
 from support.dnsserver import ScriptedDnsServer, txt_strings
-from support.milter_harness import write_config
 
 SOURCE = str(Path(mailseal.__file__).resolve().parents[1])
 
 
 def count(folder: Path, key: PrivateKey, nameserver: str, mode: str, loop: str, source: str, n: int) -> float:
     """Instructions per message for one configuration."""
-    path = write_config(
-        folder,
-        {"rsa": (key, DOMAIN, SELECTOR)},
-        {f"*@{DOMAIN}": ["rsa"]},
-        '[signing]\ncanonicalization = "relaxed/relaxed"\n'
-        f'[routing]\ninternal_networks = ["127.0.0.1/32"]\n[verify]\nnameservers = ["{nameserver}"]\n',
-        name=f"{mode}-{loop}.toml",
-        socket_spec="inet:0@127.0.0.1",
-    )
+    path = bench_config(folder, key, nameserver, f"{mode}-{loop}.toml")
     out = folder / f"callgrind-{mode}-{loop}.out"
     env = dict(os.environ, MAILSEAL_EVENT_LOOP=loop, PYTHONPATH=source)
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m", "mailseal"]

@@ -116,6 +116,19 @@ def run(address: tuple[str, int], data: bytes, count: int, per_connection: int, 
             client.quit()
 
 
+def bench_config(folder: Path, key: PrivateKey, nameserver: str, name: str) -> Path:
+    """The benchmarked milter's configuration: one RSA key signing for DOMAIN, verifying through ``nameserver``."""
+    return write_config(
+        folder,
+        {"rsa": (key, DOMAIN, SELECTOR)},
+        {f"*@{DOMAIN}": ["rsa"]},
+        '[signing]\ncanonicalization = "relaxed/relaxed"\n'
+        f'[routing]\ninternal_networks = ["127.0.0.1/32"]\n[verify]\nnameservers = ["{nameserver}"]\n',
+        name=name,
+        socket_spec="inet:0@127.0.0.1",
+    )
+
+
 @contextlib.contextmanager
 def milter(
     folder: Path, key: PrivateKey, nameserver: str, loop: str, mode: str, source: str | None = None
@@ -124,15 +137,7 @@ def milter(
 
     ``source``: run the milter from that ``src`` folder instead (an A/B against another build).
     """
-    path = write_config(
-        folder,
-        {"rsa": (key, DOMAIN, SELECTOR)},
-        {f"*@{DOMAIN}": ["rsa"]},
-        '[signing]\ncanonicalization = "relaxed/relaxed"\n'
-        f'[routing]\ninternal_networks = ["127.0.0.1/32"]\n[verify]\nnameservers = ["{nameserver}"]\n',
-        name=f"{mode}-{loop}-{abs(hash(source))}.toml",
-        socket_spec="inet:0@127.0.0.1",
-    )
+    path = bench_config(folder, key, nameserver, f"{mode}-{loop}-{abs(hash(source))}.toml")
     saved = os.environ.get("MAILSEAL_EVENT_LOOP"), milter_process.SOURCE
     os.environ["MAILSEAL_EVENT_LOOP"] = loop
     milter_process.SOURCE = source or saved[1]
